@@ -1,0 +1,51 @@
+//! Authentication layer: reads the presented key and puts the [`Caller`] in the request.
+//!
+//! Applied to the protected routes only (see `api::router`); probes and metrics stay open by
+//! construction rather than by a path allow-list. A missing key and a wrong key get byte-identical
+//! 401 bodies (apart from the request id), so the answer reveals nothing about which keys exist.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// `X-API-Key`, or `Authorization: Bearer` as OpenAI SDKs send it.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("x-api-key") {
+        return v.to_str().ok().map(str::trim);
+    }
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = auth.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match state.keys().authenticate(presented_key(req.headers())) {
+        Some(caller) => {
+            tracing::Span::current().record("caller", caller.label());
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        None => ApiError::Unauthorized.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_x_api_key_first_then_bearer() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer  abc ".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("abc"));
+        h.insert("x-api-key", "xyz".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("xyz"));
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(presented_key(&h), None);
+    }
+}

@@ -1,0 +1,41 @@
+//! `POST /api/spark/generate`: parse, call the generation service, answer.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use super::json::AppJson;
+use crate::error::ApiError;
+use crate::generate::GenerateParams;
+use crate::state::AppState;
+
+pub async fn generate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    AppJson(params): AppJson<GenerateParams>,
+) -> Result<Response, ApiError> {
+    let service = state.generator();
+    let request = service.validate(params)?;
+    let wants_sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if request.stream || wants_sse {
+        return Err(ApiError::InvalidRequest(
+            "streaming responses are not available on this gateway version; send stream: false"
+                .into(),
+        ));
+    }
+    let generation = service.generate(&request).await?;
+    let provider = HeaderValue::from_str(&generation.provider)
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    Ok((
+        [
+            ("x-cache", HeaderValue::from_static("MISS")),
+            ("x-provider", provider),
+        ],
+        Json(generation),
+    )
+        .into_response())
+}

@@ -1,0 +1,151 @@
+//! The outermost request step, and load shedding.
+//!
+//! [`request_context`] runs first and finishes last on every route, errors and 404s included.
+//! It assigns the request id (echoing a well-formed incoming one), opens the request's span,
+//! renders any [`ApiError`] parked in the response into API.md's JSON body with that id, adds the
+//! security headers and writes the one log line per request. Doing all of that in one place means
+//! no path, not even a panic turned into a 500, can skip the id, the headers or the log.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use crate::error::{ApiError, ErrorBody, render_body};
+use crate::state::AppState;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request id, in the request's extensions for handlers that want it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// A client's id is echoed only if it is short and made of safe characters, so it cannot
+/// inject into logs or headers.
+fn valid_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+const SECURITY_HEADERS: [(&str, &str); 5] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    (
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+    ),
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
+
+pub async fn request_context(mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        route = %route,
+        method = %method,
+        caller = tracing::field::Empty,
+    );
+
+    let mut resp = next.run(req).instrument(span.clone()).await;
+
+    let error = resp.extensions_mut().remove::<ErrorBody>();
+    if let Some(err) = &error {
+        *resp.body_mut() = Body::from(render_body(err, &id));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert(X_REQUEST_ID, v);
+    }
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    // File downloads choose their own cache policy; everything else must not be stored.
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+
+    let status = resp.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| match &error {
+        Some(e) if status >= 500 => {
+            tracing::error!(status, latency_ms, code = e.code, cause = %e.cause, "request failed")
+        }
+        Some(e) => tracing::info!(status, latency_ms, code = e.code, "request rejected"),
+        None => tracing::info!(status, latency_ms, "request finished"),
+    });
+    resp
+}
+
+/// Sheds load at once with 503 `overloaded` when `SPARK_MAX_INFLIGHT` requests are already being
+/// served: a short, honest answer beats an unbounded queue that times everyone out.
+pub async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match state.inflight().try_acquire_owned() {
+        Ok(permit) => {
+            let resp = next.run(req).await;
+            drop(permit);
+            resp
+        }
+        Err(_) => ApiError::Overloaded.into_response(),
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Turns a panic inside a handler into API.md's 500. The payload goes to the log only.
+pub fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    ApiError::Internal(format!("panic: {what}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_echoed_only_when_safe() {
+        assert!(valid_request_id("abc-123_x.y:z"));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("a b"));
+        assert!(!valid_request_id("a\r\nb"));
+        assert!(!valid_request_id(&"a".repeat(129)));
+    }
+}

@@ -1,0 +1,67 @@
+//! The HTTP edge: routes, the middleware stack, and thin handlers.
+//!
+//! The only module that knows axum. Handlers extract, call one service function and map its
+//! typed error; the business rules live in `generate/`, `sanitize/`, `providers/` and `auth`.
+
+mod auth;
+mod generate;
+pub mod json;
+pub mod middleware;
+mod probes;
+
+use std::convert::Infallible;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header;
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+
+use crate::state::AppState;
+use json::BodyLimit;
+
+/// Builds the router. The stack, outermost first (the order DESIGN.md gives):
+/// 1. `request_context` — request id, span, error bodies, security headers, access log;
+/// 2. sensitive headers — `X-API-Key` and `Authorization` are marked so no debug output shows them;
+/// 3. catch panic — a panicking handler becomes a 500 with our body, the process lives on;
+/// 4. per protected route: load shedding, then auth, then the route's body limit.
+pub fn router(state: AppState) -> Router {
+    let generate_limit = state.config().generate_body_limit;
+
+    let protected = Router::new()
+        .route(
+            "/api/spark/generate",
+            post(generate::generate)
+                .layer::<_, Infallible>(DefaultBodyLimit::max(generate_limit))
+                .layer::<_, Infallible>(axum::Extension(BodyLimit(generate_limit))),
+        )
+        // Auth runs before the load shedder so anonymous floods are refused without taking a slot.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::shed_load,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+
+    let open = Router::new().route("/livez", get(probes::livez));
+
+    Router::new()
+        .merge(protected)
+        .merge(open)
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(middleware::request_context))
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    header::AUTHORIZATION,
+                    header::HeaderName::from_static("x-api-key"),
+                ]))
+                .layer(CatchPanicLayer::custom(middleware::panic_response)),
+        )
+        .with_state(state)
+}

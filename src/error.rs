@@ -1,0 +1,261 @@
+//! API.md's error table, in one place.
+//!
+//! Every module has its own typed error; they meet here in [`ApiError`], whose status, `code` and
+//! message are decided by one exhaustive `match` (no `_` arm, so a new variant cannot be
+//! forgotten). An error response is built in two steps: [`ApiError::into_response`] sets the
+//! status and headers and parks the error in the response extensions, and the request-id layer
+//! (the outermost one, which alone knows the request id) renders the JSON body. That layer is
+//! also where the cause is logged, once, inside the request's span. Internal details (upstream
+//! bodies, keys, panics) never reach the body: 5xx messages are fixed sentences.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::generate::GenerateError;
+use crate::providers::ProviderError;
+use crate::sanitize::Rejection;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error("this endpoint needs the master key")]
+    Forbidden,
+    #[error("no route for this path")]
+    NotFound,
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("request body must be application/json")]
+    UnsupportedMediaType,
+    #[error(transparent)]
+    Prompt(Rejection),
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after: Duration },
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("upstream error: {0}")]
+    Upstream(ProviderError),
+    #[error("too many requests in flight")]
+    Overloaded,
+    #[error("every eligible provider's circuit is open")]
+    ProvidersUnavailable { retry_after: Duration },
+    #[error("the request deadline of {0:?} passed")]
+    UpstreamTimeout(Duration),
+}
+
+/// What the request-id layer needs to render an error body.
+#[derive(Debug, Clone)]
+pub struct ErrorBody {
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+    /// The full error, for the log line only.
+    pub cause: String,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Prompt(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Overloaded | ApiError::ProvidersUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The API.md `code`; also the `outcome` metrics label, so it stays low-cardinality.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Prompt(Rejection::TooLong { .. }) => "prompt_too_long",
+            ApiError::Prompt(Rejection::Blocked { .. }) => "prompt_rejected",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Internal(_) => "internal_error",
+            ApiError::Upstream(_) => "upstream_error",
+            ApiError::Overloaded => "overloaded",
+            ApiError::ProvidersUnavailable { .. } => "providers_unavailable",
+            ApiError::UpstreamTimeout(_) => "upstream_timeout",
+        }
+    }
+
+    /// The sentence a client sees. For 5xx it is fixed; the cause stays in our logs.
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::InvalidRequest(m) => m.clone(),
+            ApiError::Unauthorized => "Missing or invalid API key.".into(),
+            ApiError::Forbidden => "This endpoint requires the master API key.".into(),
+            ApiError::NotFound => "No such endpoint.".into(),
+            ApiError::MethodNotAllowed => "Method not allowed for this endpoint.".into(),
+            ApiError::PayloadTooLarge { limit } => {
+                format!("Request body exceeds the limit of {limit} bytes.")
+            }
+            ApiError::UnsupportedMediaType => {
+                "Request body must be JSON with Content-Type: application/json.".into()
+            }
+            ApiError::Prompt(Rejection::TooLong { max, .. }) => {
+                format!("Prompt is longer than {max} characters after normalization.")
+            }
+            ApiError::Prompt(Rejection::Blocked { .. }) => {
+                "Prompt was rejected by the injection filter.".into()
+            }
+            ApiError::RateLimited { .. } => "Rate limit exceeded; retry later.".into(),
+            ApiError::Internal(_) => "An internal error occurred.".into(),
+            ApiError::Upstream(_) => {
+                "The model provider returned an error and no fallback could serve the request."
+                    .into()
+            }
+            ApiError::Overloaded => "The gateway is at capacity; retry shortly.".into(),
+            ApiError::ProvidersUnavailable { .. } => {
+                "No model provider is available right now; retry later.".into()
+            }
+            ApiError::UpstreamTimeout(_) => {
+                "The request did not complete within its deadline.".into()
+            }
+        }
+    }
+
+    fn details(&self) -> Option<Value> {
+        match self {
+            ApiError::PayloadTooLarge { limit } => Some(json!({ "maxBytes": limit })),
+            ApiError::Prompt(Rejection::TooLong { max, actual }) => {
+                Some(json!({ "maxChars": max, "actualChars": actual }))
+            }
+            ApiError::Prompt(Rejection::Blocked {
+                categories,
+                risk_score,
+            }) => Some(json!({ "categories": categories, "riskScore": risk_score })),
+            ApiError::RateLimited { retry_after }
+            | ApiError::ProvidersUnavailable { retry_after } => {
+                Some(json!({ "retryAfterMs": retry_after.as_millis() }))
+            }
+            ApiError::Upstream(e) => Some(json!({
+                "provider": e.provider().as_str(),
+                "upstreamStatus": e.status(),
+                "kind": e.kind(),
+            })),
+            ApiError::InvalidRequest(_)
+            | ApiError::Unauthorized
+            | ApiError::Forbidden
+            | ApiError::NotFound
+            | ApiError::MethodNotAllowed
+            | ApiError::UnsupportedMediaType
+            | ApiError::Internal(_)
+            | ApiError::Overloaded
+            | ApiError::UpstreamTimeout(_) => None,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::RateLimited { retry_after }
+            | ApiError::ProvidersUnavailable { retry_after } => Some(*retry_after),
+            ApiError::Overloaded => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code(),
+            message: self.public_message(),
+            details: self.details(),
+            cause: self.to_string(),
+        }
+    }
+}
+
+/// Renders the API.md error body. Used by the request-id layer, which knows the id.
+pub fn render_body(body: &ErrorBody, request_id: &str) -> Vec<u8> {
+    let mut error = json!({
+        "code": body.code,
+        "message": body.message,
+        "requestId": request_id,
+    });
+    if let (Some(details), Some(obj)) = (&body.details, error.as_object_mut()) {
+        obj.insert("details".into(), details.clone());
+    }
+    serde_json::to_vec(&json!({ "error": error })).unwrap_or_default()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = self.status().into_response();
+        if let Some(after) = self.retry_after() {
+            // Whole seconds, rounded up: a client that waits exactly this long is not early.
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp.extensions_mut().insert(self.body());
+        resp
+    }
+}
+
+impl From<GenerateError> for ApiError {
+    fn from(e: GenerateError) -> Self {
+        match e {
+            GenerateError::Invalid(m) => ApiError::InvalidRequest(m),
+            GenerateError::Rejected(r) => ApiError::Prompt(r),
+            GenerateError::Provider(p) => ApiError::Upstream(p),
+            GenerateError::Deadline(d) => ApiError::UpstreamTimeout(d),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::ProviderId;
+
+    #[test]
+    fn upstream_errors_keep_no_upstream_text() {
+        let e = ApiError::Upstream(ProviderError::Status {
+            provider: ProviderId::Anthropic,
+            status: 529,
+            kind: "overloaded_error".into(),
+            retry_after: None,
+        });
+        let body = e.body();
+        assert_eq!(body.code, "upstream_error");
+        let rendered = String::from_utf8(render_body(&body, "req-1")).unwrap();
+        let v: Value = serde_json::from_str(&rendered).unwrap();
+        assert_eq!(v["error"]["requestId"], "req-1");
+        assert_eq!(v["error"]["details"]["upstreamStatus"], 529);
+        assert!(v["error"].get("cause").is_none());
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up_to_whole_seconds() {
+        let resp = ApiError::RateLimited {
+            retry_after: Duration::from_millis(1200),
+        }
+        .into_response();
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+    }
+}

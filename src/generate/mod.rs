@@ -1,0 +1,472 @@
+//! The generation service: from a validated request to engine-ready code.
+//!
+//! Sits between the HTTP handler and the providers in DESIGN.md's request path: it validates the
+//! fields, sanitizes the prompt, resolves which provider and model may serve it, asks them within
+//! one overall deadline, and turns the model's answer into a named script. It knows nothing of
+//! HTTP; the handler only parses JSON and maps [`GenerateError`] to a status.
+
+mod engine;
+mod extract;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use engine::{Engine, FileCase};
+pub use extract::{
+    Extracted, detect_script_name, extract_code, file_name, has_unreal_source_part,
+    name_from_prompt, snake_case,
+};
+
+use crate::providers::{Completion, CompletionRequest, Provider, ProviderError, ProviderId, Usage};
+use crate::sanitize::{self, Policy, Rejection};
+
+/// The request body of `POST /api/spark/generate`, as sent. Unknown fields are refused so a
+/// misspelt option (`maxToken`) is an error rather than silently ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GenerateParams {
+    pub prompt: Option<String>,
+    pub engine: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub max_tokens: Option<i64>,
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+}
+
+/// Which provider a caller asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderChoice {
+    /// `SPARK_PROVIDER_ORDER`, falling back along it.
+    Auto,
+    Only(ProviderId),
+}
+
+/// A request that passed validation and sanitization.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    /// The sanitized prompt: what is forwarded.
+    pub prompt: String,
+    pub engine: Engine,
+    pub provider: ProviderChoice,
+    pub model: Option<String>,
+    pub max_tokens: u32,
+    pub temperature: Option<f32>,
+    pub stream: bool,
+    pub warnings: Vec<String>,
+}
+
+/// The 200 body of `POST /api/spark/generate`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Generation {
+    pub id: String,
+    pub code: String,
+    pub language: String,
+    pub engine: String,
+    pub script_name: String,
+    pub file_name: String,
+    pub provider: String,
+    pub model: String,
+    pub cached: bool,
+    pub usage: UsageBody,
+    pub warnings: Vec<String>,
+    pub latency_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageBody {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl From<Usage> for UsageBody {
+    fn from(u: Usage) -> Self {
+        UsageBody {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GenerateError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("prompt rejected")]
+    Rejected(#[from] Rejection),
+    #[error("every provider attempt failed; last: {0}")]
+    Provider(ProviderError),
+    #[error("the request deadline of {0:?} passed")]
+    Deadline(Duration),
+}
+
+/// Limits a request is validated against.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_tokens_cap: u32,
+    pub default_max_tokens: u32,
+    pub request_deadline: Duration,
+}
+
+pub struct GenerateService {
+    providers: BTreeMap<ProviderId, Arc<dyn Provider>>,
+    order: Vec<ProviderId>,
+    limits: Limits,
+    policy: Policy,
+}
+
+impl GenerateService {
+    pub fn new(
+        providers: Vec<Arc<dyn Provider>>,
+        order: Vec<ProviderId>,
+        limits: Limits,
+        policy: Policy,
+    ) -> Self {
+        GenerateService {
+            providers: providers.into_iter().map(|p| (p.id(), p)).collect(),
+            order,
+            limits,
+            policy,
+        }
+    }
+
+    /// Checks every field and sanitizes the prompt.
+    pub fn validate(&self, params: GenerateParams) -> Result<GenerateRequest, GenerateError> {
+        let mut warnings = Vec::new();
+        let prompt = match params.prompt {
+            Some(p) if !p.trim().is_empty() => p,
+            Some(_) => return Err(invalid("prompt must not be empty")),
+            None => return Err(invalid("prompt is required")),
+        };
+        let engine = match params.engine.as_deref() {
+            None => Engine::Unity,
+            Some(e) => Engine::parse(e).ok_or_else(|| {
+                invalid(format!(
+                    "unknown engine {e:?}; expected one of {}",
+                    Engine::ALL.map(Engine::as_str).join(", ")
+                ))
+            })?,
+        };
+        let provider = match params.provider.as_deref() {
+            None | Some("auto") => ProviderChoice::Auto,
+            Some(p) => match ProviderId::parse(p) {
+                Some(id) if self.providers.contains_key(&id) => ProviderChoice::Only(id),
+                Some(id) => {
+                    return Err(invalid(format!(
+                        "provider {id} is not configured on this gateway"
+                    )));
+                }
+                None => {
+                    return Err(invalid(format!(
+                        "unknown provider {p:?}; expected auto, anthropic, openai or simulator"
+                    )));
+                }
+            },
+        };
+        let max_tokens = match params.max_tokens {
+            None => self.limits.default_max_tokens,
+            Some(n) if n < 1 => return Err(invalid("maxTokens must be at least 1")),
+            Some(n) if n > i64::from(self.limits.max_tokens_cap) => {
+                warnings.push(format!(
+                    "maxTokens {n} is above this gateway's cap and was lowered to {}",
+                    self.limits.max_tokens_cap
+                ));
+                self.limits.max_tokens_cap
+            }
+            Some(n) => u32::try_from(n).unwrap_or(self.limits.max_tokens_cap),
+        };
+        let temperature = match params.temperature {
+            None => None,
+            Some(t) if (0.0..=1.0).contains(&t) => Some(t as f32),
+            Some(_) => return Err(invalid("temperature must be between 0.0 and 1.0")),
+        };
+        let model = match params.model {
+            None => None,
+            Some(m) if m.trim().is_empty() => return Err(invalid("model must not be empty")),
+            Some(m) => Some(m),
+        };
+        let request = GenerateRequest {
+            prompt: String::new(),
+            engine,
+            provider,
+            model,
+            max_tokens,
+            temperature,
+            stream: params.stream.unwrap_or(false),
+            warnings: Vec::new(),
+        };
+        // Resolve now so a model outside the allow-list is a 400 before any work is done.
+        self.plan(&request)?;
+
+        let sanitized = sanitize::sanitize(&prompt, &self.policy)?;
+        warnings.extend(sanitized.warnings);
+        Ok(GenerateRequest {
+            prompt: sanitized.text,
+            warnings,
+            ..request
+        })
+    }
+
+    /// The providers to try, in order, each with the model it will be asked for.
+    pub fn plan(&self, req: &GenerateRequest) -> Result<Vec<(ProviderId, String)>, GenerateError> {
+        let candidates: Vec<ProviderId> = match req.provider {
+            ProviderChoice::Only(p) => vec![p],
+            ProviderChoice::Auto => self.order.clone(),
+        };
+        let mut plan = Vec::new();
+        match &req.model {
+            None => {
+                for id in candidates {
+                    if let Some(default) = self.providers.get(&id).and_then(|p| p.models().first())
+                    {
+                        plan.push((id, default.clone()));
+                    }
+                }
+            }
+            Some(model) => {
+                // A named model belongs to one provider; with `auto` any configured provider that
+                // allows it may serve, even one left out of the fallback order.
+                let mut search = candidates.clone();
+                if req.provider == ProviderChoice::Auto {
+                    search.extend(self.providers.keys().filter(|p| !candidates.contains(p)));
+                }
+                for id in search {
+                    if self
+                        .providers
+                        .get(&id)
+                        .is_some_and(|p| p.models().iter().any(|m| m == model))
+                    {
+                        plan.push((id, model.clone()));
+                    }
+                }
+                if plan.is_empty() {
+                    let allowed: Vec<&str> = candidates
+                        .iter()
+                        .filter_map(|id| self.providers.get(id))
+                        .flat_map(|p| p.models().iter().map(String::as_str))
+                        .collect();
+                    return Err(invalid(format!(
+                        "model {model:?} is not allowed here; allowed: {}",
+                        allowed.join(", ")
+                    )));
+                }
+            }
+        }
+        if plan.is_empty() {
+            return Err(invalid("no configured provider can serve this request"));
+        }
+        Ok(plan)
+    }
+
+    /// Asks the planned providers in turn, within the request deadline, and names the script.
+    #[tracing::instrument(skip_all, fields(engine = %req.engine, provider = tracing::field::Empty))]
+    pub async fn generate(&self, req: &GenerateRequest) -> Result<Generation, GenerateError> {
+        let started = Instant::now();
+        let plan = self.plan(req)?;
+        let deadline = self.limits.request_deadline;
+        let (provider, completion) = tokio::time::timeout(deadline, self.call(req, &plan))
+            .await
+            .map_err(|_| GenerateError::Deadline(deadline))??;
+        tracing::Span::current().record("provider", provider.as_str());
+        Ok(self.finish(req, provider, completion, started))
+    }
+
+    async fn call(
+        &self,
+        req: &GenerateRequest,
+        plan: &[(ProviderId, String)],
+    ) -> Result<(ProviderId, Completion), GenerateError> {
+        let mut last = None;
+        for (id, model) in plan {
+            let Some(provider) = self.providers.get(id) else {
+                continue;
+            };
+            let call = CompletionRequest {
+                model: model.clone(),
+                system: req.engine.system_prompt().to_owned(),
+                prompt: req.prompt.clone(),
+                max_tokens: req.max_tokens,
+                temperature: req.temperature,
+                engine: req.engine,
+            };
+            match provider.complete(&call).await {
+                Ok(c) => return Ok((*id, c)),
+                Err(e) => {
+                    tracing::warn!(provider = %id, error = %e, "provider attempt failed");
+                    // Only a failure another provider could avoid moves on to the next one.
+                    let next = e.is_retryable();
+                    last = Some(e);
+                    if !next {
+                        break;
+                    }
+                }
+            }
+        }
+        match last {
+            Some(e) => Err(GenerateError::Provider(e)),
+            None => Err(invalid("no configured provider can serve this request")),
+        }
+    }
+
+    fn finish(
+        &self,
+        req: &GenerateRequest,
+        provider: ProviderId,
+        completion: Completion,
+        started: Instant,
+    ) -> Generation {
+        let Extracted { code, warnings } = extract_code(&completion.text, req.engine);
+        let mut all_warnings = req.warnings.clone();
+        all_warnings.extend(warnings);
+        if completion.truncated {
+            all_warnings
+                .push("the model stopped at maxTokens; the code is probably incomplete".to_owned());
+        }
+        let script_name = detect_script_name(&code, req.engine)
+            .or_else(|| name_from_prompt(&req.prompt))
+            .unwrap_or_else(|| "GameScript".to_owned());
+        Generation {
+            id: format!("gen_{}", uuid::Uuid::new_v4().simple()),
+            file_name: file_name(req.engine, &script_name, &code),
+            code,
+            language: req.engine.language().to_owned(),
+            engine: req.engine.as_str().to_owned(),
+            script_name,
+            provider: provider.as_str().to_owned(),
+            model: completion.model,
+            cached: false,
+            usage: completion.usage.into(),
+            warnings: all_warnings,
+            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> GenerateError {
+    GenerateError::Invalid(msg.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::simulator::{SIMULATOR_MODEL, Simulator};
+    use crate::sanitize::PolicyMode;
+
+    fn service() -> GenerateService {
+        GenerateService::new(
+            vec![Arc::new(Simulator::new(Duration::ZERO, 0.0))],
+            vec![ProviderId::Simulator],
+            Limits {
+                max_tokens_cap: 4096,
+                default_max_tokens: 2048,
+                request_deadline: Duration::from_secs(5),
+            },
+            Policy {
+                mode: PolicyMode::Block,
+                threshold: 0.5,
+                max_chars: 10_000,
+            },
+        )
+    }
+
+    fn params(prompt: &str) -> GenerateParams {
+        GenerateParams {
+            prompt: Some(prompt.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_unity_auto_and_the_default_token_budget() {
+        let r = service().validate(params("a door")).unwrap();
+        assert_eq!(r.engine, Engine::Unity);
+        assert_eq!(r.provider, ProviderChoice::Auto);
+        assert_eq!(r.max_tokens, 2048);
+        assert_eq!(r.temperature, None);
+    }
+
+    #[test]
+    fn every_field_is_validated() {
+        let s = service();
+        let bad = [
+            GenerateParams::default(),
+            params("   "),
+            GenerateParams {
+                engine: Some("cryengine".into()),
+                ..params("x")
+            },
+            GenerateParams {
+                provider: Some("mistral".into()),
+                ..params("x")
+            },
+            GenerateParams {
+                provider: Some("anthropic".into()),
+                ..params("x")
+            },
+            GenerateParams {
+                model: Some("gpt-4o".into()),
+                ..params("x")
+            },
+            GenerateParams {
+                model: Some("".into()),
+                ..params("x")
+            },
+            GenerateParams {
+                max_tokens: Some(0),
+                ..params("x")
+            },
+            GenerateParams {
+                temperature: Some(1.5),
+                ..params("x")
+            },
+            GenerateParams {
+                temperature: Some(-0.1),
+                ..params("x")
+            },
+        ];
+        for p in bad {
+            let dbg = format!("{p:?}");
+            assert!(
+                matches!(s.validate(p), Err(GenerateError::Invalid(_))),
+                "{dbg}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_tokens_above_the_cap_is_lowered_with_a_warning() {
+        let r = service()
+            .validate(GenerateParams {
+                max_tokens: Some(1_000_000),
+                ..params("x")
+            })
+            .unwrap();
+        assert_eq!(r.max_tokens, 4096);
+        assert_eq!(r.warnings.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn simulator_generation_names_the_script_from_the_code() {
+        let s = service();
+        let r = s
+            .validate(params("Create a Unity player controller with double jump"))
+            .unwrap();
+        let g = s.generate(&r).await.unwrap();
+        assert_eq!(g.provider, "simulator");
+        assert_eq!(g.model, SIMULATOR_MODEL);
+        assert_eq!(g.script_name, "PlayerController");
+        assert_eq!(g.file_name, "PlayerController.cs");
+        assert!(
+            g.code
+                .contains("public class PlayerController : MonoBehaviour")
+        );
+        assert!(g.id.starts_with("gen_"));
+        assert!(g.usage.output_tokens > 0);
+    }
+}

@@ -1,0 +1,51 @@
+//! Spark Gateway: an API gateway that lets game-development tools generate engine-ready code with
+//! LLMs safely.
+//!
+//! # Layout
+//! The modules follow a request's way through the service (DESIGN.md):
+//! - [`api`]: routes, middleware (request id, security headers, auth, load shedding), handlers;
+//! - [`auth`]: API keys as SHA-256 digests, compared in constant time;
+//! - [`sanitize`]: prompt normalization and injection detection;
+//! - [`generate`]: engines, the generation service, code extraction and naming;
+//! - [`providers`]: Anthropic, OpenAI and the built-in simulator behind one trait;
+//! - [`error`]: API.md's error table; [`config`]: typed configuration; [`state`]: `AppState`;
+//! - [`telemetry`]: logging set-up.
+//!
+//! `main.rs` is a shim: it parses the command line, reads the config and calls [`serve`].
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod providers;
+pub mod sanitize;
+pub mod state;
+pub mod telemetry;
+
+use std::future::Future;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use state::{AppState, InitError, build_state};
+
+/// The router for a state: the one assembly main, tests and benches share.
+pub fn app(state: AppState) -> Router {
+    api::router(state)
+}
+
+/// Serves on an already-bound listener until `shutdown` resolves, then lets in-flight requests
+/// finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,0 +1,252 @@
+//! The `spark-gateway` binary: parses the command line and hands over to the library.
+
+use std::io::{BufRead, Read, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use spark_gateway::config::{Config, LogFormat};
+use spark_gateway::sanitize::{self, Policy};
+
+#[derive(Parser)]
+#[command(
+    name = "spark-gateway",
+    version,
+    about = "LLM code-generation gateway for game tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default). Configuration comes from the environment.
+    Serve,
+    /// Validate and print the effective configuration with secrets redacted; exit 1 on error.
+    CheckConfig,
+    /// Read a prompt on stdin and print the sanitizer's report.
+    Sanitize {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Read one JSON string per line and print one JSON report per line.
+        #[arg(long, conflicts_with = "json")]
+        jsonl: bool,
+    },
+    /// Exit 0 when the gateway's /livez answers 200.
+    Healthcheck {
+        /// Base URL of the gateway (default: from SPARK_BIND).
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(),
+        Command::CheckConfig => check_config(),
+        Command::Sanitize { json, jsonl } => sanitize_cmd(json, jsonl),
+        Command::Healthcheck { url } => healthcheck(url),
+    }
+}
+
+fn log_format_from_env() -> LogFormat {
+    match std::env::var("SPARK_LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        _ => LogFormat::Pretty,
+    }
+}
+
+fn serve() -> ExitCode {
+    // Logging first, so even a configuration error is written in the requested format.
+    spark_gateway::telemetry::init(log_format_from_env());
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(problems = ?e.problems, "invalid configuration; not starting");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "gateway stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    if !config.auth_enabled() {
+        tracing::warn!(
+            bind = %config.bind,
+            "AUTHENTICATION IS OFF: no SPARK_MASTER_API_KEY or SPARK_API_KEYS is set; serving on loopback only"
+        );
+    }
+    if config.anthropic.is_none() && config.openai.is_none() {
+        tracing::warn!(
+            "no provider key is set (ANTHROPIC_API_KEY, OPENAI_API_KEY): the built-in simulator answers every request"
+        );
+    }
+    let bind = config.bind;
+    let state = spark_gateway::build_state(config)?;
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    tracing::info!(address = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "spark-gateway listening");
+    spark_gateway::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("spark-gateway stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; draining in-flight requests");
+}
+
+fn check_config() -> ExitCode {
+    match Config::from_env() {
+        Ok(c) => {
+            let mut out = std::io::stdout().lock();
+            for (name, value) in c.redacted() {
+                let _ = writeln!(out, "{name}={value}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report_json(text: &str, policy: &Policy) -> serde_json::Value {
+    let normalized = sanitize::normalize(text);
+    let chars = normalized.chars().count();
+    let report = sanitize::assess(text, &normalized);
+    serde_json::json!({
+        "flagged": report.flagged(policy.threshold) || chars > policy.max_chars,
+        "riskScore": report.risk_score,
+        "categories": report.categories,
+        "chars": chars,
+    })
+}
+
+/// The default policy, or the one the environment configures when it is valid.
+fn policy_from_env() -> Policy {
+    Config::from_env().map(|c| c.sanitizer).unwrap_or_default()
+}
+
+fn sanitize_cmd(json: bool, jsonl: bool) -> ExitCode {
+    let policy = policy_from_env();
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    if jsonl {
+        for (n, line) in stdin.lock().lines().enumerate() {
+            let Ok(line) = line else {
+                eprintln!("line {}: not valid UTF-8", n + 1);
+                return ExitCode::FAILURE;
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<String>(&line) {
+                Ok(text) => {
+                    let _ = writeln!(out, "{}", report_json(&text, &policy));
+                }
+                Err(e) => {
+                    eprintln!("line {}: expected a JSON string: {e}", n + 1);
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let mut text = String::new();
+    if let Err(e) = stdin.lock().read_to_string(&mut text) {
+        eprintln!("could not read stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let report = report_json(&text, &policy);
+    if json {
+        let _ = writeln!(out, "{report}");
+    } else {
+        let _ = writeln!(
+            out,
+            "flagged: {}\nrisk score: {}\ncategories: {}\nchars: {}",
+            report["flagged"],
+            report["riskScore"],
+            report["categories"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default(),
+            report["chars"],
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn healthcheck(url: Option<String>) -> ExitCode {
+    let base = url.unwrap_or_else(|| {
+        let bind = std::env::var("SPARK_BIND").unwrap_or_else(|_| "127.0.0.1:8080".into());
+        // A wildcard bind is reached on loopback from inside the container.
+        let bind = bind
+            .replace("0.0.0.0", "127.0.0.1")
+            .replace("[::]", "[::1]");
+        format!("http://{bind}")
+    });
+    let url = format!("{}/livez", base.trim_end_matches('/'));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(_) => return ExitCode::FAILURE,
+    };
+    let ok = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .build()
+            .ok()?;
+        let resp = client.get(&url).send().await.ok()?;
+        Some(resp.status().is_success())
+    });
+    if ok == Some(true) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("healthcheck failed: {url}");
+        ExitCode::FAILURE
+    }
+}

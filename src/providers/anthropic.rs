@@ -1,0 +1,193 @@
+//! Anthropic's Messages API over plain reqwest.
+//!
+//! No Rust SDK is official and the community ones pin an older reqwest (see CRATES.md), so the
+//! wire types below are ours: `POST {base}/v1/messages` with `x-api-key` and
+//! `anthropic-version: 2023-06-01`, a `system` string, one user message, and an answer made of
+//! content blocks whose `text` blocks are joined. The key lives in a `SecretString` and is exposed
+//! only while the header is built.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::http_util::{error_kind, json_error_class, read_body, retry_after, transport_error};
+use super::{Completion, CompletionRequest, Provider, ProviderError, ProviderId, Usage};
+use crate::config::UpstreamConfig;
+
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+pub struct Anthropic {
+    http: reqwest::Client,
+    api_key: SecretString,
+    url: String,
+    models: Vec<String>,
+    timeout: Duration,
+}
+
+impl Anthropic {
+    pub fn new(http: reqwest::Client, cfg: &UpstreamConfig, timeout: Duration) -> Self {
+        Anthropic {
+            http,
+            api_key: cfg.api_key.clone(),
+            url: format!("{}/v1/messages", cfg.base_url),
+            models: cfg.models.clone(),
+            timeout,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct MessagesRequest<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    system: &'a str,
+    messages: [Message<'a>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    stream: bool,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Deserialize)]
+struct MessagesResponse {
+    model: String,
+    content: Vec<ContentBlock>,
+    stop_reason: Option<String>,
+    usage: ApiUsage,
+}
+
+#[derive(Deserialize)]
+struct ContentBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ApiUsage {
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+#[async_trait]
+impl Provider for Anthropic {
+    fn id(&self) -> ProviderId {
+        ProviderId::Anthropic
+    }
+
+    fn models(&self) -> &[String] {
+        &self.models
+    }
+
+    async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError> {
+        const P: ProviderId = ProviderId::Anthropic;
+        let body = MessagesRequest {
+            model: &req.model,
+            max_tokens: req.max_tokens,
+            system: &req.system,
+            messages: [Message {
+                role: "user",
+                content: &req.prompt,
+            }],
+            temperature: req.temperature,
+            stream: false,
+        };
+        let resp = self
+            .http
+            .post(&self.url)
+            .header("x-api-key", self.api_key.expose_secret())
+            .header("anthropic-version", ANTHROPIC_VERSION)
+            .timeout(self.timeout)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| transport_error(P, &e, self.timeout))?;
+        let status = resp.status();
+        let retry = retry_after(resp.headers());
+        let bytes = read_body(P, resp, self.timeout).await?;
+        if !status.is_success() {
+            return Err(ProviderError::Status {
+                provider: P,
+                status: status.as_u16(),
+                kind: error_kind(&bytes),
+                retry_after: retry,
+            });
+        }
+        parse_response(&bytes)
+    }
+}
+
+fn parse_response(bytes: &[u8]) -> Result<Completion, ProviderError> {
+    const P: ProviderId = ProviderId::Anthropic;
+    let parsed: MessagesResponse =
+        serde_json::from_slice(bytes).map_err(|e| ProviderError::Malformed {
+            provider: P,
+            // serde's message names the field and position, never the body's content.
+            reason: format!("not a Messages API response ({})", json_error_class(&e)),
+        })?;
+    let text: String = parsed
+        .content
+        .iter()
+        .filter(|b| b.kind == "text")
+        .filter_map(|b| b.text.as_deref())
+        .collect();
+    if text.trim().is_empty() {
+        return Err(ProviderError::Malformed {
+            provider: P,
+            reason: "no text content block".into(),
+        });
+    }
+    Ok(Completion {
+        text,
+        model: parsed.model,
+        usage: Usage {
+            input_tokens: parsed.usage.input_tokens,
+            output_tokens: parsed.usage.output_tokens,
+        },
+        truncated: parsed.stop_reason.as_deref() == Some("max_tokens"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_text_blocks_and_reads_usage_and_stop_reason() {
+        let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5",
+            "content":[{"type":"text","text":"a"},{"type":"tool_use","id":"t","name":"x","input":{}},{"type":"text","text":"b"}],
+            "stop_reason":"max_tokens","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":4}}"#;
+        let c = parse_response(body).unwrap();
+        assert_eq!(c.text, "ab");
+        assert_eq!(
+            c.usage,
+            Usage {
+                input_tokens: 3,
+                output_tokens: 4
+            }
+        );
+        assert!(c.truncated);
+    }
+
+    #[test]
+    fn empty_or_foreign_bodies_are_malformed() {
+        for body in [
+            &br#"{"content":[]}"#[..],
+            b"not json",
+            br#"{"model":"m","content":[],"usage":{"input_tokens":1,"output_tokens":0}}"#,
+        ] {
+            assert!(matches!(
+                parse_response(body),
+                Err(ProviderError::Malformed { .. })
+            ));
+        }
+    }
+}

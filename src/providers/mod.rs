@@ -1,0 +1,369 @@
+//! The LLM providers behind one trait: Anthropic, OpenAI and the built-in simulator.
+//!
+//! The last step of DESIGN.md's request path. Each implementation turns a [`CompletionRequest`]
+//! into its provider's wire format and back, and maps every way an upstream can fail into one
+//! typed [`ProviderError`] that keeps the status, `retry-after` and whether a retry could help.
+//! Retry, breaker and fallback policy does not live here: providers make exactly one attempt, so
+//! the resilience layer above them owns every decision about trying again.
+
+pub mod anthropic;
+pub mod openai;
+pub mod simulator;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::generate::Engine;
+
+/// The providers the gateway knows. Also the value of every `provider` label and field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProviderId {
+    Anthropic,
+    OpenAi,
+    Simulator,
+}
+
+impl ProviderId {
+    pub const ALL: [ProviderId; 3] = [
+        ProviderId::Anthropic,
+        ProviderId::OpenAi,
+        ProviderId::Simulator,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderId::Anthropic => "anthropic",
+            ProviderId::OpenAi => "openai",
+            ProviderId::Simulator => "simulator",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl fmt::Display for ProviderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One completion to ask for: already validated, sanitized and resolved to a model.
+#[derive(Debug, Clone)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub system: String,
+    pub prompt: String,
+    pub max_tokens: u32,
+    pub temperature: Option<f32>,
+    /// Real providers learn the engine from the system prompt; the simulator reads it here.
+    pub engine: Engine,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// A provider's answer.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub text: String,
+    /// The model that answered, as the provider reports it.
+    pub model: String,
+    pub usage: Usage,
+    /// True when the provider stopped at `max_tokens`, so the code is likely cut off.
+    pub truncated: bool,
+}
+
+/// Every way one upstream attempt can fail. Upstream bodies are never kept: at most the
+/// provider's short machine-readable error type, which is safe to log.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{provider}: could not connect")]
+    Connect { provider: ProviderId },
+    #[error("{provider}: no answer within {timeout:?}")]
+    Timeout {
+        provider: ProviderId,
+        timeout: Duration,
+    },
+    #[error("{provider}: HTTP {status} ({kind})")]
+    Status {
+        provider: ProviderId,
+        status: u16,
+        /// The provider's error type (`overloaded_error`, `rate_limit_exceeded`, …) or `unknown`.
+        kind: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{provider}: malformed answer: {reason}")]
+    Malformed {
+        provider: ProviderId,
+        reason: String,
+    },
+    #[error("{provider}: transport error: {reason}")]
+    Transport {
+        provider: ProviderId,
+        reason: String,
+    },
+}
+
+impl ProviderError {
+    pub fn provider(&self) -> ProviderId {
+        match self {
+            ProviderError::Connect { provider }
+            | ProviderError::Timeout { provider, .. }
+            | ProviderError::Status { provider, .. }
+            | ProviderError::Malformed { provider, .. }
+            | ProviderError::Transport { provider, .. } => *provider,
+        }
+    }
+
+    /// The upstream HTTP status, when the upstream answered with one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ProviderError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Whether the same request could succeed if tried again (here or at another provider).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProviderError::Connect { .. }
+            | ProviderError::Timeout { .. }
+            | ProviderError::Malformed { .. }
+            | ProviderError::Transport { .. } => true,
+            ProviderError::Status { status, .. } => {
+                matches!(status, 408 | 409 | 425 | 429) || *status >= 500
+            }
+        }
+    }
+
+    /// Whether the failure says the provider is unwell (counts against its circuit breaker).
+    /// A 4xx other than 408/429 is the request's or our configuration's fault, not an outage.
+    pub fn is_provider_fault(&self) -> bool {
+        self.is_retryable()
+    }
+
+    /// A short, bounded label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Connect { .. } => "connect",
+            ProviderError::Timeout { .. } => "timeout",
+            ProviderError::Malformed { .. } => "malformed",
+            ProviderError::Transport { .. } => "transport",
+            ProviderError::Status { status, .. } => match status {
+                400 | 404 | 413 | 422 => "bad_request",
+                401 | 403 => "auth",
+                429 => "rate_limited",
+                529 => "overloaded",
+                s if *s >= 500 => "server_error",
+                _ => "client_error",
+            },
+        }
+    }
+}
+
+/// A provider: one attempt at one completion.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn id(&self) -> ProviderId;
+    /// The models this provider accepts; the first is its default.
+    fn models(&self) -> &[String];
+    async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError>;
+}
+
+/// Largest upstream body read into memory. A real completion of the largest allowed
+/// `max_tokens` is far smaller; anything bigger is a broken or hostile upstream.
+const MAX_UPSTREAM_BODY: usize = 8 << 20;
+
+/// Helpers shared by the HTTP providers.
+pub(crate) mod http_util {
+    use std::time::{Duration, SystemTime};
+
+    use super::{MAX_UPSTREAM_BODY, ProviderError, ProviderId};
+
+    /// Classifies a reqwest failure without keeping its message, which can carry the URL.
+    pub fn transport_error(
+        provider: ProviderId,
+        e: &reqwest::Error,
+        timeout: Duration,
+    ) -> ProviderError {
+        if e.is_timeout() {
+            ProviderError::Timeout { provider, timeout }
+        } else if e.is_connect() {
+            ProviderError::Connect { provider }
+        } else if e.is_body() || e.is_decode() {
+            ProviderError::Malformed {
+                provider,
+                reason: "the body could not be read".into(),
+            }
+        } else {
+            ProviderError::Transport {
+                provider,
+                reason: "request failed".into(),
+            }
+        }
+    }
+
+    /// Reads a body up to [`MAX_UPSTREAM_BODY`] bytes.
+    pub async fn read_body(
+        provider: ProviderId,
+        mut resp: reqwest::Response,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let mut buf = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if buf.len() + chunk.len() > MAX_UPSTREAM_BODY {
+                        return Err(ProviderError::Malformed {
+                            provider,
+                            reason: format!("body larger than {MAX_UPSTREAM_BODY} bytes"),
+                        });
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(buf),
+                Err(e) => return Err(transport_error(provider, &e, timeout)),
+            }
+        }
+    }
+
+    /// serde_json's error category as a fixed phrase, so a malformed-answer reason can never
+    /// carry upstream text.
+    pub fn json_error_class(e: &serde_json::Error) -> &'static str {
+        match e.classify() {
+            serde_json::error::Category::Io => "io",
+            serde_json::error::Category::Syntax => "invalid JSON",
+            serde_json::error::Category::Data => "unexpected shape",
+            serde_json::error::Category::Eof => "truncated JSON",
+        }
+    }
+
+    /// `retry-after` as delay-seconds (decimals allowed) or an HTTP date.
+    pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+        let v = headers
+            .get(reqwest::header::RETRY_AFTER)?
+            .to_str()
+            .ok()?
+            .trim();
+        if let Ok(secs) = v.parse::<f64>() {
+            return (secs.is_finite() && secs >= 0.0)
+                .then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+        }
+        let when = httpdate::parse_http_date(v).ok()?;
+        Some(
+            when.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+
+    /// The machine-readable error type from a provider's JSON error body, if it has one that
+    /// looks like an identifier. Both Anthropic and OpenAI use `{"error": {"type": …}}`; OpenAI
+    /// also has `code`. Free text is never kept: it can echo the prompt.
+    pub fn error_kind(body: &[u8]) -> String {
+        let v: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(_) => return "unknown".into(),
+        };
+        let err = &v["error"];
+        let candidate = err["code"]
+            .as_str()
+            .or_else(|| err["type"].as_str())
+            .unwrap_or("unknown");
+        if candidate.len() <= 64
+            && candidate
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+        {
+            candidate.to_owned()
+        } else {
+            "unknown".into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(s: u16) -> ProviderError {
+        ProviderError::Status {
+            provider: ProviderId::Anthropic,
+            status: s,
+            kind: "x".into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn classification_follows_the_design_rules() {
+        for s in [429, 500, 502, 503, 529] {
+            assert!(status(s).is_retryable(), "{s}");
+            assert!(status(s).is_provider_fault(), "{s}");
+        }
+        for s in [400, 401, 403, 404, 422] {
+            assert!(!status(s).is_retryable(), "{s}");
+            assert!(!status(s).is_provider_fault(), "{s}");
+        }
+        assert_eq!(status(529).kind(), "overloaded");
+        assert!(
+            ProviderError::Connect {
+                provider: ProviderId::OpenAi
+            }
+            .is_retryable()
+        );
+    }
+
+    #[test]
+    fn error_kind_keeps_identifiers_and_drops_prose() {
+        assert_eq!(
+            http_util::error_kind(
+                br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+            ),
+            "overloaded_error"
+        );
+        assert_eq!(
+            http_util::error_kind(
+                br#"{"error":{"message":"m","type":"requests","code":"rate_limit_exceeded"}}"#
+            ),
+            "rate_limit_exceeded"
+        );
+        assert_eq!(
+            http_util::error_kind(br#"{"error":{"type":"your prompt was: secret stuff"}}"#),
+            "unknown"
+        );
+        assert_eq!(
+            http_util::error_kind(b"<html>bad gateway</html>"),
+            "unknown"
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "1".parse().unwrap());
+        assert_eq!(http_util::retry_after(&h), Some(Duration::from_secs(1)));
+        h.insert("retry-after", "0.5".parse().unwrap());
+        assert_eq!(http_util::retry_after(&h), Some(Duration::from_millis(500)));
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(http_util::retry_after(&h), Some(Duration::ZERO));
+        h.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(http_util::retry_after(&h), None);
+    }
+}

@@ -1,0 +1,194 @@
+//! OpenAI Chat Completions (and any server that speaks it) over plain reqwest, with
+//! async-openai's request and response types.
+//!
+//! async-openai's own client is not used on this path: it retries 429/5xx by itself (honouring an
+//! unbounded `Retry-After`) and hides response headers, while retry policy and the breaker belong
+//! to the gateway and need the status and `retry-after` of every attempt (CRATES.md). Its types
+//! still give us a checked wire format.
+
+use std::time::Duration;
+
+use async_openai::types::chat::{
+    ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
+    ChatCompletionRequestUserMessage, CreateChatCompletionRequest, CreateChatCompletionResponse,
+    FinishReason,
+};
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::http_util::{error_kind, json_error_class, read_body, retry_after, transport_error};
+use super::{Completion, CompletionRequest, Provider, ProviderError, ProviderId, Usage};
+use crate::config::UpstreamConfig;
+
+pub struct OpenAi {
+    http: reqwest::Client,
+    api_key: SecretString,
+    url: String,
+    models: Vec<String>,
+    timeout: Duration,
+}
+
+impl OpenAi {
+    pub fn new(http: reqwest::Client, cfg: &UpstreamConfig, timeout: Duration) -> Self {
+        OpenAi {
+            http,
+            api_key: cfg.api_key.clone(),
+            url: format!("{}/chat/completions", cfg.base_url),
+            models: cfg.models.clone(),
+            timeout,
+        }
+    }
+}
+
+/// OpenAI's reasoning models (o-series, gpt-5) reject `max_tokens` and `temperature`; everything
+/// else, including most OpenAI-compatible servers, still expects `max_tokens`.
+fn is_reasoning_model(model: &str) -> bool {
+    let m = model.to_ascii_lowercase();
+    m.starts_with("gpt-5")
+        || (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()))
+}
+
+#[expect(
+    deprecated,
+    reason = "max_tokens is deprecated by OpenAI but is what non-reasoning models and compatible servers read"
+)]
+pub(crate) fn build_request(req: &CompletionRequest) -> CreateChatCompletionRequest {
+    let reasoning = is_reasoning_model(&req.model);
+    CreateChatCompletionRequest {
+        model: req.model.clone(),
+        messages: vec![
+            ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage::from(
+                req.system.as_str(),
+            )),
+            ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage::from(
+                req.prompt.as_str(),
+            )),
+        ],
+        max_tokens: (!reasoning).then_some(req.max_tokens),
+        max_completion_tokens: reasoning.then_some(req.max_tokens),
+        temperature: if reasoning { None } else { req.temperature },
+        stream: Some(false),
+        ..Default::default()
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAi {
+    fn id(&self) -> ProviderId {
+        ProviderId::OpenAi
+    }
+
+    fn models(&self) -> &[String] {
+        &self.models
+    }
+
+    async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError> {
+        const P: ProviderId = ProviderId::OpenAi;
+        let resp = self
+            .http
+            .post(&self.url)
+            .bearer_auth(self.api_key.expose_secret())
+            .timeout(self.timeout)
+            .json(&build_request(req))
+            .send()
+            .await
+            .map_err(|e| transport_error(P, &e, self.timeout))?;
+        let status = resp.status();
+        let retry = retry_after(resp.headers());
+        let bytes = read_body(P, resp, self.timeout).await?;
+        if !status.is_success() {
+            return Err(ProviderError::Status {
+                provider: P,
+                status: status.as_u16(),
+                kind: error_kind(&bytes),
+                retry_after: retry,
+            });
+        }
+        parse_response(&bytes)
+    }
+}
+
+fn parse_response(bytes: &[u8]) -> Result<Completion, ProviderError> {
+    const P: ProviderId = ProviderId::OpenAi;
+    let parsed: CreateChatCompletionResponse =
+        serde_json::from_slice(bytes).map_err(|e| ProviderError::Malformed {
+            provider: P,
+            reason: format!("not a chat completion ({})", json_error_class(&e)),
+        })?;
+    let choice = parsed
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| ProviderError::Malformed {
+            provider: P,
+            reason: "no choices".into(),
+        })?;
+    let text = choice.message.content.unwrap_or_default();
+    if text.trim().is_empty() {
+        return Err(ProviderError::Malformed {
+            provider: P,
+            reason: "empty message content".into(),
+        });
+    }
+    let usage = parsed.usage.map_or(Usage::default(), |u| Usage {
+        input_tokens: u64::from(u.prompt_tokens),
+        output_tokens: u64::from(u.completion_tokens),
+    });
+    Ok(Completion {
+        text,
+        model: parsed.model,
+        usage,
+        truncated: choice.finish_reason == Some(FinishReason::Length),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::Engine;
+
+    fn req(model: &str) -> CompletionRequest {
+        CompletionRequest {
+            model: model.into(),
+            system: "sys".into(),
+            prompt: "hi".into(),
+            max_tokens: 100,
+            temperature: Some(0.2),
+            engine: Engine::Unity,
+        }
+    }
+
+    #[test]
+    fn chat_models_get_max_tokens_and_reasoning_models_max_completion_tokens() {
+        let v = serde_json::to_value(build_request(&req("gpt-4o-mini"))).unwrap();
+        assert_eq!(v["max_tokens"], 100);
+        assert!(v.get("max_completion_tokens").is_none());
+        assert!((v["temperature"].as_f64().unwrap() - 0.2).abs() < 1e-6);
+        assert_eq!(v["messages"][0]["role"], "system");
+        assert_eq!(v["messages"][1]["role"], "user");
+        assert_eq!(v["messages"][1]["content"], "hi");
+
+        let v = serde_json::to_value(build_request(&req("o4-mini"))).unwrap();
+        assert_eq!(v["max_completion_tokens"], 100);
+        assert!(v.get("max_tokens").is_none());
+        assert!(v.get("temperature").is_none());
+        assert!(!is_reasoning_model("omni-custom"));
+    }
+
+    #[test]
+    fn parses_content_usage_and_length_finish() {
+        let body = br#"{"id":"c","object":"chat.completion","created":1,"model":"gpt-4o-mini",
+          "choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"length"}],
+          "usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
+        let c = parse_response(body).unwrap();
+        assert_eq!(c.text, "hello");
+        assert_eq!(c.usage.output_tokens, 7);
+        assert!(c.truncated);
+        assert!(
+            parse_response(
+                br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[]}"#
+            )
+            .is_err()
+        );
+    }
+}

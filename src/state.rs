@@ -1,0 +1,101 @@
+//! The application state: everything a request needs, built once from the config.
+//!
+//! `AppState` is a cheap clone (one `Arc`) handed to axum. `build_state` creates the provider
+//! clients, key store and generation service; nothing the request path uses is a global.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::auth::KeyStore;
+use crate::config::Config;
+use crate::generate::{GenerateService, Limits};
+use crate::providers::Provider;
+use crate::providers::anthropic::Anthropic;
+use crate::providers::openai::OpenAi;
+use crate::providers::simulator::Simulator;
+
+/// A start-up failure: never reaches a response.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("could not build the HTTP client: {0}")]
+    HttpClient(String),
+    #[error("the sanitizer rules failed to compile")]
+    Sanitizer,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    config: Config,
+    keys: KeyStore,
+    generator: GenerateService,
+    /// Permits for requests being served; when none is left new ones are shed with 503.
+    inflight: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub fn keys(&self) -> &KeyStore {
+        &self.0.keys
+    }
+
+    pub fn generator(&self) -> &GenerateService {
+        &self.0.generator
+    }
+
+    pub fn inflight(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.0.inflight)
+    }
+}
+
+/// One reqwest client for every upstream: one connection pool, rustls, bounded connect time.
+fn http_client() -> Result<reqwest::Client, InitError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("spark-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| InitError::HttpClient(e.to_string()))
+}
+
+pub fn build_state(config: Config) -> Result<AppState, InitError> {
+    if !crate::sanitize::ready() {
+        return Err(InitError::Sanitizer);
+    }
+    let http = http_client()?;
+    let timeout = config.upstream_timeout;
+    // The simulator is always available: as the default with no keys, and on request.
+    let mut providers: Vec<Arc<dyn Provider>> = vec![Arc::new(Simulator::new(
+        config.simulator_latency,
+        config.simulator_failure_rate,
+    ))];
+    if let Some(a) = &config.anthropic {
+        providers.push(Arc::new(Anthropic::new(http.clone(), a, timeout)));
+    }
+    if let Some(o) = &config.openai {
+        providers.push(Arc::new(OpenAi::new(http.clone(), o, timeout)));
+    }
+    let generator = GenerateService::new(
+        providers,
+        config.provider_order.clone(),
+        Limits {
+            max_tokens_cap: config.max_tokens_cap,
+            default_max_tokens: config.default_max_tokens,
+            request_deadline: config.request_deadline,
+        },
+        config.sanitizer,
+    );
+    let keys = KeyStore::new(config.master_key.as_ref(), &config.api_keys);
+    Ok(AppState(Arc::new(Inner {
+        inflight: Arc::new(Semaphore::new(config.max_inflight)),
+        keys,
+        generator,
+        config,
+    })))
+}
