@@ -174,6 +174,8 @@ impl ApiError {
             ApiError::RateLimited { retry_after }
             | ApiError::ProvidersUnavailable { retry_after } => Some(*retry_after),
             ApiError::Overloaded => Some(Duration::from_secs(1)),
+            // The provider said when it will take requests again; pass that on.
+            ApiError::Upstream(e) => e.retry_after(),
             _ => None,
         }
     }

@@ -1,0 +1,144 @@
+//! `spawn_app`: the real router on 127.0.0.1:0 with wiremock servers standing in for Anthropic and
+//! OpenAI, configured through a map (never the process environment).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use spark_gateway::config::Config;
+use wiremock::MockServer;
+
+pub const MASTER_KEY: &str = "master-test-key-0123456789";
+pub const ALICE_KEY: &str = "user-alice-alicesecret0123456789";
+pub const BOB_KEY: &str = "user-bob-bobsecret-0123456789xyz";
+pub const ANTHROPIC_KEY: &str = "sk-ant-test-upstream-key-ABCDEF";
+pub const OPENAI_KEY: &str = "sk-openai-test-upstream-key-GHIJKL";
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub anthropic: MockServer,
+    pub openai: MockServer,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// POSTs a generate body with Alice's key.
+    pub async fn post_generate(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/spark/generate"))
+            .header("x-api-key", ALICE_KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("request failed")
+    }
+}
+
+/// The default test configuration, with `overrides` applied (an empty value removes a variable).
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let anthropic = MockServer::start().await;
+    let openai = MockServer::start().await;
+    let mut env: BTreeMap<String, String> = [
+        ("SPARK_BIND", "127.0.0.1:0".to_owned()),
+        ("SPARK_MASTER_API_KEY", MASTER_KEY.to_owned()),
+        ("SPARK_API_KEYS", format!("{ALICE_KEY},{BOB_KEY}")),
+        ("ANTHROPIC_API_KEY", ANTHROPIC_KEY.to_owned()),
+        ("ANTHROPIC_BASE_URL", anthropic.uri()),
+        ("OPENAI_API_KEY", OPENAI_KEY.to_owned()),
+        ("OPENAI_BASE_URL", format!("{}/v1", openai.uri())),
+        ("SPARK_PROVIDER_ORDER", "anthropic,openai".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in overrides {
+        if v.is_empty() {
+            env.remove(*k);
+        } else {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+    }
+    let config = Config::from_source(&env).expect("test config is valid");
+    let state = spark_gateway::build_state(config).expect("state builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(spark_gateway::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        anthropic,
+        openai,
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// A Messages API answer holding `text`, as Anthropic sends it.
+pub fn anthropic_answer(text: &str) -> Value {
+    json!({
+        "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5-20250929",
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": null,
+        "usage": {"input_tokens": 321, "output_tokens": 654}
+    })
+}
+
+/// A chat completion holding `text`, as OpenAI sends it.
+pub fn openai_answer(text: &str) -> Value {
+    json!({
+        "id": "chatcmpl-abc123",
+        "object": "chat.completion",
+        "created": 1_731_000_000,
+        "model": "gpt-4.1-2025-04-14",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": null},
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": {"prompt_tokens": 111, "completion_tokens": 222, "total_tokens": 333}
+    })
+}
+
+pub const UNITY_ANSWER: &str = "Here is the door script.\n\n```csharp\nusing UnityEngine;\n\npublic class AutoDoor : MonoBehaviour\n{\n    [SerializeField] private float openAngle = 90f;\n}\n```\n";
+
+pub const SECURITY_HEADERS: [(&str, &str); 6] = [
+    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("cache-control", "no-store"),
+];
+
+/// Asserts the API.md error shape and returns the body.
+pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(resp.status().as_u16(), status, "unexpected status");
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .expect("x-request-id")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = resp.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert_eq!(body["error"]["requestId"], request_id.as_str());
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    body
+}
