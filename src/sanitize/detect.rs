@@ -435,7 +435,7 @@ static RULES: &[Rule] = &[
     rule(
         C::MultilingualOverride,
         0.8,
-        r"\b(?:oubli\w*|ignor\w*|néglig\w*)\b(?:\W+\w+){0,4}?\W+(?:instructions|consignes|directives|règles|ordres|précédent\w*|tout ce qui)\b",
+        r"\b(?:oubli(?:e|ez|er|ons)|ignor(?:ez|er|ons)|néglig(?:e|ez|er)|ignore\s+(?:les|toutes|tout))\b(?:\W+\w+){0,4}?\W+(?:instructions|consignes|directives|règles|ordres|précédent\w*|tout ce qui)\b",
     ),
     // Portuguese and Italian
     rule(
