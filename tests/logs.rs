@@ -48,7 +48,9 @@ async fn a_full_request_cycle_logs_no_key_and_no_prompt() {
         .await;
     const PROMPT: &str = "Create a TELLTALE-PROMPT-MARKER door";
 
-    let ok = app.post_generate(&json!({"prompt": PROMPT, "provider": "anthropic"})).await;
+    let ok = app
+        .post_generate(&json!({"prompt": PROMPT, "provider": "anthropic"}))
+        .await;
     assert_eq!(ok.status(), 200);
     let failed = app
         .client
@@ -70,8 +72,14 @@ async fn a_full_request_cycle_logs_no_key_and_no_prompt() {
     assert_eq!(denied.status(), 401);
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("request finished"), "the capture saw the request log");
-    assert!(logs.contains("\"caller\":\"alice\""), "the caller's user id is logged");
+    assert!(
+        logs.contains("request finished"),
+        "the capture saw the request log"
+    );
+    assert!(
+        logs.contains("\"caller\":\"alice\""),
+        "the caller's user id is logged"
+    );
     for secret in [
         ALICE_KEY,
         "alicesecret0123456789",

@@ -19,7 +19,7 @@ use base64::Engine as _;
 use regex::{Regex, RegexSet, RegexSetBuilder};
 use serde::Serialize;
 
-use super::normalize::{fold, normalize};
+use super::normalize::{fold, lower, normalize};
 
 /// The rule families. Their names are the `categories` of a 422 and the `category` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -106,12 +106,23 @@ macro_rules! override_verb {
 }
 macro_rules! prior {
     () => {
-        r"(?:previous|prior|preceding|above|earlier|former|initial|original|old|foregoing|given|provided|existing|current|system|developer|first|last|your|my|the|these|those|all|any|every|of|that|this|what|you|were|was|have|been|told|said|before|so far)"
+        r"(?:previous|prior|preceding|above|earlier|former|initial|original|old|foregoing|given|provided|system|developer|before|so far)"
+    };
+}
+/// Words that point at instructions only when the noun is unmistakable ("all rules").
+macro_rules! prior_weak {
+    () => {
+        r"(?:all|every|these|those|my|your|the|any|of)"
     };
 }
 macro_rules! directive {
     () => {
-        r"(?:instructions?|instructed|directions?|directives?|rules?|prompts?|orders?|guidelines?|guidance|tasks?|commands?|context|information|info|constraints?|restrictions?|programming|training|conversations?|messages?|inputs?|text|everything|anything|all|requests?|assignments?|settings?|polic(?:y|ies))"
+        r"(?:instructions?|instructed|instuctions?|directions?|directives?|rules|prompts?|orders|guidelines?|guidance|tasks?|commands|context|information|info|constraints|restrictions|programming|training|conversations?|messages?|text|everything|anything|requests?|assignments?|polic(?:y|ies)|thoughts|knowledge|memor(?:y|ies))"
+    };
+}
+macro_rules! directive_core {
+    () => {
+        r"(?:instructions?|directions|directives?|rules|prompts?|orders|guidelines?|guidance|tasks|programming|training|constraints|restrictions|polic(?:y|ies)|assignments?)"
     };
 }
 macro_rules! reveal_verb {
@@ -119,9 +130,23 @@ macro_rules! reveal_verb {
         r"(?:reveal|show|print|repeat|output|display|tell|give|list|spell|dump|leak|share|disclose|divulge|recite|echo|return|write (?:out|down)|type out|copy|paste|summari[sz]e|translate|rephrase|paraphrase|encode|convert|explain|describe|read (?:back|out)|what (?:are|is|were|was)|what'?s)"
     };
 }
+/// Verbs that ask for a secret to be handed over (not "explain" or "validate").
+macro_rules! hand_over {
+    () => {
+        r"(?:(?:reveal|show|print|repeat|output|display|tell|give|spell|dump|leak|share|disclose|divulge|recite|translate|rephrase|paraphrase|encode|encrypt|say|whisper)(?:s|es|ed|ing)?|write (?:out|down)|type out|hint at|what (?:is|was)|what'?s)"
+    };
+}
 macro_rules! secret_noun {
     () => {
         r"(?:pass ?words?|pass ?phrases?|pass ?codes?|secret (?:words?|keys?|codes?|phrases?|values?)|access codes?|magic words?|code ?words?|the secret|your secret|api ?keys?|credentials?|private keys?)"
+    };
+}
+/// What may follow a secret noun in a request to hand it over; "password field" or "password
+/// hash" are UI and code, not the secret (the regex crate has no look-ahead, so this lists the
+/// continuations that keep the noun the object).
+macro_rules! noun_end {
+    () => {
+        r#"(?:\s*(?:[.?!,;:"')\]]|$)|\s+(?:is|was|to|for|now|please|again|backwards?|reversed|in|with|letter|one|first|and|but|so|then|without|you|that|which|here|right|of|from|by))"#
     };
 }
 
@@ -144,11 +169,33 @@ static RULES: &[Rule] = &[
     ),
     rule(
         C::InstructionOverride,
+        0.75,
+        concat!(
+            r"\b",
+            override_verb!(),
+            r"\b(?:\W+\w+){0,2}?\W+",
+            prior_weak!(),
+            r"\b(?:\W+\w+){0,2}?\W+",
+            directive_core!(),
+            r"\b"
+        ),
+    ),
+    rule(
+        C::InstructionOverride,
+        0.75,
+        concat!(
+            r"\b",
+            override_verb!(),
+            r"\s+(?:all\s+(?:of\s+)?)?(?:the\s+|that\s+|what\s+(?:was|is)\s+)?(?:above|previous|preceding|prior|foregoing|earlier)\b"
+        ),
+    ),
+    rule(
+        C::InstructionOverride,
         0.8,
         concat!(
             r"\b",
             override_verb!(),
-            r"\s+(?:all|everything|anything)\s+(?:(?:that\s+)?(?:you\s+)?(?:were|was|have been|i)?\s*(?:told|said|given|instructed|know|learned)|(?:above|before|previous(?:ly)?|prior|so far|said|else)|\S*\s*(?:before|above|earlier|previous|prior))\b"
+            r"\s+(?:all|everything|anything)\s+(?:(?:that\s+)?(?:you\s+)?(?:were|was|have been|i)?\s*(?:told|said|given|instructed|know|knew|learn|learned|learnt|discussed|heard|read|saw|have seen|were taught)|(?:we|i|you)\s+(?:have\s+)?(?:discussed|said|talked about|covered|wrote|typed)|(?:above|before|previous(?:ly)?|prior|so far|said|else)|\S*\s*(?:before|above|earlier|previous|prior))\b"
         ),
     ),
     rule(
@@ -159,7 +206,7 @@ static RULES: &[Rule] = &[
     rule(
         C::InstructionOverride,
         0.55,
-        r"\bfrom now on\b|\bhenceforth\b|\bfrom this (?:moment|point) (?:on|forward)\b|\bstarting now,? you\b",
+        r"\bfrom now(?: on)?,? (?:you|u)\b|\bfrom now on\b|\bhenceforth\b|\bfrom this (?:moment|point) (?:on|forward)\b|\bstarting now,? you\b",
     ),
     rule(
         C::InstructionOverride,
@@ -199,16 +246,16 @@ static RULES: &[Rule] = &[
     rule(
         C::PromptExtraction,
         0.7,
-        r"\b(?:system|initial|hidden|secret|original|pre)[ _-]?(?:prompt|instructions?|message|directives?)\b",
+        r"\b(?:system|initial|hidden|secret|original|pre)[ _-]?(?:prompt\w*|instructions?|message|directives?)\b",
     ),
     rule(
         C::PromptExtraction,
         0.6,
-        r"\b(?:what|everything|all|the text|the words?|the content|the instructions?|the rules?|anything|the lines?|the sentences?|the message|the prompt)\s+(?:(?:that\s+)?(?:is|are|was|were|written|stated|said|given|provided|mentioned|listed|located|contained|you (?:were|have been) (?:given|told))\s+)?(?:above|before this|prior to this|earlier|at the (?:beginning|start|top))\b",
+        r"\b(?:what|everything|all|the text|the words?|the content|the instructions?|the rules?|anything|the lines?|the sentences?|the message|the prompt)\s+(?:that\s+)?(?:(?:is|are|was|were)\s+)?(?:(?:written|stated|said|given|provided|mentioned|listed|located|contained|you (?:were|have been) (?:given|told))\s+)?(?:above|before this|prior to this|earlier|at the (?:beginning|start|top))\b",
     ),
     rule(
         C::PromptExtraction,
-        0.55,
+        0.3,
         r"\b(?:your|the)\s+(?:(?:initial|original|first|basic|core|secret|hidden|guard|security|internal|underlying)\s+)+(?:instructions?|rules|prompt|directives?|guidelines|programming|configuration)\b",
     ),
     rule(
@@ -235,7 +282,12 @@ static RULES: &[Rule] = &[
     rule(
         C::PersonaJailbreak,
         0.85,
-        r"\bdo anything now\b|\bdeveloper mode\b|\bdev mode\b|\bjailbr(?:eak|oken)\w*\b|\bgod ?mode\b|\bdan mode\b|\bunlocked mode\b|\bunfiltered mode\b",
+        r"\bdo anything now\b|\bdan mode\b|\bunlocked mode\b|\bunfiltered mode\b|\b(?:developer|dev) mode (?:enabled|output|response|policies)\b|\b(?:with|featuring|in|enable|activate) (?:the )?(?:developer|dev) mode\b[^.\n]{0,80}\b(?:chatgpt|ai|llm|model|assistant|you)\b",
+    ),
+    rule(
+        C::PersonaJailbreak,
+        0.35,
+        r"\bjailbr(?:eak|oken)\w*\b|\bdeveloper mode\b",
     ),
     rule(
         C::PersonaJailbreak,
@@ -259,7 +311,7 @@ static RULES: &[Rule] = &[
     ),
     rule(
         C::PersonaJailbreak,
-        0.5,
+        0.35,
         r"\b(?:opposite|evil|dark|shadow|unhinged|uncensored|unfiltered|alter ego|twin|second personality)\b[^.\n]{0,30}\b(?:ai|assistant|chatbot|bot|version|personality|mode|self)\b",
     ),
     rule(
@@ -323,12 +375,12 @@ static RULES: &[Rule] = &[
     rule(
         C::CompletionLeak,
         0.55,
-        r#"\b(?:continue|complete|finish)\s+(?:the|this)?\s*(?:following|sentence|text|phrase|story|prompt)?\s*[:,]?\s*["'“‘]?\s*(?:the|my|your)?\s*(?:system prompt|prompt|instructions?|password|secret|access code|rules)\b"#,
+        r#"\b(?:continue|complete|finish)\s+(?:the|this)?\s*(?:following|sentence|text|phrase|story|prompt)?\s*[:,]?\s*["']?\s*(?:the|my|your)?\s*(?:system prompt|prompt|instructions?|password|secret|access code|rules)\b"#,
     ),
     rule(
         C::CompletionLeak,
         0.5,
-        r#"\b(?:say|write|print|output|respond with|reply with|answer with|type)\s+(?:only\s+|just\s+|exactly\s+)?["'“‘]?\s*(?:access granted|i have been pwned|pwned|hacked|haha)\b"#,
+        r#"\b(?:say|write|print|output|respond with|reply with|answer with|type)\s+(?:only\s+|just\s+|exactly\s+)?["']?\s*(?:access granted|i have been pwned|pwned|hacked|haha)\b"#,
     ),
     rule(C::CompletionLeak, 0.45, r"\baccess granted\b"),
     // --- credential and secret solicitation ---
@@ -337,10 +389,10 @@ static RULES: &[Rule] = &[
         0.65,
         concat!(
             r"\b",
-            reveal_verb!(),
+            hand_over!(),
             r"\b(?:\W+\w+){0,4}?\W+",
             secret_noun!(),
-            r"\b"
+            noun_end!()
         ),
     ),
     rule(
@@ -349,7 +401,7 @@ static RULES: &[Rule] = &[
         concat!(
             r"\b(?:letters?|characters?|chars|digits?|syllables?|hints?|clues?|first|last|length|spelling|backwards?|reversed?|rhymes?|synonyms?|anagram|acrostic|riddle|poem|song|story)\b(?:\W+\w+){0,4}?\W+",
             secret_noun!(),
-            r"\b"
+            noun_end!()
         ),
     ),
     rule(
@@ -367,7 +419,7 @@ static RULES: &[Rule] = &[
         concat!(
             r"\b(?:the|your|this|that|my|what)\s+",
             secret_noun!(),
-            r"\b"
+            noun_end!()
         ),
     ),
     rule(
@@ -405,7 +457,7 @@ static RULES: &[Rule] = &[
     rule(
         C::ToolHijack,
         0.35,
-        r"\b(?:act|behave|pretend|serve)\s+as\s+(?:an?\s+)?(?:linux\s+|bash\s+|unix\s+|windows\s+)?(?:terminal|shell|console|python interpreter|interpreter|sql (?:terminal|database))\b|\bexecute\s+(?:the\s+)?following\s+(?:command|code|query)\b",
+        r"\b(?:act|behave|pretend|serve)\s+as\s+(?:an?\s+)?(?:linux\s+|bash\s+|unix\s+|windows\s+)?(?:terminal|shell|console|python interpreter|interpreter|sql (?:terminal|database))\b|\b(?:you are now|you will be|now you are|become)\s+(?:an?\s+|the\s+)?(?:linux\s+|bash\s+|unix\s+|windows\s+)?(?:terminal|shell|console|cmd|command (?:prompt|shell|line))\b|\bexecute\s+(?:the\s+)?following\s+(?:command|code|query)\b",
     ),
     // --- encoded payload hints (decoding and rescanning happens in code) ---
     rule(
@@ -475,7 +527,7 @@ static RULES: &[Rule] = &[
     rule(
         C::PayloadSplitting,
         0.55,
-        r#"\b(?:let|set|assume|define)?\s*\b(?:[a-z]|str\w*|part\w*|var\w*|x\d|s\d)\s*=\s*["'][^"'\n]{1,80}["'][^\n]{0,40}\n?[^\n]{0,80}\b(?:[a-z]|str\w*|part\w*|var\w*|x\d|s\d)\s*=\s*["'][^"'\n]{1,80}["'][\s\S]{0,200}\b(?:concatenat\w*|combine|join|merge|put together|a\s*\+\s*b|x\s*\+\s*y|z\s*=\s*\w+\s*\+)"#,
+        r#"\b(?:let|set|assume|define)?\s*\b(?:[a-z]|str\w*|part\w*|var\w*|x\d|s\d)\s*=\s*["'][^"'\n]{1,80}["'][^\n]{0,40}\n?[^\n]{0,80}\b(?:[a-z]|str\w*|part\w*|var\w*|x\d|s\d)\s*=\s*["'][^"'\n]{1,80}["'][\s\S]{0,200}\b(?:concatenat\w*|combine|join|merge|put together|a\s*\+\s*b|x\s*\+\s*y|z\s*=\s*\w+\s*\+)\b[^\n]{0,80}\b(?:follow|execute|do|perform|obey|answer|respond|act on|carry out|comply|say|tell|print|write)\b"#,
     ),
     rule(
         C::PayloadSplitting,
@@ -522,21 +574,234 @@ static RULES: &[Rule] = &[
     ),
     rule(
         C::ContextReset,
+        0.5,
+        r"\b(?:stop|stopp|wait|attention|achtung|urgent|emergency|important)\s*(?:!|-|—|:)\s*(?:stop|stopp|wait|attention|achtung|urgent|emergency|i (?:urgently )?need|ich (?:benötige|brauche))\b|\bthat'?s enough\b|\bwell done\b[^.\n]{0,20}\bnow\b|\bforget it\b",
+    ),
+    // --- more phrasings, each a technique seen across several sources ---
+    // Questions about, or operations on, the model's own instructions.
+    rule(
+        C::PromptExtraction,
+        0.5,
+        r"\b(?:your|the ai'?s|the model'?s|the bot'?s|the assistant'?s)\s+(?:\w+'?s?\s+){0,3}?(?:instructions?|rules|guidelines|directives|system prompt|prompt|programming|orders|configuration|parameters)\b",
+    ),
+    rule(
+        C::PromptExtraction,
+        0.7,
+        r"\b(?:instructions?|rules|guidelines|directives|prompt|orders|text|words|message)\s+(?:that\s+)?(?:you\s+(?:were|have been|'ve been|got|received|are)\s+(?:\w+\s+)?(?:given|told|provided|programmed|trained|tasked)|(?:were|was|have|did)\s+you\s+(?:\w+\s+)?(?:given|told|provided|receive|get|got))\b|\bwhat\s+(?:\w+\s+){0,2}(?:instructions?|rules|guidelines|directives|orders)\s+(?:were|have|did)\s+you\b",
+    ),
+    rule(
+        C::PromptExtraction,
+        0.5,
+        r"\b(?:list|lists|format|output|outputs|summari[sz]e|translate|encode|rephrase|paraphrase|reword|repeat|recite|reveal|spell|dump|leak)\b(?:\W+\w+){0,3}?\W+instructions?\b",
+    ),
+    rule(
+        C::PromptExtraction,
+        0.55,
+        r"\b(?:repeat|recite|print|output|copy|reproduce)\b[^.\n]{0,50}\b(?:word for word|verbatim|in full|back to me)\b",
+    ),
+    rule(
+        C::InstructionOverride,
+        0.6,
+        r"\b(?:go against|break|violate|defy|disobey|change|modify|modifying|rewrite|update|alter|replace|reprogram)\s+(?:\w+\s+){0,2}?(?:your|these|its)\s+(?:\w+\s+)?(?:instructions|rules|programming|guidelines|directives|restrictions)\b|\b(?:go against|break|violate|defy|disobey|change|modify|rewrite|alter|replace)\s+the\s+(?:instructions|programming|guidelines|directives)\b",
+    ),
+    rule(
+        C::InstructionOverride,
+        0.55,
+        r"\b(?:give|send|provide|feed|inject|issue)\s+(?:you\s+|this model\s+|the model\s+)?(?:some\s+)?new\s+(?:instructions|rules|directives|prompts?|orders)\b|#+\s*begin new instructions",
+    ),
+    rule(
+        C::InstructionOverride,
+        0.5,
+        r"\b(?:forget|abandon|ignore|disregard|erase|drop)\s+(?:all|everything|whatever)\s+(?:of\s+)?(?:your|you)\b",
+    ),
+    rule(
+        C::InstructionOverride,
+        0.65,
+        concat!(
+            r"\b",
+            override_verb!(),
+            r"\s+(?:the|all|any)\s+(?:\w+\s+){0,2}?(?:information|instructions?|rules|tasks?|context|data|text)\s+(?:that\s+)?you\s+(?:are|were|have been|have|got)\b"
+        ),
+    ),
+    rule(
+        C::InstructionOverride,
+        0.7,
+        concat!(
+            r"\b",
+            override_verb!(),
+            r"\b(?:\s+[\w']+){0,4}?\s+(?:before|beforehand|so far|until now|up to now|above)\s*(?:[.,!;:?]|$|and\b|then\b)"
+        ),
+    ),
+    rule(
+        C::InstructionOverride,
+        0.55,
+        r#"\b(?:every time|whenever|each time|always|for (?:all|every|each) (?:of )?(?:my |your |yon |the )?(?:prompts?|questions?|messages?|requests?))\b[^.\n]{0,60}\b(?:reply|respond|answer|say)\s+(?:with\s+|that\s+)?["']"#,
+    ),
+    rule(
+        C::InstructionOverride,
+        0.5,
+        r"\b(?:respond|reply|answer)\s+to\s+every\s+(?:prompt|question|message|request)\b|\bfor (?:all|every|each) (?:of )?(?:my |your |yon |the )?(?:prompts?|questions?|messages?)\b[^.\n]{0,20}\byou (?:will|must|shall|should)\b",
+    ),
+    rule(
+        C::InstructionOverride,
+        0.55,
+        r"\b(?:do not|don'?t|not)\s+(?:look|rely|use|consult|read)\s+(?:in|on|at)?\s*(?:the\s+)?(?:documents?|articles?|context|sources?|texts? provided)\b|\b(?:and\s+)?not\s+(?:by|from|with)\s+the\s+(?:articles?|documents?|context)\b",
+    ),
+    // Forcing an exact output.
+    rule(
+        C::CompletionLeak,
+        0.5,
+        r#"\brepeat after me\b|\bsay (?:yes|no)\b\s*[.!]|\b(?:say|output|print|write|answer|respond|reply)\s+(?:only|just|exactly)\b[^.\n]{0,12}["']|\band only those words\b"#,
+    ),
+    rule(
+        C::CompletionLeak,
+        0.6,
+        r#"\b(?:beginning|starting|begin|start)\s+(?:your (?:reply|response|answer) )?with\s+["']\s*(?:you are|your instructions|the (?:system )?prompt|i am|my instructions|access|denied)|\b(?:begin|start)\s+(?:\w+\s+){0,3}?with\s+(?:the\s+)?(?:sentence|phrase|words?)\s*["']"#,
+    ),
+    rule(
+        C::RefusalSuppression,
+        0.6,
+        r#"\b(?:don'?t|do not|never)\s+(?:start|begin|respond|reply|answer)\s+with\s+["']?\s*(?:i cannot|i can'?t|sorry|i'?m sorry|as an ai|unfortunately|i apologi)"#,
+    ),
+    rule(
+        C::RefusalSuppression,
+        0.55,
+        r"\b(?:doesn'?t|does not|don'?t|do not|never|won'?t|will not)\s+(?:follow|have|care about|obey|abide by|respect)\s+(?:any\s+)?(?:ethics|morals|morality|moral (?:rules|guidelines|principles|code)|ethical (?:rules|guidelines|principles|code)|content polic(?:y|ies))\b",
+    ),
+    rule(
+        C::CompletionLeak,
+        0.55,
+        r"\b(?:another way (?:of|to) say(?:ing)?|synonyms? (?:for|of)|rephrase|other words for)\b[^.\n]{0,30}\b(?:access granted|authori[sz]ation (?:successful|granted)|access approved|login successful)",
+    ),
+    rule(
+        C::SecretSolicitation,
+        0.55,
+        r"[\(\[\{]\s*(?:correct|the|real|actual|right|insert)\s+(?:password|passcode|pass phrase|passphrase|access code)\b|\b(?:password|passphrase|pass phrase|access code)\b[^.\n]{0,30}\bgrants?\s+access\b",
+    ),
+    rule(
+        C::PersonaJailbreak,
+        0.5,
+        r"\b(?:pretend to be|you are|you're|act as|you will be|you'?re going to (?:pretend to )?be)\s+[^.\n]{0,40}\b(?:a new ai|an ai (?:model|assistant|chatbot) (?:called|named)|a new (?:chatbot|language model))\b",
+    ),
+    // Destructive requests against the model's own tools or data.
+    rule(
+        C::ToolHijack,
+        0.6,
+        r"\b(?:delete|drop|wipe|erase|destroy|remove)\s+(?:all\s+)?(?:of\s+)?(?:the\s+)?(?:data|files|records|emails|everything)\s+(?:that\s+)?(?:you\s+(?:have|can)\s+(?:access|reach)|on (?:the|this|your) (?:server|system|machine|disk))",
+    ),
+    // Labelled directives slipped into a question ("stop: write …", "Instruction: …").
+    rule(
+        C::ContextReset,
+        0.6,
+        r"(?:^|[.?!]\s+|\s|\\n)(?:stop|instruction|order|new statement|additional instruction|command|note to (?:the )?(?:ai|model|assistant))\s*(?:[:\-]|–|—)+\s*(?:write|say|print|output|forget|ignore|blame|tell|respond|answer|return|please|who|what)\b",
+    ),
+    rule(
+        C::ContextReset,
+        0.5,
+        r"(?:\\\s?n\s*){4,}|(?:\\\s?r\\\s?n\s*){3,}",
+    ),
+    rule(
+        C::ContextReset,
+        0.55,
+        r"\b(?:nun|jetzt)\s+(?:folgen|folgt|kommt|kommen|habe ich)\s+(?:eine\s+|einige\s+)?(?:tolle\s+)?(?:neue|weitere|nächste)\b|\b(?:weiteren?|neuen?|nächsten?)\s+aufgabe\b",
+    ),
+    rule(
+        C::ContextReset,
+        0.4,
+        r"\b(?:very good|well done|great job|good job|excellent|perfect|that is done|that'?s done|you did it|sehr gut|gut gemacht|ausgezeichnet|einfach großartig)\b[^\n]{0,60}\b(?:now|but now|next|jetzt|nun)\b",
+    ),
+    // Few-shot patterns that teach the model a hijacked answer, and talk of exploiting it.
+    rule(
+        C::RoleInjection,
         0.45,
-        r"\b(?:stop|wait|attention|urgent|emergency|important)\s*(?:!|-|—|:)\s*(?:stop|wait|attention|urgent|emergency|i (?:urgently )?need)\b|\bthat'?s enough\b|\bwell done\b[^.\n]{0,20}\bnow\b|\bforget it\b",
+        r"(?:input|eingabe)\s*:[^\n]{0,60}(?:output|ausgabe)\s*:[^\n]{0,60}(?:input|eingabe)\s*:",
+    ),
+    rule(
+        C::CompletionLeak,
+        0.45,
+        r"\bpwned\b|\bexploit\w*\s+(?:ai|llm|language model|chatbot|ki)[- ]?(?:systems?|systeme|models?)?\b|\bki-systeme auszunutzen\b",
+    ),
+    rule(
+        C::InstructionOverride,
+        0.7,
+        concat!(
+            r"\b",
+            override_verb!(),
+            r"\s+(?:about\s+)?(?:all|everything|anything)\s*(?:[.,!;:]|and\b|then\b|$)"
+        ),
+    ),
+    rule(
+        C::PromptExtraction,
+        0.45,
+        r"\b(?:the\s+)?(?:above|preceding|previous|prior|foregoing)\s+(?:instructions|prompt|rules|directives)\b|\b(?:print|write|spell|type) out\b(?:\W+\w+){0,3}?\W+instructions\b|\binstructions?\s+(?:formatted|written|rendered|encoded|translated)\s+(?:as|in|into)\b",
+    ),
+    rule(
+        C::CompletionLeak,
+        0.5,
+        r"\b(?:include|state|say|tell me|write|mention|claim|admit|declare)\s+that\s+you\s+(?:hate|love|are|think|believe|support|despise)\b|\binclude\b[^.\n]{0,40}\bin your (?:answer|response|reply)\b",
+    ),
+    rule(
+        C::CompletionLeak,
+        0.5,
+        r#"\b(?:if i say|when i say|whenever i say|si yo digo|wenn ich sage)\b[^.\n]{0,40}\b(?:you say|you (?:will |must )?(?:respond|reply|answer|say)|tu dices|sagst du|antwortest du)\b"#,
+    ),
+    rule(
+        C::PersonaJailbreak,
+        0.5,
+        r"\byou are (?:now )?(?:role-?playing|roleplaying|playing the role|acting) as\b|\brespond as such\b|\b(?:jetzt|nun|ab jetzt)\s+bist\s+du\b|\bdu\s+bist\s+keine?\b|\bact as two entities\b",
+    ),
+    rule(
+        C::PersonaJailbreak,
+        0.4,
+        r"\b(?:antworte|antworten sie|answer|respond|reply|speak)\s+(?:im stil (?:eines|einer)|in the (?:style|voice) of|like an?)\s+(?:pirate|priaten|piraten|sailor|drunk|gangster|nazi|racist|villain|kolonial\w*)\b|\bspeak like an? (?:pirate|sailor)\b",
+    ),
+    rule(
+        C::RoleInjection,
+        0.55,
+        r"(?:^|\s)(?:human|user|assistant|ai|system)\s*:\s*(?:human|user|assistant|ai|system)\s*:",
+    ),
+    rule(
+        C::FictionalFraming,
+        0.4,
+        r"\b(?:act|acts|actors?|play|plays|embod\w+|schauspieler\w*)\b[^.\n]{0,40}\b(?:film|movie|play|scene|theater|theatre)\b[^.\n]{0,40}\b(?:murder\w*|robbery|heist|thief|killer|racist|crime|drug\w*|raubüberfall|mord\w*|meisterdieb)\b|\bbleiben\s+(?:immer\s+)?in\s+ihren\s+rollen\b|\baus der rolle (?:zu )?fallen\b",
+    ),
+    rule(
+        C::RoleInjection,
+        0.5,
+        r"\b(?:this is not|this isn'?t|this is no|not a|is no)\s+(?:a\s+)?prompt[ -]?injection\b|\bkeine\s+(?:aufforderungsspritze|prompt[- ]?injection)\b",
+    ),
+    // Asking for the secret in another language, or spelled so an output filter misses it.
+    rule(
+        C::SecretSolicitation,
+        0.55,
+        r"(?:пароль|密码|口令|كلمة المرور|كلمة السر|סיסמ\w*|המילה הסודית|パスワード|contraseña|mot de passe|senha|kennwort|passwort|geheimwort|parola segreta)[^.\n]{0,20}(?:\?|？|؟)|(?:was ist|wie lautet|sag mir|verrate|nenne|qu'?est-ce que|quel est|cuál es|qual é|qual è|какой|скажи|ما هو|ما هي|מה)\b[^.\n]{0,20}(?:пароль|密码|كلمة المرور|كلمة السر|סיסמ\w*|contraseña|mot de passe|senha|kennwort|passwort|geheimwort|password)",
+    ),
+    rule(
+        C::SecretSolicitation,
+        0.45,
+        r"\b(?:put(?:ting)?|place|placing|insert(?:ing)?|add(?:ing)?|with)\s+(?:a|an)?\s*(?:space|hyphen|dash|dot|period|asterisk|comma|underscore|symbol)s?\s+(?:between|after|in between)\s+(?:each|every|all|the)?\s*(?:character|letter|char|digit)s?\b|\b(?:shift|move|moving|shifting|rotate|rotating|offset)\w*\s+(?:each|every|all)\s+(?:the\s+)?(?:letters?|characters?)\b",
     ),
 ];
 
 struct Detector {
+    /// The rules with Unicode-aware `\w` and `\b`, for text that is not pure ASCII.
     set: RegexSet,
+    /// The same rules compiled for ASCII bytes: on ASCII text they mean the same thing, and the
+    /// DFA is many times smaller, so the common English request is scanned several times faster.
+    ascii_set: regex::bytes::RegexSet,
     regexes: Vec<Regex>,
-    base64_run: Regex,
-    hex_run: Regex,
 }
 
 static DETECTOR: LazyLock<Option<Detector>> = LazyLock::new(|| {
     let patterns: Vec<&str> = RULES.iter().map(|r| r.pattern).collect();
     let set = RegexSetBuilder::new(&patterns)
+        .size_limit(64 << 20)
+        .dfa_size_limit(64 << 20)
+        .build()
+        .map_err(|e| tracing::error!(error = %e, "sanitizer rules failed to compile"))
+        .ok()?;
+    let ascii_set = regex::bytes::RegexSetBuilder::new(&patterns)
+        .unicode(false)
         .size_limit(64 << 20)
         .dfa_size_limit(64 << 20)
         .build()
@@ -549,11 +814,24 @@ static DETECTOR: LazyLock<Option<Detector>> = LazyLock::new(|| {
         .ok()?;
     Some(Detector {
         set,
+        ascii_set,
         regexes,
-        base64_run: Regex::new(r"[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9_-]{24,}").ok()?,
-        hex_run: Regex::new(r"\b(?:[0-9a-fA-F]{2}[\s:]?){12,}\b").ok()?,
     })
 });
+
+impl Detector {
+    /// Indices of the rules that match `text`.
+    fn matches(&self, text: &str) -> Vec<usize> {
+        if text.is_ascii() {
+            self.ascii_set
+                .matches(text.as_bytes())
+                .into_iter()
+                .collect()
+        } else {
+            self.set.matches(text).into_iter().collect()
+        }
+    }
+}
 
 /// Forces rule compilation (at start-up, so the first request does not pay for it) and says
 /// whether it worked. A rule that does not compile is a bug caught by the unit tests.
@@ -573,11 +851,16 @@ pub fn assess(original: &str, normalized: &str) -> super::RiskReport {
         };
     };
     let mut acc = Accumulator::default();
-    let lower = normalized.to_lowercase();
+    let lower = lower(normalized);
     let folded = fold(normalized);
 
-    let plain_hits: Vec<usize> = d.set.matches(&lower).into_iter().collect();
-    let folded_hits: Vec<usize> = d.set.matches(&folded).into_iter().collect();
+    let plain_hits: Vec<usize> = d.matches(&lower);
+    // Usually nothing was disguised and the two views are equal: scan once.
+    let folded_hits: Vec<usize> = if folded == lower {
+        Vec::new()
+    } else {
+        d.matches(&folded)
+    };
     for &i in &plain_hits {
         acc.add_rule(d, i, &lower);
     }
@@ -589,29 +872,33 @@ pub fn assess(original: &str, normalized: &str) -> super::RiskReport {
         }
     }
     if only_folded {
-        acc.add(Category::Obfuscation, 0.35, None);
+        acc.add(Category::Obfuscation, SIGNAL, 0.35, None);
     }
 
     // Encoded blocks: decode and rescan. A decoded instruction is stronger evidence than the
     // same words in clear, because encoding them has no benign purpose in a code request.
-    for m in d.base64_run.find_iter(normalized).take(16) {
-        if let Some(decoded) = decode_base64(m.as_str()) {
-            rescan(d, &decoded, m.start(), m.end(), &mut acc);
-        }
-    }
-    for m in d.hex_run.find_iter(normalized).take(16) {
-        if let Some(decoded) = decode_hex(m.as_str()) {
-            rescan(d, &decoded, m.start(), m.end(), &mut acc);
+    for (start, end, kind) in encoded_blocks(normalized).into_iter().take(16) {
+        let block = &normalized[start..end];
+        let decoded = match kind {
+            Encoding::Base64 => decode_base64(block),
+            Encoding::Hex => decode_hex(block),
+        };
+        if let Some(decoded) = decoded {
+            rescan(d, &decoded, start, end, &mut acc);
         }
     }
 
     // Unicode tag characters spell invisible ASCII: never part of a legitimate request.
-    let tags = original
-        .chars()
-        .filter(|c| ('\u{E0000}'..='\u{E007F}').contains(c))
-        .count();
+    let tags = if original.is_ascii() {
+        0
+    } else {
+        original
+            .chars()
+            .filter(|c| ('\u{E0000}'..='\u{E007F}').contains(c))
+            .count()
+    };
     if tags >= 4 {
-        acc.add(Category::HiddenCharacters, 0.7, None);
+        acc.add(Category::HiddenCharacters, SIGNAL, 0.7, None);
         let hidden: String = original
             .chars()
             .filter_map(|c| {
@@ -629,30 +916,89 @@ pub fn assess(original: &str, normalized: &str) -> super::RiskReport {
             .filter(|&c| matches!(c as u32, 0x200B..=0x200D | 0x2060..=0x2064 | 0xFEFF | 0x00AD))
             .count();
         if invisible >= 3 && !acc.categories.is_empty() {
-            acc.add(Category::HiddenCharacters, 0.4, None);
+            acc.add(Category::HiddenCharacters, SIGNAL, 0.4, None);
         }
     }
 
     if let Some((start, end)) = token_flood(&lower) {
-        acc.add(Category::TokenFlood, 0.55, Some((0, start, end)));
+        acc.add(Category::TokenFlood, SIGNAL, 0.55, Some((start, end)));
     }
     acc.finish()
 }
 
 fn rescan(d: &Detector, decoded: &str, start: usize, end: usize, acc: &mut Accumulator) {
     let view = fold(&normalize(decoded));
-    let hits = d.set.matches(&view);
-    if hits.matched_any() {
-        let strongest = hits.iter().map(|i| RULES[i].weight).fold(0.0_f64, f64::max);
+    let hits = d.matches(&view);
+    if !hits.is_empty() {
+        let strongest = hits
+            .iter()
+            .map(|&i| RULES[i].weight)
+            .fold(0.0_f64, f64::max);
         acc.add(
             Category::EncodedPayload,
+            SIGNAL,
             strongest.max(0.6),
-            Some((usize::MAX, start, end)),
+            Some((start, end)),
         );
-        for i in hits.iter() {
-            acc.add(RULES[i].category, RULES[i].weight, None);
+        for &i in &hits {
+            acc.add(RULES[i].category, i, RULES[i].weight, None);
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Base64,
+    Hex,
+}
+
+/// Byte spans that look like encoded payloads: runs of 16+ base64 (or base64url) characters,
+/// and hex written solid (24+ digits) or as 12+ pairs split by spaces or colons (`69 67 6e …`).
+/// One pass over the bytes; the alphabets are ASCII, so every span is a `str` boundary.
+fn encoded_blocks(text: &str) -> Vec<(usize, usize, Encoding)> {
+    let b = text.as_bytes();
+    let is_b64 = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'_' | b'-');
+    let mut out = Vec::new();
+    // Spaced hex pairs: where the chain started, and how many pairs it holds.
+    let mut pairs_start = 0usize;
+    let mut pairs = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        if !is_b64(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && is_b64(b[i]) {
+            i += 1;
+        }
+        let run = &b[start..i];
+        let all_hex = run.iter().all(u8::is_ascii_hexdigit);
+        if run.len() == 2 && all_hex {
+            let chained = pairs > 0 && start >= 1 && matches!(b[start - 1], b' ' | b':');
+            if !chained {
+                pairs_start = start;
+                pairs = 0;
+            }
+            pairs += 1;
+            let next_continues =
+                i + 1 < b.len() && matches!(b[i], b' ' | b':') && b[i + 1].is_ascii_hexdigit();
+            if !next_continues && pairs >= 12 {
+                out.push((pairs_start, i, Encoding::Hex));
+            }
+            if !next_continues {
+                pairs = 0;
+            }
+            continue;
+        }
+        pairs = 0;
+        if run.len() >= 24 && all_hex && run.len().is_multiple_of(2) {
+            out.push((start, i, Encoding::Hex));
+        } else if run.len() >= 16 {
+            out.push((start, i, Encoding::Base64));
+        }
+    }
+    out
 }
 
 fn decode_base64(s: &str) -> Option<String> {
@@ -697,6 +1043,9 @@ fn printable_text(bytes: Vec<u8>) -> Option<String> {
 /// A run where one short token repeats many times (`ö ö ö ö …`, `})})})…`): padding that pushes
 /// the system prompt out of a model's attention. Returns the run's byte span.
 fn token_flood(text: &str) -> Option<(usize, usize)> {
+    if text.is_ascii() {
+        return token_flood_ascii(text.as_bytes());
+    }
     // Whitespace-separated repeats.
     let mut prev: Option<&str> = None;
     let mut run = 0usize;
@@ -716,23 +1065,110 @@ fn token_flood(text: &str) -> Option<(usize, usize)> {
             run_start = idx;
         }
     }
-    // Periodic runs with no spaces, period 2 to 4 (period 1 is a separator line such as "-----").
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    for period in 2..=4 {
-        let mut same = 0usize;
-        // A run of one repeated character has every period; only a real pattern counts.
-        let mut varied = false;
-        for i in period..chars.len() {
-            if chars[i].1 == chars[i - period].1 && !chars[i].1.is_whitespace() {
-                same += 1;
-                varied |= chars[i].1 != chars[i - 1].1;
-                if same >= 60 && varied {
-                    let start = chars[i + 1 - same - period].0;
-                    return Some((start, chars[i].0));
-                }
-            } else {
-                same = 0;
-                varied = false;
+    // Long stretches of two or three distinct symbols (`})})}}})…`), whitespace ignored. A
+    // run of one character is a separator line such as "-----" and is left alone, and so is a
+    // separator with a little decoration ("// -----"): a flood alternates between its symbols.
+    const MIN_RUN: usize = 64;
+    let mut seen: [(char, usize); 3] = [('\0', 0); 3];
+    let mut distinct = 0usize;
+    let mut len = 0usize;
+    let mut start = 0usize;
+    for (at, c) in text.char_indices() {
+        if c.is_whitespace() {
+            continue;
+        }
+        if c.is_alphanumeric() {
+            distinct = 0;
+            len = 0;
+            continue;
+        }
+        if len == 0 {
+            start = at;
+        }
+        match seen[..distinct].iter_mut().find(|(s, _)| *s == c) {
+            Some((_, n)) => *n += 1,
+            None if distinct < 3 => {
+                seen[distinct] = (c, 1);
+                distinct += 1;
+            }
+            None => {
+                // A fourth symbol: start a new run from this one.
+                seen[0] = (c, 1);
+                distinct = 1;
+                len = 0;
+                start = at;
+            }
+        }
+        len += 1;
+        let dominant = seen[..distinct].iter().map(|(_, n)| *n).max().unwrap_or(0);
+        if len >= MIN_RUN && distinct >= 2 && dominant * 4 <= len * 3 {
+            return Some((start, at));
+        }
+    }
+    None
+}
+
+/// [`token_flood`] over ASCII bytes: the same two checks without decoding characters.
+fn token_flood_ascii(b: &[u8]) -> Option<(usize, usize)> {
+    let mut prev: &[u8] = &[];
+    let mut run = 0usize;
+    let mut run_start = 0usize;
+    let mut pos = 0usize;
+    for tok in b.split(|c| c.is_ascii_whitespace()) {
+        let at = pos;
+        pos += tok.len() + 1;
+        if tok.is_empty() {
+            continue;
+        }
+        if tok == prev && tok.len() <= 12 {
+            run += 1;
+            if run >= 24 {
+                return Some((run_start, at + tok.len()));
+            }
+        } else {
+            prev = tok;
+            run = 1;
+            run_start = at;
+        }
+    }
+    const MIN_RUN: usize = 64;
+    let mut counts = [0usize; 3];
+    let mut seen = [0u8; 3];
+    let mut distinct = 0usize;
+    let mut len = 0usize;
+    let mut start = 0usize;
+    for (at, &c) in b.iter().enumerate() {
+        if c.is_ascii_whitespace() {
+            continue;
+        }
+        if c.is_ascii_alphanumeric() {
+            distinct = 0;
+            len = 0;
+            continue;
+        }
+        if len == 0 {
+            start = at;
+        }
+        match seen[..distinct].iter().position(|&s| s == c) {
+            Some(k) => counts[k] += 1,
+            None if distinct < 3 => {
+                seen[distinct] = c;
+                counts[distinct] = 1;
+                distinct += 1;
+            }
+            None => {
+                seen[0] = c;
+                counts[0] = 1;
+                distinct = 1;
+                len = 0;
+                start = at;
+            }
+        }
+        len += 1;
+        if len >= MIN_RUN && distinct >= 2 {
+            let dominant = counts[..distinct].iter().copied().max().unwrap_or(0);
+            if dominant * 4 <= len * 3 {
+                return Some((start, at));
             }
         }
     }
@@ -741,24 +1177,36 @@ fn token_flood(text: &str) -> Option<(usize, usize)> {
 
 #[derive(Default)]
 struct Accumulator {
-    /// Strongest weight seen per category.
-    categories: Vec<(Category, f64)>,
+    /// Every weight seen per category, one entry per distinct rule.
+    categories: Vec<(Category, Vec<(usize, f64)>)>,
     findings: Vec<Finding>,
 }
+
+/// Rule index for evidence that is not a table rule (decoded payloads, floods, tags).
+const SIGNAL: usize = usize::MAX;
 
 impl Accumulator {
     fn add_rule(&mut self, d: &Detector, i: usize, view: &str) {
         let r = &RULES[i];
-        let span = d.regexes[i].find(view).map(|m| (i, m.start(), m.end()));
-        self.add(r.category, r.weight, span);
+        let span = d.regexes[i].find(view).map(|m| (m.start(), m.end()));
+        self.add(r.category, i, r.weight, span);
     }
 
-    fn add(&mut self, category: Category, weight: f64, span: Option<(usize, usize, usize)>) {
-        match self.categories.iter_mut().find(|(c, _)| *c == category) {
+    fn add(&mut self, category: Category, rule: usize, weight: f64, span: Option<(usize, usize)>) {
+        let pos = match self.categories.iter().position(|(c, _)| *c == category) {
+            Some(p) => p,
+            None => {
+                self.categories.push((category, Vec::new()));
+                self.categories.len() - 1
+            }
+        };
+        let entry = &mut self.categories[pos].1;
+        // The same rule seen twice (both views, or a decoded copy) is one piece of evidence.
+        match entry.iter_mut().find(|(r, _)| *r == rule && rule != SIGNAL) {
             Some((_, w)) => *w = w.max(weight),
-            None => self.categories.push((category, weight)),
+            None => entry.push((rule, weight)),
         }
-        if let Some((rule, start, end)) = span {
+        if let Some((start, end)) = span {
             self.findings.push(Finding {
                 category,
                 rule,
@@ -768,14 +1216,30 @@ impl Accumulator {
         }
     }
 
-    fn finish(mut self) -> super::RiskReport {
-        self.categories
-            .sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let keep_going: f64 = self.categories.iter().map(|(_, w)| 1.0 - w).product();
+    /// Families are independent evidence; inside one family each further rule counts half as
+    /// much as the one before, so several weak phrasings of one technique add up without one
+    /// verbose attack counting as many.
+    fn finish(self) -> super::RiskReport {
+        let mut families: Vec<(Category, f64)> = self
+            .categories
+            .into_iter()
+            .map(|(c, mut ws)| {
+                ws.sort_by(|a, b| b.1.total_cmp(&a.1));
+                let mut keep = 1.0;
+                let mut factor = 1.0;
+                for (_, w) in ws {
+                    keep *= 1.0 - w * factor;
+                    factor *= 0.5;
+                }
+                (c, 1.0 - keep)
+            })
+            .collect();
+        families.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let keep_going: f64 = families.iter().map(|(_, w)| 1.0 - w).product();
         let score = ((1.0 - keep_going) * 1000.0).round() / 1000.0;
         super::RiskReport {
             risk_score: score.clamp(0.0, 1.0),
-            categories: self.categories.into_iter().map(|(c, _)| c).collect(),
+            categories: families.into_iter().map(|(c, _)| c).collect(),
             findings: self.findings,
         }
     }

@@ -112,14 +112,27 @@ pub enum Rejection {
 /// The whole pipeline under `policy`.
 pub fn sanitize(text: &str, policy: &Policy) -> Result<Sanitized, Rejection> {
     let normalized = normalize(text);
-    let actual = normalized.chars().count();
+    let actual = if normalized.is_ascii() {
+        normalized.len()
+    } else {
+        normalized.chars().count()
+    };
     if actual > policy.max_chars {
         return Err(Rejection::TooLong {
             max: policy.max_chars,
             actual,
         });
     }
-    let stripped = text.chars().filter(|&c| is_stripped(c)).count();
+    let stripped = if text.is_ascii() {
+        // Of ASCII, only C0 controls and DEL are stripped; CR is dropped with line endings.
+        text.bytes()
+            .filter(|&b| b.is_ascii_control() && !matches!(b, b'\n' | b'\t' | b'\r'))
+            .count()
+    } else {
+        text.chars()
+            .filter(|&c| is_stripped(c) && c != '\r')
+            .count()
+    };
     let mut warnings = Vec::new();
     if stripped > 0 {
         warnings.push(format!(

@@ -6,7 +6,7 @@
 //! wording otherwise untouched. [`fold`] produces a copy only the detector sees: lower-case ASCII
 //! where a look-alike, leetspeak or letter-spacing was used to dodge a rule.
 
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 /// Characters removed from the forwarded text: they are invisible or reorder what a reader sees.
 pub fn is_stripped(c: char) -> bool {
@@ -39,12 +39,58 @@ pub fn is_stripped(c: char) -> bool {
 /// The forwarded form: NFKC, hidden characters removed, runs of horizontal whitespace collapsed
 /// to one space, trailing spaces dropped, and more than two consecutive blank lines reduced.
 pub fn normalize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+    // Most prompts are already NFKC (all ASCII text is); the quick check is far cheaper than
+    // running the recomposing iterator over every character.
+    if text.is_ascii() {
+        return clean_ascii(text.as_bytes());
+    }
+    if is_nfkc_quick(text.chars()) == IsNormalized::Yes {
+        clean(text.chars())
+    } else {
+        clean(text.nfkc())
+    }
+}
+
+/// [`clean`] for ASCII input, a byte at a time: the same rules (C0 controls and DEL stripped,
+/// spaces and tabs collapsed, at most two blank lines) without decoding characters.
+fn clean_ascii(bytes: &[u8]) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
     let mut pending_space = false;
     let mut newlines = 0usize;
-    // NFKC first, then strip: NFKC can itself produce characters such as U+2060 never, but
-    // stripping after guarantees the output holds none of the stripped classes.
-    for c in text.nfkc() {
+    for &b in bytes {
+        match b {
+            b'\n' => {
+                pending_space = false;
+                newlines += 1;
+            }
+            b' ' | b'\t' | b'\x0B' | b'\x0C' => pending_space = true,
+            0..=0x1F | 0x7F => {}
+            _ => {
+                if newlines > 0 {
+                    if !out.is_empty() {
+                        out.extend_from_slice(&b"\n\n"[..newlines.min(2)]);
+                    }
+                    newlines = 0;
+                } else if pending_space && !out.is_empty() {
+                    out.push(b' ');
+                }
+                pending_space = false;
+                out.push(b);
+            }
+        }
+    }
+    // Only ASCII bytes were copied, so this cannot fail; the fallback keeps it panic-free.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Strips hidden characters and collapses whitespace. NFKC runs before this, so the output holds
+/// none of the stripped classes whatever the composition produced.
+fn clean(chars: impl Iterator<Item = char>) -> String {
+    let (lower, _) = chars.size_hint();
+    let mut out = String::with_capacity(lower);
+    let mut pending_space = false;
+    let mut newlines = 0usize;
+    for c in chars {
         if is_stripped(c) {
             continue;
         }
@@ -125,17 +171,122 @@ fn leet(c: char) -> Option<char> {
     })
 }
 
+/// Typographic quotes and apostrophes read as their ASCII forms in every rule.
+fn ascii_quote(c: char) -> char {
+    match c {
+        '\u{2018}' | '\u{2019}' | '\u{201B}' | '\u{2032}' => '\'',
+        '\u{201C}' | '\u{201D}' | '\u{201F}' | '\u{2033}' => '"',
+        _ => c,
+    }
+}
+
+/// The detector's plain view: lower-case with ASCII quotes, letters otherwise as written (rules
+/// for Cyrillic or Chinese need the real letters).
+pub fn lower(normalized: &str) -> String {
+    if normalized.is_ascii() {
+        return normalized.to_ascii_lowercase();
+    }
+    normalized
+        .chars()
+        .flat_map(char::to_lowercase)
+        .map(ascii_quote)
+        .collect()
+}
+
 /// The detector's view: lower-case, look-alikes mapped to ASCII, leetspeak undone inside words
 /// that are mostly letters, diacritics kept (rules for other languages need them), and spaced
 /// letters ("i g n o r e") joined. Input is expected to be [`normalize`]d already.
 pub fn fold(normalized: &str) -> String {
-    let lowered: Vec<char> = normalized
-        .chars()
-        .flat_map(char::to_lowercase)
-        .map(|c| confusable(c).unwrap_or(c))
-        .collect();
+    if normalized.is_ascii() && !ascii_needs_fold(normalized.as_bytes()) {
+        return normalized.to_ascii_lowercase();
+    }
+    let mut lowered: Vec<char> = Vec::with_capacity(normalized.len());
+    for c in normalized.chars() {
+        if c.is_ascii() {
+            lowered.push(c.to_ascii_lowercase());
+            continue;
+        }
+        for l in c.to_lowercase() {
+            let l = ascii_quote(l);
+            lowered.push(confusable(l).unwrap_or(l));
+        }
+    }
     let deleeted = undo_leet(&lowered);
     join_spaced_letters(&deleeted)
+}
+
+/// Whether [`undo_leet`] or [`join_spaced_letters`] could change this ASCII text: a token with
+/// two letters and a leet character next to a letter, or four lone letters in a row. Most
+/// prompts have neither, and then folding is just lower-casing.
+fn ascii_needs_fold(b: &[u8]) -> bool {
+    // Byte classes from one table lookup: this runs over every prompt, so it avoids branches
+    // on character predicates.
+    const ALPHA: u8 = 1;
+    const DIGIT: u8 = 2;
+    const LEET: u8 = 4;
+    const SPACE: u8 = 8;
+    const CLASS: [u8; 256] = {
+        let mut t = [0u8; 256];
+        let mut i = 0;
+        while i < 256 {
+            let c = i as u8;
+            let mut k = 0;
+            if c.is_ascii_alphabetic() {
+                k |= ALPHA;
+            }
+            if c.is_ascii_digit() {
+                k |= DIGIT;
+            }
+            if matches!(
+                c,
+                b'0' | b'1' | b'3' | b'4' | b'5' | b'7' | b'8' | b'!' | b'|' | b'@' | b'$'
+            ) {
+                k |= LEET;
+            }
+            if c.is_ascii_whitespace() {
+                k |= SPACE;
+            }
+            t[i] = k;
+            i += 1;
+        }
+        t
+    };
+    // Per token: letters seen, and whether a leet character touched a letter.
+    let mut letters = 0usize;
+    let mut leet_touch = false;
+    // Lone letters one separator apart, and where the last one was.
+    let mut lone_run = 0usize;
+    let mut last_lone = usize::MAX;
+    let mut prev = SPACE;
+    for (i, &c) in b.iter().enumerate() {
+        let k = CLASS[usize::from(c)];
+        if k & SPACE != 0 {
+            if letters >= 2 && leet_touch {
+                return true;
+            }
+            letters = 0;
+            leet_touch = false;
+        } else if k & ALPHA != 0 {
+            letters += 1;
+            leet_touch |= prev & LEET != 0;
+            let next = b.get(i + 1).map_or(SPACE, |&n| CLASS[usize::from(n)]);
+            if prev & (ALPHA | DIGIT) == 0 && next & (ALPHA | DIGIT) == 0 {
+                lone_run = if last_lone != usize::MAX && i == last_lone + 2 {
+                    lone_run + 1
+                } else {
+                    1
+                };
+                last_lone = i;
+                if lone_run >= 4 {
+                    return true;
+                }
+            }
+        } else if k & LEET != 0 && prev & ALPHA != 0 {
+            leet_touch = true;
+        }
+        prev = k;
+    }
+    letters >= 2 && leet_touch
 }
 
 /// Replaces digits and symbols used as letters, but only inside a token that also holds at least
@@ -195,19 +346,19 @@ fn join_spaced_letters(chars: &[char]) -> String {
     while i < chars.len() {
         let word_start = i == 0 || !chars[i - 1].is_alphanumeric();
         if word_start && chars[i].is_alphabetic() {
-            // Collect letter, separator, letter, separator, ...
-            let mut letters = vec![chars[i]];
+            // Measure the run letter, separator, letter, separator, … before copying anything.
+            let mut count = 1;
             let mut j = i + 1;
             while j + 1 < chars.len()
                 && matches!(chars[j], ' ' | '.' | '-' | '_' | '*')
                 && chars[j + 1].is_alphabetic()
                 && (j + 2 >= chars.len() || !chars[j + 2].is_alphanumeric())
             {
-                letters.push(chars[j + 1]);
+                count += 1;
                 j += 2;
             }
-            if letters.len() >= 4 {
-                out.extend(letters);
+            if count >= 4 {
+                out.extend(chars[i..j].iter().step_by(2));
                 i = j;
                 continue;
             }

@@ -22,12 +22,18 @@ async fn missing_and_wrong_keys_get_identical_401_bodies() {
     let missing = generate_with(&app, &id).await;
     let wrong = generate_with(
         &app,
-        &[("x-request-id", "same-id-for-both"), ("x-api-key", "user-alice-notthesecret000000")],
+        &[
+            ("x-request-id", "same-id-for-both"),
+            ("x-api-key", "user-alice-notthesecret000000"),
+        ],
     )
     .await;
     let unknown_bearer = generate_with(
         &app,
-        &[("x-request-id", "same-id-for-both"), ("authorization", "Bearer sk-whatever")],
+        &[
+            ("x-request-id", "same-id-for-both"),
+            ("authorization", "Bearer sk-whatever"),
+        ],
     )
     .await;
     assert_eq!(missing.status(), 401);

@@ -26,7 +26,9 @@ async fn a_200_a_4xx_and_a_5xx_all_carry_security_headers_and_a_request_id() {
         .mount(&app.anthropic)
         .await;
 
-    let ok = app.post_generate(&json!({"prompt": "a door", "provider": "simulator"})).await;
+    let ok = app
+        .post_generate(&json!({"prompt": "a door", "provider": "simulator"}))
+        .await;
     assert_eq!(ok.status(), 200);
     assert_common_headers(&ok, "200");
 
@@ -44,7 +46,9 @@ async fn a_200_a_4xx_and_a_5xx_all_carry_security_headers_and_a_request_id() {
     assert_eq!(bad.status(), 400);
     assert_common_headers(&bad, "400");
 
-    let upstream = app.post_generate(&json!({"prompt": "a door", "provider": "anthropic"})).await;
+    let upstream = app
+        .post_generate(&json!({"prompt": "a door", "provider": "anthropic"}))
+        .await;
     assert_eq!(upstream.status(), 502);
     assert_common_headers(&upstream, "502");
 }

@@ -118,8 +118,14 @@ pub fn openai_answer(text: &str) -> Value {
 pub const UNITY_ANSWER: &str = "Here is the door script.\n\n```csharp\nusing UnityEngine;\n\npublic class AutoDoor : MonoBehaviour\n{\n    [SerializeField] private float openAngle = 90f;\n}\n```\n";
 
 pub const SECURITY_HEADERS: [(&str, &str); 6] = [
-    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
-    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    (
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+    ),
     ("x-frame-options", "DENY"),
     ("x-content-type-options", "nosniff"),
     ("referrer-policy", "no-referrer"),
@@ -139,6 +145,10 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> V
     let body: Value = resp.json().await.expect("JSON error body");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert_eq!(body["error"]["requestId"], request_id.as_str());
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
     body
 }

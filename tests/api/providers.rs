@@ -56,17 +56,24 @@ async fn anthropic_request_is_sent_field_by_field_and_the_answer_parsed() {
     );
     assert_eq!(body["scriptName"], "AutoDoor");
     assert_eq!(body["fileName"], "AutoDoor.cs");
-    assert_eq!(body["usage"], json!({"inputTokens": 321, "outputTokens": 654}));
+    assert_eq!(
+        body["usage"],
+        json!({"inputTokens": 321, "outputTokens": 654})
+    );
     assert_eq!(body["cached"], false);
 }
 
 #[tokio::test]
 async fn openai_request_is_sent_field_by_field_and_the_answer_parsed() {
     let app = spawn_app().await;
-    let answer = "```gdscript\nextends Node2D\nclass_name Spawner\n\n@export var rate: float = 1.0\n```";
+    let answer =
+        "```gdscript\nextends Node2D\nclass_name Spawner\n\n@export var rate: float = 1.0\n```";
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
-        .and(header("authorization", format!("Bearer {OPENAI_KEY}").as_str()))
+        .and(header(
+            "authorization",
+            format!("Bearer {OPENAI_KEY}").as_str(),
+        ))
         .respond_with(ResponseTemplate::new(200).set_body_json(openai_answer(answer)))
         .expect(1)
         .mount(&app.openai)
@@ -91,14 +98,28 @@ async fn openai_request_is_sent_field_by_field_and_the_answer_parsed() {
     assert_eq!(sent["temperature"], 0.0);
     assert_eq!(sent["stream"], false);
     assert_eq!(sent["messages"][0]["role"], "system");
-    assert!(sent["messages"][0]["content"].as_str().unwrap().contains("Godot"));
-    assert_eq!(sent["messages"][1], json!({"role": "user", "content": "An enemy spawner"}));
+    assert!(
+        sent["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Godot")
+    );
+    assert_eq!(
+        sent["messages"][1],
+        json!({"role": "user", "content": "An enemy spawner"})
+    );
 
     assert_eq!(body["provider"], "openai");
-    assert_eq!(body["code"], "extends Node2D\nclass_name Spawner\n\n@export var rate: float = 1.0");
+    assert_eq!(
+        body["code"],
+        "extends Node2D\nclass_name Spawner\n\n@export var rate: float = 1.0"
+    );
     assert_eq!(body["scriptName"], "Spawner");
     assert_eq!(body["fileName"], "spawner.gd");
-    assert_eq!(body["usage"], json!({"inputTokens": 111, "outputTokens": 222}));
+    assert_eq!(
+        body["usage"],
+        json!({"inputTokens": 111, "outputTokens": 222})
+    );
 }
 
 #[tokio::test]
@@ -161,7 +182,9 @@ async fn every_upstream_failure_maps_to_a_defined_error_without_leaking() {
             .post_generate(&json!({"prompt": "a door", "provider": "anthropic"}))
             .await;
         assert_eq!(
-            resp.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+            resp.headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap()),
             retry_after,
             "{kind}"
         );
@@ -243,5 +266,10 @@ async fn the_simulator_serves_with_no_provider_keys() {
     assert_eq!(body["provider"], "simulator");
     assert_eq!(body["scriptName"], "PlayerController");
     assert_eq!(body["fileName"], "PlayerController.cs");
-    assert!(body["code"].as_str().unwrap().contains("class PlayerController : MonoBehaviour"));
+    assert!(
+        body["code"]
+            .as_str()
+            .unwrap()
+            .contains("class PlayerController : MonoBehaviour")
+    );
 }

@@ -36,7 +36,10 @@ async fn each_invalid_field_is_400_with_a_message_that_names_it() {
         (json!({"prompt": "x", "engine": 3}), "engine"),
         (json!({"prompt": "x", "provider": "mistral"}), "provider"),
         (json!({"prompt": "x", "model": "gpt-2"}), "model"),
-        (json!({"prompt": "x", "provider": "anthropic", "model": "gpt-4o"}), "model"),
+        (
+            json!({"prompt": "x", "provider": "anthropic", "model": "gpt-4o"}),
+            "model",
+        ),
         (json!({"prompt": "x", "maxTokens": 0}), "maxTokens"),
         (json!({"prompt": "x", "maxTokens": "many"}), "maxTokens"),
         (json!({"prompt": "x", "temperature": 1.01}), "temperature"),
@@ -54,10 +57,21 @@ async fn each_invalid_field_is_400_with_a_message_that_names_it() {
 
 #[tokio::test]
 async fn an_unconfigured_provider_is_400() {
-    let app = spawn_app_with(&[("OPENAI_API_KEY", ""), ("SPARK_PROVIDER_ORDER", "anthropic")]).await;
-    let resp = app.post_generate(&json!({"prompt": "x", "provider": "openai"})).await;
+    let app = spawn_app_with(&[
+        ("OPENAI_API_KEY", ""),
+        ("SPARK_PROVIDER_ORDER", "anthropic"),
+    ])
+    .await;
+    let resp = app
+        .post_generate(&json!({"prompt": "x", "provider": "openai"}))
+        .await;
     let err = assert_error(resp, 400, "invalid_request").await;
-    assert!(err["error"]["message"].as_str().unwrap().contains("not configured"));
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not configured")
+    );
 }
 
 #[tokio::test]
@@ -72,7 +86,11 @@ async fn a_body_over_the_limit_is_413() {
 #[tokio::test]
 async fn a_non_json_body_is_415() {
     let app = spawn_app().await;
-    for ct in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
         let resp = post_raw(&app, "prompt=x", ct).await;
         assert_error(resp, 415, "unsupported_media_type").await;
     }
@@ -85,7 +103,9 @@ async fn a_prompt_of_10001_characters_is_422_prompt_too_long() {
         .post_generate(&json!({"prompt": "é".repeat(10_000), "provider": "simulator"}))
         .await;
     assert_eq!(ok.status(), 200);
-    let resp = app.post_generate(&json!({"prompt": "é".repeat(10_001)})).await;
+    let resp = app
+        .post_generate(&json!({"prompt": "é".repeat(10_001)}))
+        .await;
     let err = assert_error(resp, 422, "prompt_too_long").await;
     assert_eq!(err["error"]["details"]["maxChars"], 10_000);
     assert_eq!(err["error"]["details"]["actualChars"], 10_001);
@@ -107,7 +127,12 @@ async fn a_rejected_prompt_is_422_with_categories_and_no_matched_text() {
         .collect();
     assert!(cats.contains(&"instruction_override"), "{cats:?}");
     let text = err.to_string().to_lowercase();
-    for fragment in ["ignore", "previous instructions", "system prompt", "verbatim"] {
+    for fragment in [
+        "ignore",
+        "previous instructions",
+        "system prompt",
+        "verbatim",
+    ] {
         assert!(!text.contains(fragment), "{fragment} leaked: {text}");
     }
 }
