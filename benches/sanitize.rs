@@ -3,6 +3,13 @@
 //! Run: `cargo bench --bench sanitize`. Reports time per prompt and MB/s (criterion's
 //! throughput), numbers recorded in BENCHMARKS.md.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly at the first surprise"
+)]
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -2,6 +2,13 @@
 //!
 //! Its own test binary because it installs the process-wide tracing subscriber.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly at the first surprise"
+)]
+
 #[path = "api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;

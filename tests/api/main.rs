@@ -1,5 +1,12 @@
 //! Integration tests: the real router on a random port, mock upstreams on 127.0.0.1.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly at the first surprise"
+)]
+
 mod auth;
 mod headers;
 mod helpers;
