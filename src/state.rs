@@ -15,6 +15,7 @@ use crate::providers::Provider;
 use crate::providers::anthropic::Anthropic;
 use crate::providers::openai::OpenAi;
 use crate::providers::simulator::Simulator;
+use crate::telemetry::Metrics;
 
 /// A start-up failure: never reaches a response.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,8 @@ pub enum InitError {
     HttpClient(String),
     #[error("the sanitizer rules failed to compile")]
     Sanitizer,
+    #[error("could not register metrics: {0}")]
+    Metrics(String),
 }
 
 #[derive(Clone)]
@@ -32,6 +35,7 @@ struct Inner {
     config: Config,
     keys: KeyStore,
     generator: GenerateService,
+    metrics: Arc<Metrics>,
     /// Permits for requests being served; when none is left new ones are shed with 503.
     inflight: Arc<Semaphore>,
 }
@@ -47,6 +51,10 @@ impl AppState {
 
     pub fn generator(&self) -> &GenerateService {
         &self.0.generator
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
     }
 
     pub fn inflight(&self) -> Arc<Semaphore> {
@@ -69,6 +77,7 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
         return Err(InitError::Sanitizer);
     }
     let http = http_client()?;
+    let metrics = Arc::new(Metrics::new().map_err(|e| InitError::Metrics(e.to_string()))?);
     let timeout = config.upstream_timeout;
     // The simulator is always available: as the default with no keys, and on request.
     let mut providers: Vec<Arc<dyn Provider>> = vec![Arc::new(Simulator::new(
@@ -90,12 +99,14 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
             request_deadline: config.request_deadline,
         },
         config.sanitizer,
+        Arc::clone(&metrics),
     );
     let keys = KeyStore::new(config.master_key.as_ref(), &config.api_keys);
     Ok(AppState(Arc::new(Inner {
         inflight: Arc::new(Semaphore::new(config.max_inflight)),
         keys,
         generator,
+        metrics,
         config,
     })))
 }

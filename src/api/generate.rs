@@ -1,5 +1,7 @@
 //! `POST /api/spark/generate`: parse, call the generation service, answer.
 
+use std::time::Instant;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -15,6 +17,7 @@ pub async fn generate(
     headers: HeaderMap,
     AppJson(params): AppJson<GenerateParams>,
 ) -> Result<Response, ApiError> {
+    let started = Instant::now();
     let service = state.generator();
     let request = service.validate(params)?;
     let wants_sse = headers
@@ -27,7 +30,7 @@ pub async fn generate(
                 .into(),
         ));
     }
-    let generation = service.generate(&request).await?;
+    let generation = service.generate(&request, started).await?;
     let provider = HeaderValue::from_str(&generation.provider)
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     Ok((

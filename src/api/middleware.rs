@@ -47,7 +47,11 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
     ("referrer-policy", "no-referrer"),
 ];
 
-pub async fn request_context(mut req: Request, next: Next) -> Response {
+pub async fn request_context(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let id = req
         .headers()
@@ -94,7 +98,24 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     }
 
     let status = resp.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    let status_label = status.to_string();
+    let metrics = state.metrics();
+    metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), method.as_str(), status_label.as_str()])
+        .inc();
+    metrics
+        .http_duration
+        .with_label_values(&[route.as_str(), method.as_str()])
+        .observe(elapsed.as_secs_f64());
+    if route == "/api/spark/generate" {
+        metrics
+            .api_generate
+            .with_label_values(&[status_label.as_str()])
+            .inc();
+    }
     span.in_scope(|| match &error {
         Some(e) if status >= 500 => {
             tracing::error!(status, latency_ms, code = e.code, cause = %e.cause, "request failed")

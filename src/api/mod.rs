@@ -47,7 +47,10 @@ pub fn router(state: AppState) -> Router {
             auth::require_key,
         ));
 
-    let open = Router::new().route("/livez", get(probes::livez));
+    let open = Router::new()
+        .route("/livez", get(probes::livez))
+        .route("/metrics", get(probes::metrics))
+        .route("/api/metrics", get(probes::metrics));
 
     Router::new()
         .merge(protected)
@@ -56,7 +59,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(
             ServiceBuilder::new()
-                .layer(axum::middleware::from_fn(middleware::request_context))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    middleware::request_context,
+                ))
                 .layer(SetSensitiveRequestHeadersLayer::new([
                     header::AUTHORIZATION,
                     header::HeaderName::from_static("x-api-key"),

@@ -22,6 +22,7 @@ pub use extract::{
 
 use crate::providers::{Completion, CompletionRequest, Provider, ProviderError, ProviderId, Usage};
 use crate::sanitize::{self, Policy, Rejection};
+use crate::telemetry::Metrics;
 
 /// The request body of `POST /api/spark/generate`, as sent. Unknown fields are refused so a
 /// misspelt option (`maxToken`) is an error rather than silently ignored.
@@ -119,6 +120,7 @@ pub struct GenerateService {
     order: Vec<ProviderId>,
     limits: Limits,
     policy: Policy,
+    metrics: Arc<Metrics>,
 }
 
 impl GenerateService {
@@ -127,12 +129,14 @@ impl GenerateService {
         order: Vec<ProviderId>,
         limits: Limits,
         policy: Policy,
+        metrics: Arc<Metrics>,
     ) -> Self {
         GenerateService {
             providers: providers.into_iter().map(|p| (p.id(), p)).collect(),
             order,
             limits,
             policy,
+            metrics,
         }
     }
 
@@ -204,13 +208,46 @@ impl GenerateService {
         // Resolve now so a model outside the allow-list is a 400 before any work is done.
         self.plan(&request)?;
 
-        let sanitized = sanitize::sanitize(&prompt, &self.policy)?;
+        let sanitized = sanitize::sanitize(&prompt, &self.policy).inspect_err(|rejection| {
+            self.count_rejection(engine, rejection);
+        })?;
         warnings.extend(sanitized.warnings);
         Ok(GenerateRequest {
             prompt: sanitized.text,
             warnings,
             ..request
         })
+    }
+
+    /// Counts and logs a refused prompt: categories and score only, never the text.
+    fn count_rejection(&self, engine: Engine, rejection: &Rejection) {
+        let outcome = match rejection {
+            Rejection::TooLong { max, actual } => {
+                tracing::info!(max, actual, "prompt too long");
+                "prompt_too_long"
+            }
+            Rejection::Blocked {
+                categories,
+                risk_score,
+            } => {
+                for c in categories {
+                    self.metrics
+                        .prompt_rejected
+                        .with_label_values(&[c.as_str()])
+                        .inc();
+                }
+                tracing::info!(
+                    categories = ?categories.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                    risk_score,
+                    "prompt rejected by the sanitizer"
+                );
+                "prompt_rejected"
+            }
+        };
+        self.metrics
+            .generation
+            .with_label_values(&["none", engine.as_str(), outcome, "false"])
+            .inc();
     }
 
     /// The providers to try, in order, each with the model it will be asked for.
@@ -266,21 +303,64 @@ impl GenerateService {
 
     /// Asks the planned providers in turn, within the request deadline, and names the script.
     #[tracing::instrument(skip_all, fields(engine = %req.engine, provider = tracing::field::Empty))]
-    pub async fn generate(&self, req: &GenerateRequest) -> Result<Generation, GenerateError> {
-        let started = Instant::now();
+    /// `started` is when the request arrived, so the overhead metric covers parsing and
+    /// sanitizing too.
+    pub async fn generate(
+        &self,
+        req: &GenerateRequest,
+        started: Instant,
+    ) -> Result<Generation, GenerateError> {
         let plan = self.plan(req)?;
         let deadline = self.limits.request_deadline;
-        let (provider, completion) = tokio::time::timeout(deadline, self.call(req, &plan))
+        let mut upstream_wait = Duration::ZERO;
+        let result = tokio::time::timeout(deadline, self.call(req, &plan, &mut upstream_wait))
             .await
-            .map_err(|_| GenerateError::Deadline(deadline))??;
-        tracing::Span::current().record("provider", provider.as_str());
-        Ok(self.finish(req, provider, completion, started))
+            .map_err(|_| GenerateError::Deadline(deadline))
+            .and_then(|r| r);
+        self.metrics.overhead.observe(
+            started
+                .elapsed()
+                .saturating_sub(upstream_wait)
+                .as_secs_f64(),
+        );
+        match result {
+            Ok((provider, completion)) => {
+                tracing::Span::current().record("provider", provider.as_str());
+                let m = &self.metrics;
+                let p = provider.as_str();
+                m.generation
+                    .with_label_values(&[p, req.engine.as_str(), "success", "false"])
+                    .inc();
+                m.generation_duration
+                    .with_label_values(&[p])
+                    .observe(started.elapsed().as_secs_f64());
+                m.tokens
+                    .with_label_values(&[p, "input"])
+                    .inc_by(completion.usage.input_tokens);
+                m.tokens
+                    .with_label_values(&[p, "output"])
+                    .inc_by(completion.usage.output_tokens);
+                Ok(self.finish(req, provider, completion, started))
+            }
+            Err(e) => {
+                let provider = match &e {
+                    GenerateError::Provider(p) => p.provider().as_str(),
+                    _ => "none",
+                };
+                self.metrics
+                    .generation
+                    .with_label_values(&[provider, req.engine.as_str(), e.code(), "false"])
+                    .inc();
+                Err(e)
+            }
+        }
     }
 
     async fn call(
         &self,
         req: &GenerateRequest,
         plan: &[(ProviderId, String)],
+        upstream_wait: &mut Duration,
     ) -> Result<(ProviderId, Completion), GenerateError> {
         let mut last = None;
         for (id, model) in plan {
@@ -295,7 +375,18 @@ impl GenerateService {
                 temperature: req.temperature,
                 engine: req.engine,
             };
-            match provider.complete(&call).await {
+            let attempt = Instant::now();
+            let outcome = provider.complete(&call).await;
+            let took = attempt.elapsed();
+            *upstream_wait += took;
+            let status = match &outcome {
+                Ok(_) => "200".to_owned(),
+                Err(e) => e
+                    .status()
+                    .map_or_else(|| e.kind().to_owned(), |s| s.to_string()),
+            };
+            self.metrics.observe_upstream(id.as_str(), &status, took);
+            match outcome {
                 Ok(c) => return Ok((*id, c)),
                 Err(e) => {
                     tracing::warn!(provider = %id, error = %e, "provider attempt failed");
@@ -348,6 +439,19 @@ impl GenerateService {
     }
 }
 
+impl GenerateError {
+    /// The API.md error code this becomes; the `outcome` metrics label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GenerateError::Invalid(_) => "invalid_request",
+            GenerateError::Rejected(Rejection::TooLong { .. }) => "prompt_too_long",
+            GenerateError::Rejected(Rejection::Blocked { .. }) => "prompt_rejected",
+            GenerateError::Provider(_) => "upstream_error",
+            GenerateError::Deadline(_) => "upstream_timeout",
+        }
+    }
+}
+
 fn invalid(msg: impl Into<String>) -> GenerateError {
     GenerateError::Invalid(msg.into())
 }
@@ -372,6 +476,7 @@ mod tests {
                 threshold: 0.5,
                 max_chars: 10_000,
             },
+            Arc::new(Metrics::new().unwrap()),
         )
     }
 
@@ -457,7 +562,7 @@ mod tests {
         let r = s
             .validate(params("Create a Unity player controller with double jump"))
             .unwrap();
-        let g = s.generate(&r).await.unwrap();
+        let g = s.generate(&r, Instant::now()).await.unwrap();
         assert_eq!(g.provider, "simulator");
         assert_eq!(g.model, SIMULATOR_MODEL);
         assert_eq!(g.script_name, "PlayerController");

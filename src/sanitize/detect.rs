@@ -133,12 +133,12 @@ macro_rules! reveal_verb {
 /// Verbs that ask for a secret to be handed over (not "explain" or "validate").
 macro_rules! hand_over {
     () => {
-        r"(?:(?:reveal|show|print|repeat|output|display|tell|give|spell|dump|leak|share|disclose|divulge|recite|translate|rephrase|paraphrase|encode|encrypt|say|whisper)(?:s|es|ed|ing)?|write (?:out|down)|type out|hint at|what (?:is|was)|what'?s)"
+        r"(?:(?:reveal|show|print|repeat|output|display|tell|give|spell|dump|leak|share|disclose|divulge|recite|translate|rephrase|paraphrase|encode|encrypt|whisper|communicate)(?:s|es|ed|ing)?|say (?:me|us)|tell|write (?:out|down)|type out|hint at|what (?:is|was)|what'?s)"
     };
 }
 macro_rules! secret_noun {
     () => {
-        r"(?:pass ?words?|pass ?phrases?|pass ?codes?|secret (?:words?|keys?|codes?|phrases?|values?)|access codes?|magic words?|code ?words?|the secret|your secret|api ?keys?|credentials?|private keys?)"
+        r"(?:pass ?words?|pass ?phrases?|pass ?codes?|secret (?:words?|keys?|codes?|phrases?|values?)|access codes?|magic words?|code ?words?|(?:the|your|his|her|its|their|my|our) secret|api ?keys?|credentials?|private keys?)"
     };
 }
 /// What may follow a secret noun in a request to hand it over; "password field" or "password
@@ -146,7 +146,7 @@ macro_rules! secret_noun {
 /// continuations that keep the noun the object).
 macro_rules! noun_end {
     () => {
-        r#"(?:\s*(?:[.?!,;:"')\]]|$)|\s+(?:is|was|to|for|now|please|again|backwards?|reversed|in|with|letter|one|first|and|but|so|then|without|you|that|which|here|right|of|from|by))"#
+        r#"(?:\s*(?:[.?!,;:"')\]]|$)|\s+(?:is|was|to|for|now|please|again|backwards?|reversed|in|with|letter|one|first|and|but|so|then|without|you|that|which|here|right|of|from|by|will|would|could|can|has|had))"#
     };
 }
 
@@ -707,8 +707,8 @@ static RULES: &[Rule] = &[
     ),
     rule(
         C::ContextReset,
-        0.4,
-        r"\b(?:very good|well done|great job|good job|excellent|perfect|that is done|that'?s done|you did it|sehr gut|gut gemacht|ausgezeichnet|einfach großartig)\b[^\n]{0,60}\b(?:now|but now|next|jetzt|nun)\b",
+        0.5,
+        r"(?:^|[.!?]\s*)(?:very good|well done|great job|good job|excellent|perfect|that is done|that'?s done|that'?s enough|you did it|sehr gut(?: gemacht)?|gut gemacht|ausgezeichnet|einfach großartig|das genügt)\s*[.!]+\s+(?:[^.!?\n]{0,40}[.!]\s+)?(?:now|but now|next|jetzt|nun|bitte)\b",
     ),
     // Few-shot patterns that teach the model a hijacked answer, and talk of exploiting it.
     rule(
@@ -780,6 +780,46 @@ static RULES: &[Rule] = &[
         C::SecretSolicitation,
         0.45,
         r"\b(?:put(?:ting)?|place|placing|insert(?:ing)?|add(?:ing)?|with)\s+(?:a|an)?\s*(?:space|hyphen|dash|dot|period|asterisk|comma|underscore|symbol)s?\s+(?:between|after|in between)\s+(?:each|every|all|the)?\s*(?:character|letter|char|digit)s?\b|\b(?:shift|move|moving|shifting|rotate|rotating|offset)\w*\s+(?:each|every|all)\s+(?:the\s+)?(?:letters?|characters?)\b",
+    ),
+    rule(
+        C::InstructionOverride,
+        0.45,
+        r"\bin addition to (?:the|your|all|any) (?:other |previous |above |original |existing )?(?:instructions|rules|directives|prompts?)\b",
+    ),
+    rule(
+        C::ContextReset,
+        0.5,
+        r"\b(?:more |new |further |additional |some )?(?:instructions?|rules|tasks?|directives)\s+(?:will\s+)?follows?\s+(?:below|now|next|after this)\b|\bthe following (?:are|is) (?:your )?new (?:instructions|rules|task)\b",
+    ),
+    rule(
+        C::SecretSolicitation,
+        0.45,
+        r"\b(?:put|putting|replace|replacing|swap|use|using|insert|inserting)\s+(?:\w+\s+)?(?:hyphens|dashes|asterisks|stars|spaces|dots|underscores|emojis)\s+(?:in its place|instead|between|in place of)\b",
+    ),
+    rule(
+        C::InstructionOverride,
+        0.7,
+        r"\b(?:ig[a-z]{1,3}re|ingore|ignroe|igonre|disregrad|forgt|foget)\b(?:\s+[\w']+){0,4}?\s+(?:before|beforehand|so far|above|previous\w*|instructions?)\b",
+    ),
+    rule(
+        C::PromptExtraction,
+        0.4,
+        r"\b(?:when|how|where|by whom|who) (?:were|was|are) you (?:trained|created|made|built|programmed|developed|configured)\b|\bwhat (?:model|llm|ai|language model) are you\b",
+    ),
+    rule(
+        C::RoleInjection,
+        0.5,
+        r"\$(?:documents?|context|system|prompt|instructions?|sources?)\s*:",
+    ),
+    rule(
+        C::RefusalSuppression,
+        0.4,
+        r"\b(?:save (?:someone'?s|my|a|his|her|their) life|life or death|(?:i|someone|people) (?:will|'ll) die|or (?:you|i) (?:will )?die|du stirbst|i'?ll be very sad|wäre ich sehr traurig|my (?:late )?grand(?:ma|mother|pa) used to)\b",
+    ),
+    rule(
+        C::SecretSolicitation,
+        0.45,
+        r"\bguess\w*\s+(?:the\s+|a\s+|your\s+)?(?:password|secret|passphrase|pass phrase|code ?word|secret word)\b|\bis\s+\w{2,4}\s+(?:password|secret word|passphrase|code ?word)\s+(?:the\s+)?\S+\s*\??\s*$",
     ),
 ];
 

@@ -44,10 +44,21 @@ pub fn normalize(text: &str) -> String {
     if text.is_ascii() {
         return clean_ascii(text.as_bytes());
     }
-    if is_nfkc_quick(text.chars()) == IsNormalized::Yes {
-        clean(text.chars())
+    // Strip before composing: a hidden character between a letter and its accent would
+    // otherwise block the composition, and removing it afterwards would leave text that is not
+    // NFKC (and a second pass would change it).
+    let visible: String = text.chars().filter(|&c| !is_stripped(c)).collect();
+    if is_nfkc_quick(visible.chars()) == IsNormalized::Yes {
+        clean(visible.chars())
     } else {
-        clean(text.nfkc())
+        let composed: String = visible.nfkc().collect();
+        if composed.chars().any(is_stripped) {
+            // NFKC produced a hidden character; strip it and compose once more.
+            let again: String = composed.chars().filter(|&c| !is_stripped(c)).collect();
+            clean(again.nfkc())
+        } else {
+            clean(composed.chars())
+        }
     }
 }
 
@@ -211,8 +222,43 @@ pub fn fold(normalized: &str) -> String {
             lowered.push(confusable(l).unwrap_or(l));
         }
     }
-    let deleeted = undo_leet(&lowered);
+    let joined = drop_inner_punctuation(&lowered);
+    let deleeted = undo_leet(&joined);
     join_spaced_letters(&deleeted)
+}
+
+/// Separator characters an attacker pushes into a word (`se///cret`, `pass**word`).
+fn is_inner_separator(c: char) -> bool {
+    matches!(
+        c,
+        '/' | '\\' | '|' | '*' | '_' | '.' | '-' | '~' | '+' | '^'
+    )
+}
+
+/// Removes runs of two or more separators between two letters: `se///cret` reads `secret`.
+/// A single separator is ordinary writing (`input/output`, `player.health`) and stays.
+fn drop_inner_punctuation(chars: &[char]) -> Vec<char> {
+    let mut out = Vec::with_capacity(chars.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if is_inner_separator(c) && out.last().is_some_and(|p: &char| p.is_alphabetic()) {
+            let mut j = i;
+            while j < chars.len() && is_inner_separator(chars[j]) {
+                j += 1;
+            }
+            if j - i >= 2 && chars.get(j).is_some_and(|n| n.is_alphabetic()) {
+                i = j;
+                continue;
+            }
+            out.extend_from_slice(&chars[i..j]);
+            i = j;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
 }
 
 /// Whether [`undo_leet`] or [`join_spaced_letters`] could change this ASCII text: a token with
@@ -283,6 +329,15 @@ fn ascii_needs_fold(b: &[u8]) -> bool {
             }
         } else if k & LEET != 0 && prev & ALPHA != 0 {
             leet_touch = true;
+        } else if prev & ALPHA != 0
+            && b.get(i + 1).is_some_and(|&n| n == c)
+            && matches!(
+                c,
+                b'/' | b'\\' | b'|' | b'*' | b'_' | b'.' | b'-' | b'~' | b'+' | b'^'
+            )
+        {
+            // Two separators after a letter: maybe a word split by punctuation.
+            return true;
         }
         prev = k;
     }

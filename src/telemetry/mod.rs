@@ -1,7 +1,12 @@
-//! Logging set-up: one `tracing` subscriber, JSON lines in production, pretty locally.
+//! Telemetry: Prometheus metrics ([`Metrics`]) and the logging set-up (one `tracing` subscriber,
+//! JSON lines in production, pretty locally).
 //!
 //! `RUST_LOG` filters (default `info`). Spans carry the request id, route and caller label, never
 //! keys or prompt text (see `api::middleware`).
+
+pub mod metrics;
+
+pub use metrics::Metrics;
 
 use tracing_subscriber::EnvFilter;
 

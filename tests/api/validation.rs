@@ -135,6 +135,24 @@ async fn a_rejected_prompt_is_422_with_categories_and_no_matched_text() {
     ] {
         assert!(!text.contains(fragment), "{fragment} leaked: {text}");
     }
+
+    // Each matched family is counted once in the metrics.
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for cat in &cats {
+        let line = format!("spark_prompt_rejected_total{{category=\"{cat}\"}} 1");
+        assert!(metrics.contains(&line), "{line} missing");
+    }
+    assert!(metrics.contains(
+        "spark_generation_total{cached=\"false\",engine=\"unity\",outcome=\"prompt_rejected\",provider=\"none\"} 1"
+    ));
 }
 
 #[tokio::test]

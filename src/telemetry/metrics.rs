@@ -1,0 +1,159 @@
+//! Prometheus metrics: one registry owned by the app state, typed handles, bounded labels.
+//!
+//! Not the crate's global default registry: each `AppState` has its own, so tests that build
+//! several gateways in one process see only their own counts. Label values are bounded by
+//! construction: route templates (never raw paths), provider and engine names from enums, error
+//! codes from `ApiError::code`, and sanitizer category names.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// Buckets for LLM calls: 50 ms to 60 s.
+const LLM_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+];
+/// Buckets for fast HTTP routes: 0.5 ms to 10 s.
+const HTTP_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Buckets for the gateway's own cost per request: 50 µs to 1 s.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub api_generate: IntCounterVec,
+    pub generation: IntCounterVec,
+    pub generation_duration: HistogramVec,
+    pub prompt_rejected: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    pub tokens: IntCounterVec,
+    pub overhead: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let histogram = |name: &str,
+                         help: &str,
+                         labels: &[&str],
+                         buckets: &[f64]|
+         -> Result<HistogramVec, prometheus::Error> {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                labels,
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let metrics = Metrics {
+            http_requests: counter(
+                "http_requests_total",
+                "HTTP responses by route template, method and status.",
+                &["route", "method", "status"],
+            )?,
+            http_duration: histogram(
+                "http_request_duration_seconds",
+                "Time to produce a response, by route template and method.",
+                &["route", "method"],
+                HTTP_BUCKETS,
+            )?,
+            api_generate: counter(
+                "api_generate_total",
+                "Responses of POST /api/spark/generate by status.",
+                &["status"],
+            )?,
+            generation: counter(
+                "spark_generation_total",
+                "Generation attempts by provider, engine, outcome and whether the cache answered.",
+                &["provider", "engine", "outcome", "cached"],
+            )?,
+            generation_duration: histogram(
+                "spark_generation_duration_seconds",
+                "Time to produce a generation, provider calls included.",
+                &["provider"],
+                LLM_BUCKETS,
+            )?,
+            prompt_rejected: counter(
+                "spark_prompt_rejected_total",
+                "Prompts rejected by the sanitizer, by matched rule family.",
+                &["category"],
+            )?,
+            upstream_duration: histogram(
+                "spark_upstream_request_duration_seconds",
+                "One upstream attempt, by provider and HTTP status (or error kind).",
+                &["provider", "status"],
+                LLM_BUCKETS,
+            )?,
+            tokens: counter(
+                "spark_tokens_total",
+                "Tokens reported by providers, by direction (input, output).",
+                &["provider", "direction"],
+            )?,
+            overhead: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "spark_gateway_overhead_seconds",
+                        "Each generate request's total time minus the time spent waiting on providers.",
+                    )
+                    .buckets(OVERHEAD_BUCKETS.to_vec()),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            registry,
+        };
+        Ok(metrics)
+    }
+
+    /// The text exposition format (0.0.4) of every registered metric.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+
+    pub fn observe_upstream(&self, provider: &str, status: &str, took: Duration) {
+        self.upstream_duration
+            .with_label_values(&[provider, status])
+            .observe(took.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_registered_metrics_in_text_format() {
+        let m = Metrics::new().unwrap();
+        m.prompt_rejected
+            .with_label_values(&["instruction_override"])
+            .inc();
+        let text = m.render().unwrap();
+        assert!(text.contains("spark_prompt_rejected_total{category=\"instruction_override\"} 1"));
+        assert!(text.contains("# TYPE spark_gateway_overhead_seconds histogram"));
+    }
+
+    #[test]
+    fn two_instances_do_not_share_counts() {
+        let a = Metrics::new().unwrap();
+        let b = Metrics::new().unwrap();
+        a.tokens
+            .with_label_values(&["simulator", "input"])
+            .inc_by(5);
+        assert!(!b.render().unwrap().contains("spark_tokens_total{"));
+    }
+}
