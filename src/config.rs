@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::cache::{CacheConfig, CacheScope};
 use crate::providers::ProviderId;
+use crate::resilience::{BreakerConfig, RetryPolicy};
 use crate::sanitize::{Policy, PolicyMode};
 
 /// Where configuration values come from. The process environment in production, a map in tests.
@@ -84,6 +86,9 @@ pub struct Config {
     pub generate_body_limit: usize,
     pub max_inflight: usize,
     pub sanitizer: Policy,
+    pub breaker: BreakerConfig,
+    pub retry: RetryPolicy,
+    pub cache: CacheConfig,
     pub log_format: LogFormat,
 }
 
@@ -255,6 +260,61 @@ impl Config {
             },
         );
 
+        let defaults = BreakerConfig::default();
+        let breaker = BreakerConfig {
+            consecutive_failures: r.parse(
+                "SPARK_BREAKER_CONSECUTIVE_FAILURES",
+                defaults.consecutive_failures,
+                "a whole number of at least 1",
+                |s| s.parse::<u32>().ok().filter(|v| *v >= 1),
+            ),
+            failure_rate: r.parse(
+                "SPARK_BREAKER_FAILURE_RATE",
+                defaults.failure_rate,
+                "a number above 0 and at most 1",
+                |s| s.parse::<f64>().ok().filter(|v| *v > 0.0 && *v <= 1.0),
+            ),
+            min_calls: r.parse(
+                "SPARK_BREAKER_MIN_CALLS",
+                defaults.min_calls,
+                "a whole number of at least 1",
+                |s| s.parse::<u32>().ok().filter(|v| *v >= 1),
+            ),
+            window: r.duration("SPARK_BREAKER_WINDOW", defaults.window),
+            open_base: r.duration("SPARK_BREAKER_OPEN", defaults.open_base),
+            open_max: r.duration("SPARK_BREAKER_OPEN_MAX", defaults.open_max),
+            half_open_probes: r.parse(
+                "SPARK_BREAKER_HALF_OPEN_PROBES",
+                defaults.half_open_probes,
+                "a whole number of at least 1",
+                |s| s.parse::<u32>().ok().filter(|v| *v >= 1),
+            ),
+        };
+        if breaker.open_max < breaker.open_base {
+            r.problem("SPARK_BREAKER_OPEN_MAX must not be shorter than SPARK_BREAKER_OPEN".into());
+        }
+        let retry_defaults = RetryPolicy::default();
+        let retry = RetryPolicy {
+            attempts: r.parse(
+                "SPARK_RETRY_ATTEMPTS",
+                retry_defaults.attempts,
+                "a whole number from 1 to 10",
+                |s| s.parse::<u32>().ok().filter(|v| (1..=10).contains(v)),
+            ),
+            base_delay: r.duration("SPARK_RETRY_BASE_DELAY", retry_defaults.base_delay),
+            max_delay: r.duration("SPARK_RETRY_MAX_DELAY", retry_defaults.max_delay),
+        };
+        let cache = CacheConfig {
+            ttl: r.duration("SPARK_CACHE_TTL", Duration::from_secs(3600)),
+            max_bytes: r.size("SPARK_CACHE_MAX_BYTES", 256 << 20) as u64,
+            scope: r.parse(
+                "SPARK_CACHE_SCOPE",
+                CacheScope::Global,
+                "global or key",
+                CacheScope::parse,
+            ),
+        };
+
         if request_deadline < upstream_timeout {
             r.problem(format!(
                 "SPARK_REQUEST_DEADLINE ({request_deadline:?}) must not be shorter than SPARK_UPSTREAM_TIMEOUT ({upstream_timeout:?})"
@@ -297,6 +357,9 @@ impl Config {
                 threshold,
                 max_chars: max_prompt_chars,
             },
+            breaker,
+            retry,
+            cache,
             log_format,
         })
     }
@@ -390,6 +453,40 @@ impl Config {
             ),
             ("SPARK_MAX_INFLIGHT", self.max_inflight.to_string()),
             ("SPARK_SANITIZER_MODE", self.sanitizer.mode.as_str().into()),
+            (
+                "SPARK_BREAKER_CONSECUTIVE_FAILURES",
+                self.breaker.consecutive_failures.to_string(),
+            ),
+            (
+                "SPARK_BREAKER_FAILURE_RATE",
+                self.breaker.failure_rate.to_string(),
+            ),
+            (
+                "SPARK_BREAKER_MIN_CALLS",
+                self.breaker.min_calls.to_string(),
+            ),
+            ("SPARK_BREAKER_WINDOW", fmt_duration(self.breaker.window)),
+            ("SPARK_BREAKER_OPEN", fmt_duration(self.breaker.open_base)),
+            (
+                "SPARK_BREAKER_OPEN_MAX",
+                fmt_duration(self.breaker.open_max),
+            ),
+            (
+                "SPARK_BREAKER_HALF_OPEN_PROBES",
+                self.breaker.half_open_probes.to_string(),
+            ),
+            ("SPARK_RETRY_ATTEMPTS", self.retry.attempts.to_string()),
+            (
+                "SPARK_RETRY_BASE_DELAY",
+                fmt_duration(self.retry.base_delay),
+            ),
+            ("SPARK_RETRY_MAX_DELAY", fmt_duration(self.retry.max_delay)),
+            ("SPARK_CACHE_TTL", fmt_duration(self.cache.ttl)),
+            (
+                "SPARK_CACHE_MAX_BYTES",
+                format!("{}B", self.cache.max_bytes),
+            ),
+            ("SPARK_CACHE_SCOPE", self.cache.scope.as_str().into()),
             (
                 "SPARK_SANITIZER_THRESHOLD",
                 self.sanitizer.threshold.to_string(),

@@ -225,6 +225,9 @@ impl From<GenerateError> for ApiError {
             GenerateError::Rejected(r) => ApiError::Prompt(r),
             GenerateError::Provider(p) => ApiError::Upstream(p),
             GenerateError::Deadline(d) => ApiError::UpstreamTimeout(d),
+            GenerateError::Unavailable(retry_after) => {
+                ApiError::ProvidersUnavailable { retry_after }
+            }
         }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`auth`]: API keys as SHA-256 digests, compared in constant time;
 //! - [`sanitize`]: prompt normalization and injection detection;
 //! - [`generate`]: engines, the generation service, code extraction and naming;
+//! - [`cache`]: the response cache, single-flight on misses;
+//! - [`resilience`]: circuit breakers, retries and fallback within one deadline;
 //! - [`providers`]: Anthropic, OpenAI and the built-in simulator behind one trait;
 //! - [`error`]: API.md's error table; [`config`]: typed configuration; [`state`]: `AppState`;
 //! - [`telemetry`]: logging set-up.
@@ -15,10 +17,12 @@
 
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod generate;
 pub mod providers;
+pub mod resilience;
 pub mod sanitize;
 pub mod state;
 pub mod telemetry;

@@ -9,12 +9,14 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::auth::KeyStore;
+use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::generate::{GenerateService, Limits};
 use crate::providers::Provider;
 use crate::providers::anthropic::Anthropic;
 use crate::providers::openai::OpenAi;
 use crate::providers::simulator::Simulator;
+use crate::resilience::ProviderRouter;
 use crate::telemetry::Metrics;
 
 /// A start-up failure: never reaches a response.
@@ -38,6 +40,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Permits for requests being served; when none is left new ones are shed with 503.
     inflight: Arc<Semaphore>,
+    started: std::time::Instant,
 }
 
 impl AppState {
@@ -55,6 +58,10 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.0.started.elapsed()
     }
 
     pub fn inflight(&self) -> Arc<Semaphore> {
@@ -78,20 +85,28 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
     }
     let http = http_client()?;
     let metrics = Arc::new(Metrics::new().map_err(|e| InitError::Metrics(e.to_string()))?);
-    let timeout = config.upstream_timeout;
     // The simulator is always available: as the default with no keys, and on request.
     let mut providers: Vec<Arc<dyn Provider>> = vec![Arc::new(Simulator::new(
         config.simulator_latency,
         config.simulator_failure_rate,
     ))];
     if let Some(a) = &config.anthropic {
-        providers.push(Arc::new(Anthropic::new(http.clone(), a, timeout)));
+        providers.push(Arc::new(Anthropic::new(http.clone(), a)));
     }
     if let Some(o) = &config.openai {
-        providers.push(Arc::new(OpenAi::new(http.clone(), o, timeout)));
+        providers.push(Arc::new(OpenAi::new(http.clone(), o)));
     }
-    let generator = GenerateService::new(
+    let router = ProviderRouter::new(
         providers,
+        &config.breaker,
+        config.retry.clone(),
+        config.upstream_timeout,
+        Arc::clone(&metrics),
+    );
+    let cache = ResponseCache::new(&config.cache, Arc::clone(&metrics));
+    let generator = GenerateService::new(
+        router,
+        cache,
         config.provider_order.clone(),
         Limits {
             max_tokens_cap: config.max_tokens_cap,
@@ -104,6 +119,7 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
     let keys = KeyStore::new(config.master_key.as_ref(), &config.api_keys);
     Ok(AppState(Arc::new(Inner {
         inflight: Arc::new(Semaphore::new(config.max_inflight)),
+        started: std::time::Instant::now(),
         keys,
         generator,
         metrics,

@@ -33,6 +33,15 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
     }
 }
 
+/// For admin routes, after [`require_key`]: the master key only. With auth off there is no
+/// master key, so admin routes stay closed.
+pub async fn require_admin(req: Request, next: Next) -> Response {
+    match req.extensions().get::<crate::auth::Caller>() {
+        Some(c) if c.is_admin() => next.run(req).await,
+        _ => ApiError::Forbidden.into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

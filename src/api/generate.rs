@@ -2,18 +2,20 @@
 
 use std::time::Instant;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 
 use super::json::AppJson;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::generate::GenerateParams;
 use crate::state::AppState;
 
 pub async fn generate(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     AppJson(params): AppJson<GenerateParams>,
 ) -> Result<Response, ApiError> {
@@ -30,12 +32,23 @@ pub async fn generate(
                 .into(),
         ));
     }
-    let generation = service.generate(&request, started).await?;
+    // `Cache-Control: no-cache` asks for a fresh answer (which is still stored).
+    let read_cache = !headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+        });
+    let (generation, cache) = service
+        .generate(&request, &caller, read_cache, started)
+        .await?;
     let provider = HeaderValue::from_str(&generation.provider)
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     Ok((
         [
-            ("x-cache", HeaderValue::from_static("MISS")),
+            ("x-cache", HeaderValue::from_static(cache.header())),
             ("x-provider", provider),
         ],
         Json(generation),

@@ -3,8 +3,10 @@
 //! The only module that knows axum. Handlers extract, call one service function and map its
 //! typed error; the business rules live in `generate/`, `sanitize/`, `providers/` and `auth`.
 
+mod admin;
 mod auth;
 mod generate;
+mod health;
 pub mod json;
 pub mod middleware;
 mod probes;
@@ -47,13 +49,28 @@ pub fn router(state: AppState) -> Router {
             auth::require_key,
         ));
 
+    let admin = Router::new()
+        .route("/api/admin/cache/purge", post(admin::purge_cache))
+        .route(
+            "/api/admin/breakers/{provider}/reset",
+            post(admin::reset_breaker),
+        )
+        .route_layer(axum::middleware::from_fn(auth::require_admin))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+
     let open = Router::new()
         .route("/livez", get(probes::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/api/spark/health", get(health::health))
         .route("/metrics", get(probes::metrics))
         .route("/api/metrics", get(probes::metrics));
 
     Router::new()
         .merge(protected)
+        .merge(admin)
         .merge(open)
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)

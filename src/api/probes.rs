@@ -16,6 +16,7 @@ pub async fn livez() -> Json<Value> {
 
 /// `/metrics` and `/api/metrics`: the Prometheus text exposition of this gateway's registry.
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    super::health::refresh_breakers(&state);
     let text = state
         .metrics()
         .render()

@@ -8,7 +8,6 @@
 mod engine;
 mod extract;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,10 @@ pub use extract::{
     name_from_prompt, snake_case,
 };
 
-use crate::providers::{Completion, CompletionRequest, Provider, ProviderError, ProviderId, Usage};
+use crate::auth::Caller;
+use crate::cache::{CacheResult, ResponseCache};
+use crate::providers::{Completion, CompletionRequest, ProviderError, ProviderId, Usage};
+use crate::resilience::{ProviderRouter, RouteError};
 use crate::sanitize::{self, Policy, Rejection};
 use crate::telemetry::Metrics;
 
@@ -105,6 +107,8 @@ pub enum GenerateError {
     Provider(ProviderError),
     #[error("the request deadline of {0:?} passed")]
     Deadline(Duration),
+    #[error("every eligible provider's circuit is open")]
+    Unavailable(Duration),
 }
 
 /// Limits a request is validated against.
@@ -116,7 +120,8 @@ pub struct Limits {
 }
 
 pub struct GenerateService {
-    providers: BTreeMap<ProviderId, Arc<dyn Provider>>,
+    router: ProviderRouter,
+    cache: ResponseCache,
     order: Vec<ProviderId>,
     limits: Limits,
     policy: Policy,
@@ -125,14 +130,16 @@ pub struct GenerateService {
 
 impl GenerateService {
     pub fn new(
-        providers: Vec<Arc<dyn Provider>>,
+        router: ProviderRouter,
+        cache: ResponseCache,
         order: Vec<ProviderId>,
         limits: Limits,
         policy: Policy,
         metrics: Arc<Metrics>,
     ) -> Self {
         GenerateService {
-            providers: providers.into_iter().map(|p| (p.id(), p)).collect(),
+            router,
+            cache,
             order,
             limits,
             policy,
@@ -160,7 +167,7 @@ impl GenerateService {
         let provider = match params.provider.as_deref() {
             None | Some("auto") => ProviderChoice::Auto,
             Some(p) => match ProviderId::parse(p) {
-                Some(id) if self.providers.contains_key(&id) => ProviderChoice::Only(id),
+                Some(id) if self.router.provider(id).is_some() => ProviderChoice::Only(id),
                 Some(id) => {
                     return Err(invalid(format!(
                         "provider {id} is not configured on this gateway"
@@ -260,7 +267,7 @@ impl GenerateService {
         match &req.model {
             None => {
                 for id in candidates {
-                    if let Some(default) = self.providers.get(&id).and_then(|p| p.models().first())
+                    if let Some(default) = self.router.provider(id).and_then(|p| p.models().first())
                     {
                         plan.push((id, default.clone()));
                     }
@@ -271,12 +278,12 @@ impl GenerateService {
                 // allows it may serve, even one left out of the fallback order.
                 let mut search = candidates.clone();
                 if req.provider == ProviderChoice::Auto {
-                    search.extend(self.providers.keys().filter(|p| !candidates.contains(p)));
+                    search.extend(self.router.ids().filter(|p| !candidates.contains(p)));
                 }
                 for id in search {
                     if self
-                        .providers
-                        .get(&id)
+                        .router
+                        .provider(id)
                         .is_some_and(|p| p.models().iter().any(|m| m == model))
                     {
                         plan.push((id, model.clone()));
@@ -285,7 +292,7 @@ impl GenerateService {
                 if plan.is_empty() {
                     let allowed: Vec<&str> = candidates
                         .iter()
-                        .filter_map(|id| self.providers.get(id))
+                        .filter_map(|id| self.router.provider(*id))
                         .flat_map(|p| p.models().iter().map(String::as_str))
                         .collect();
                     return Err(invalid(format!(
@@ -301,22 +308,75 @@ impl GenerateService {
         Ok(plan)
     }
 
-    /// Asks the planned providers in turn, within the request deadline, and names the script.
-    #[tracing::instrument(skip_all, fields(engine = %req.engine, provider = tracing::field::Empty))]
-    /// `started` is when the request arrived, so the overhead metric covers parsing and
+    /// Answers a validated request: from the cache when it can (`read_cache` false skips the
+    /// lookup but still stores), otherwise from the providers through the router. `started` is
+    /// when the request arrived, so latency and the overhead metric cover parsing and
     /// sanitizing too.
+    #[tracing::instrument(skip_all, fields(engine = %req.engine, provider = tracing::field::Empty, cache = tracing::field::Empty))]
     pub async fn generate(
         &self,
         req: &GenerateRequest,
+        caller: &Caller,
+        read_cache: bool,
+        started: Instant,
+    ) -> Result<(Generation, CacheResult), GenerateError> {
+        let plan = self.plan(req)?;
+        let key = self.cache.key(req, caller);
+        let (shared, result) = self
+            .cache
+            .get_or_generate(key, read_cache, self.generate_fresh(req, &plan, started))
+            .await?;
+        let span = tracing::Span::current();
+        span.record("provider", shared.provider.as_str());
+        span.record("cache", result.label());
+        let mut generation = (*shared).clone();
+        if result == CacheResult::Hit {
+            generation.cached = true;
+            self.metrics
+                .generation
+                .with_label_values(&[&generation.provider, req.engine.as_str(), "success", "true"])
+                .inc();
+            self.metrics
+                .overhead
+                .observe(started.elapsed().as_secs_f64());
+        }
+        generation.latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Ok((generation, result))
+    }
+
+    /// Asks the providers (the cache's miss path), within the request deadline.
+    async fn generate_fresh(
+        &self,
+        req: &GenerateRequest,
+        plan: &[(ProviderId, String)],
         started: Instant,
     ) -> Result<Generation, GenerateError> {
-        let plan = self.plan(req)?;
         let deadline = self.limits.request_deadline;
+        let base = CompletionRequest {
+            model: String::new(),
+            system: req.engine.system_prompt().to_owned(),
+            prompt: req.prompt.clone(),
+            max_tokens: req.max_tokens,
+            temperature: req.temperature,
+            engine: req.engine,
+            timeout: deadline,
+        };
         let mut upstream_wait = Duration::ZERO;
-        let result = tokio::time::timeout(deadline, self.call(req, &plan, &mut upstream_wait))
-            .await
-            .map_err(|_| GenerateError::Deadline(deadline))
-            .and_then(|r| r);
+        let ends_at = tokio::time::Instant::from_std(started) + deadline;
+        // The router keeps every attempt inside the deadline; the outer timeout is the backstop
+        // that makes it a hard limit.
+        let result = tokio::time::timeout_at(
+            ends_at,
+            self.router
+                .complete(plan, &base, ends_at, &mut upstream_wait),
+        )
+        .await
+        .unwrap_or(Err(RouteError::Deadline))
+        .map_err(|e| match e {
+            RouteError::Provider(p) => GenerateError::Provider(p),
+            RouteError::Unavailable { retry_after } => GenerateError::Unavailable(retry_after),
+            RouteError::Deadline => GenerateError::Deadline(deadline),
+        });
         self.metrics.overhead.observe(
             started
                 .elapsed()
@@ -325,7 +385,6 @@ impl GenerateService {
         );
         match result {
             Ok((provider, completion)) => {
-                tracing::Span::current().record("provider", provider.as_str());
                 let m = &self.metrics;
                 let p = provider.as_str();
                 m.generation
@@ -356,53 +415,12 @@ impl GenerateService {
         }
     }
 
-    async fn call(
-        &self,
-        req: &GenerateRequest,
-        plan: &[(ProviderId, String)],
-        upstream_wait: &mut Duration,
-    ) -> Result<(ProviderId, Completion), GenerateError> {
-        let mut last = None;
-        for (id, model) in plan {
-            let Some(provider) = self.providers.get(id) else {
-                continue;
-            };
-            let call = CompletionRequest {
-                model: model.clone(),
-                system: req.engine.system_prompt().to_owned(),
-                prompt: req.prompt.clone(),
-                max_tokens: req.max_tokens,
-                temperature: req.temperature,
-                engine: req.engine,
-            };
-            let attempt = Instant::now();
-            let outcome = provider.complete(&call).await;
-            let took = attempt.elapsed();
-            *upstream_wait += took;
-            let status = match &outcome {
-                Ok(_) => "200".to_owned(),
-                Err(e) => e
-                    .status()
-                    .map_or_else(|| e.kind().to_owned(), |s| s.to_string()),
-            };
-            self.metrics.observe_upstream(id.as_str(), &status, took);
-            match outcome {
-                Ok(c) => return Ok((*id, c)),
-                Err(e) => {
-                    tracing::warn!(provider = %id, error = %e, "provider attempt failed");
-                    // Only a failure another provider could avoid moves on to the next one.
-                    let next = e.is_retryable();
-                    last = Some(e);
-                    if !next {
-                        break;
-                    }
-                }
-            }
-        }
-        match last {
-            Some(e) => Err(GenerateError::Provider(e)),
-            None => Err(invalid("no configured provider can serve this request")),
-        }
+    pub fn router(&self) -> &ProviderRouter {
+        &self.router
+    }
+
+    pub fn cache(&self) -> &ResponseCache {
+        &self.cache
     }
 
     fn finish(
@@ -448,6 +466,7 @@ impl GenerateError {
             GenerateError::Rejected(Rejection::Blocked { .. }) => "prompt_rejected",
             GenerateError::Provider(_) => "upstream_error",
             GenerateError::Deadline(_) => "upstream_timeout",
+            GenerateError::Unavailable(_) => "providers_unavailable",
         }
     }
 }
@@ -463,8 +482,25 @@ mod tests {
     use crate::sanitize::PolicyMode;
 
     fn service() -> GenerateService {
-        GenerateService::new(
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let router = ProviderRouter::new(
             vec![Arc::new(Simulator::new(Duration::ZERO, 0.0))],
+            &crate::resilience::BreakerConfig::default(),
+            crate::resilience::RetryPolicy::default(),
+            Duration::from_secs(1),
+            Arc::clone(&metrics),
+        );
+        let cache = ResponseCache::new(
+            &crate::cache::CacheConfig {
+                ttl: Duration::from_secs(60),
+                max_bytes: 1 << 20,
+                scope: crate::cache::CacheScope::Global,
+            },
+            Arc::clone(&metrics),
+        );
+        GenerateService::new(
+            router,
+            cache,
             vec![ProviderId::Simulator],
             Limits {
                 max_tokens_cap: 4096,
@@ -476,7 +512,7 @@ mod tests {
                 threshold: 0.5,
                 max_chars: 10_000,
             },
-            Arc::new(Metrics::new().unwrap()),
+            metrics,
         )
     }
 
@@ -562,7 +598,11 @@ mod tests {
         let r = s
             .validate(params("Create a Unity player controller with double jump"))
             .unwrap();
-        let g = s.generate(&r, Instant::now()).await.unwrap();
+        let (g, cache) = s
+            .generate(&r, &Caller::Anonymous, true, Instant::now())
+            .await
+            .unwrap();
+        assert_eq!(cache, CacheResult::Miss);
         assert_eq!(g.provider, "simulator");
         assert_eq!(g.model, SIMULATOR_MODEL);
         assert_eq!(g.script_name, "PlayerController");

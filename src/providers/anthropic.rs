@@ -6,8 +6,6 @@
 //! content blocks whose `text` blocks are joined. The key lives in a `SecretString` and is exposed
 //! only while the header is built.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -23,17 +21,15 @@ pub struct Anthropic {
     api_key: SecretString,
     url: String,
     models: Vec<String>,
-    timeout: Duration,
 }
 
 impl Anthropic {
-    pub fn new(http: reqwest::Client, cfg: &UpstreamConfig, timeout: Duration) -> Self {
+    pub fn new(http: reqwest::Client, cfg: &UpstreamConfig) -> Self {
         Anthropic {
             http,
             api_key: cfg.api_key.clone(),
             url: format!("{}/v1/messages", cfg.base_url),
             models: cfg.models.clone(),
-            timeout,
         }
     }
 }
@@ -105,14 +101,14 @@ impl Provider for Anthropic {
             .post(&self.url)
             .header("x-api-key", self.api_key.expose_secret())
             .header("anthropic-version", ANTHROPIC_VERSION)
-            .timeout(self.timeout)
+            .timeout(req.timeout)
             .json(&body)
             .send()
             .await
-            .map_err(|e| transport_error(P, &e, self.timeout))?;
+            .map_err(|e| transport_error(P, &e, req.timeout))?;
         let status = resp.status();
         let retry = retry_after(resp.headers());
-        let bytes = read_body(P, resp, self.timeout).await?;
+        let bytes = read_body(P, resp, req.timeout).await?;
         if !status.is_success() {
             return Err(ProviderError::Status {
                 provider: P,

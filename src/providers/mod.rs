@@ -61,6 +61,9 @@ pub struct CompletionRequest {
     pub temperature: Option<f32>,
     /// Real providers learn the engine from the system prompt; the simulator reads it here.
     pub engine: Engine,
+    /// This attempt's time limit: the per-attempt timeout, or less when the request's deadline
+    /// is nearer.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

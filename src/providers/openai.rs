@@ -6,8 +6,6 @@
 //! to the gateway and need the status and `retry-after` of every attempt (CRATES.md). Its types
 //! still give us a checked wire format.
 
-use std::time::Duration;
-
 use async_openai::types::chat::{
     ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
     ChatCompletionRequestUserMessage, CreateChatCompletionRequest, CreateChatCompletionResponse,
@@ -25,17 +23,15 @@ pub struct OpenAi {
     api_key: SecretString,
     url: String,
     models: Vec<String>,
-    timeout: Duration,
 }
 
 impl OpenAi {
-    pub fn new(http: reqwest::Client, cfg: &UpstreamConfig, timeout: Duration) -> Self {
+    pub fn new(http: reqwest::Client, cfg: &UpstreamConfig) -> Self {
         OpenAi {
             http,
             api_key: cfg.api_key.clone(),
             url: format!("{}/chat/completions", cfg.base_url),
             models: cfg.models.clone(),
-            timeout,
         }
     }
 }
@@ -88,14 +84,14 @@ impl Provider for OpenAi {
             .http
             .post(&self.url)
             .bearer_auth(self.api_key.expose_secret())
-            .timeout(self.timeout)
+            .timeout(req.timeout)
             .json(&build_request(req))
             .send()
             .await
-            .map_err(|e| transport_error(P, &e, self.timeout))?;
+            .map_err(|e| transport_error(P, &e, req.timeout))?;
         let status = resp.status();
         let retry = retry_after(resp.headers());
-        let bytes = read_body(P, resp, self.timeout).await?;
+        let bytes = read_body(P, resp, req.timeout).await?;
         if !status.is_success() {
             return Err(ProviderError::Status {
                 provider: P,
@@ -155,6 +151,7 @@ mod tests {
             max_tokens: 100,
             temperature: Some(0.2),
             engine: Engine::Unity,
+            timeout: std::time::Duration::from_secs(1),
         }
     }
 

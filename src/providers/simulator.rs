@@ -464,6 +464,7 @@ mod tests {
             max_tokens: 10,
             temperature: None,
             engine: Engine::Godot,
+            timeout: Duration::from_secs(1),
         };
         let err = sim.complete(&req).await.unwrap_err();
         assert_eq!(err.status(), Some(529));

@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Buckets for LLM calls: 50 ms to 60 s.
@@ -35,6 +36,9 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     pub tokens: IntCounterVec,
     pub overhead: Histogram,
+    pub breaker_state: IntGaugeVec,
+    pub breaker_transitions: IntCounterVec,
+    pub cache_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -101,6 +105,27 @@ impl Metrics {
                 "spark_tokens_total",
                 "Tokens reported by providers, by direction (input, output).",
                 &["provider", "direction"],
+            )?,
+            breaker_state: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "spark_circuit_breaker_state",
+                        "Circuit state per provider: 0 closed, 1 half-open, 2 open.",
+                    ),
+                    &["provider"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            breaker_transitions: counter(
+                "spark_circuit_breaker_transitions_total",
+                "Circuit state changes per provider, by the state entered.",
+                &["provider", "to"],
+            )?,
+            cache_requests: counter(
+                "spark_cache_requests_total",
+                "Response-cache lookups by result (hit, miss, bypass).",
+                &["result"],
             )?,
             overhead: {
                 let h = Histogram::with_opts(

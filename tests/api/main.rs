@@ -11,4 +11,5 @@ mod auth;
 mod headers;
 mod helpers;
 mod providers;
+mod resilience;
 mod validation;

@@ -1,0 +1,110 @@
+//! Health and readiness: what the operator and Kubernetes read.
+//!
+//! `/api/spark/health` reports every provider's circuit, the cache and the process; it is 503
+//! only when no provider in `SPARK_PROVIDER_ORDER` can serve (all circuits open). `/readyz`
+//! follows the same rule, so a replica whose providers are all down leaves the Service while the
+//! others keep serving.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Map, Value, json};
+
+use crate::resilience::CircuitState;
+use crate::state::AppState;
+
+/// Resident set size from `/proc/self/status` (Linux); `None` elsewhere.
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Whether at least one provider of the fallback order can take a call now.
+fn can_serve(state: &AppState) -> bool {
+    let router = state.generator().router();
+    state
+        .config()
+        .provider_order
+        .iter()
+        .filter_map(|id| router.breaker(*id))
+        .any(|b| b.snapshot().state != CircuitState::Open)
+}
+
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let router = state.generator().router();
+    let mut providers = Map::new();
+    let mut any_open = false;
+    for id in router.ids() {
+        let Some(b) = router.breaker(id) else {
+            continue;
+        };
+        let s = b.snapshot();
+        any_open |= s.state == CircuitState::Open;
+        providers.insert(
+            id.as_str().to_owned(),
+            json!({
+                "circuit": s.state.as_str(),
+                "consecutiveFailures": s.consecutive_failures,
+                "failureRate": s.failure_rate,
+                "openUntil": s.open_for.map(|d| (std::time::SystemTime::now() + d)
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|t| t.as_millis() as u64)
+                    .unwrap_or(0)),
+            }),
+        );
+    }
+    let serving = can_serve(&state);
+    let status = if !serving {
+        "unhealthy"
+    } else if any_open {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let cache = state.generator().cache().stats().await;
+    let body = json!({
+        "status": status,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptimeSeconds": state.uptime().as_secs(),
+        "checks": {
+            "providers": providers,
+            "cache": {
+                "entries": cache.entries,
+                "weightedBytes": cache.weighted_bytes,
+                "hitRate": cache.hit_rate,
+            },
+            "metrics": {"available": true},
+            "memory": {"rssBytes": rss_bytes()},
+        }
+    });
+    let code = if serving {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if can_serve(&state) {
+        (StatusCode::OK, Json(json!({ "status": "ready" })))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "reason": "no provider can serve" })),
+        )
+    }
+}
+
+/// Refreshes breaker gauges before a scrape: an open circuit whose cool-down has passed is
+/// half-open even if no call has arrived to notice.
+pub fn refresh_breakers(state: &AppState) {
+    let router = state.generator().router();
+    for id in router.ids() {
+        if let Some(b) = router.breaker(id) {
+            let _ = b.snapshot();
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Resilience: circuit breakers, retries with jittered back-off, and fallback between providers,
+//! all inside one request deadline.
+//!
+//! The step between the generation service and the providers in DESIGN.md's request path.
+//! [`ProviderRouter::complete`] walks a plan (providers in order, each with its model): it skips
+//! providers whose circuit is open, gives each attempt the smaller of the per-attempt timeout and
+//! what is left of the deadline, and on a retryable failure falls back to the next provider at
+//! once. The last provider of the plan (or the only one, when the caller named it) is retried
+//! with full-jitter exponential back-off, never sooner than the upstream's `retry-after` and never
+//! past the deadline: a wait that would outlive the request is not started. A caller's error (an upstream 400) ends the walk at once: another
+//! provider would refuse it too, and it says nothing about the provider's health.
+
+pub mod breaker;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, CircuitState};
+
+use crate::providers::{Completion, CompletionRequest, Provider, ProviderError, ProviderId};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts per provider, the first included.
+    pub attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 2,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full jitter: a uniform draw in `[0, min(max, base·2^attempt)]`, raised to the upstream's
+    /// `retry-after` when it asked for longer.
+    pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let ceiling = self
+            .base_delay
+            .checked_mul(2u32.saturating_pow(attempt.min(16)))
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay);
+        let jittered = ceiling.mul_f64(rand::random::<f64>());
+        jittered.max(retry_after.unwrap_or(Duration::ZERO))
+    }
+}
+
+/// Why no provider answered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RouteError {
+    #[error(transparent)]
+    Provider(ProviderError),
+    #[error("every eligible provider's circuit is open")]
+    Unavailable { retry_after: Duration },
+    #[error("the request deadline passed")]
+    Deadline,
+}
+
+pub struct ProviderRouter {
+    providers: BTreeMap<ProviderId, Arc<dyn Provider>>,
+    breakers: BTreeMap<ProviderId, Arc<Breaker>>,
+    retry: RetryPolicy,
+    upstream_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl ProviderRouter {
+    pub fn new(
+        providers: Vec<Arc<dyn Provider>>,
+        breaker: &BreakerConfig,
+        retry: RetryPolicy,
+        upstream_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let mut map = BTreeMap::new();
+        let mut breakers = BTreeMap::new();
+        for p in providers {
+            let id = p.id();
+            let m = Arc::clone(&metrics);
+            let hook: breaker::TransitionHook = Arc::new(move |to: CircuitState| {
+                m.breaker_state
+                    .with_label_values(&[id.as_str()])
+                    .set(to.gauge());
+                m.breaker_transitions
+                    .with_label_values(&[id.as_str(), to.as_str()])
+                    .inc();
+                match to {
+                    CircuitState::Open => tracing::warn!(provider = %id, "circuit opened"),
+                    CircuitState::HalfOpen => {
+                        tracing::info!(provider = %id, "circuit half-open: probing")
+                    }
+                    CircuitState::Closed => tracing::info!(provider = %id, "circuit closed"),
+                }
+            });
+            metrics
+                .breaker_state
+                .with_label_values(&[id.as_str()])
+                .set(CircuitState::Closed.gauge());
+            breakers.insert(id, Arc::new(Breaker::new(breaker.clone(), Some(hook))));
+            map.insert(id, p);
+        }
+        ProviderRouter {
+            providers: map,
+            breakers,
+            retry,
+            upstream_timeout,
+            metrics,
+        }
+    }
+
+    pub fn provider(&self, id: ProviderId) -> Option<&Arc<dyn Provider>> {
+        self.providers.get(&id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = ProviderId> + '_ {
+        self.providers.keys().copied()
+    }
+
+    pub fn breaker(&self, id: ProviderId) -> Option<&Arc<Breaker>> {
+        self.breakers.get(&id)
+    }
+
+    /// Asks the plan's providers in turn. `upstream_wait` accumulates the time spent waiting on
+    /// providers (for the overhead metric).
+    pub async fn complete(
+        &self,
+        plan: &[(ProviderId, String)],
+        base: &CompletionRequest,
+        deadline: Instant,
+        upstream_wait: &mut Duration,
+    ) -> Result<(ProviderId, Completion), RouteError> {
+        let mut last_error: Option<ProviderError> = None;
+        let mut earliest_open: Option<Duration> = None;
+        for (index, (id, model)) in plan.iter().enumerate() {
+            let (Some(provider), Some(breaker)) = (self.providers.get(id), self.breakers.get(id))
+            else {
+                continue;
+            };
+            let has_fallback = index + 1 < plan.len();
+            for attempt in 0..self.retry.attempts.max(1) {
+                let permit = match breaker.try_acquire() {
+                    Ok(p) => p,
+                    Err(refused) => {
+                        earliest_open = Some(
+                            earliest_open
+                                .map_or(refused.retry_after, |e| e.min(refused.retry_after)),
+                        );
+                        break;
+                    }
+                };
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    return Err(RouteError::Deadline);
+                }
+                let timeout = self.upstream_timeout.min(remaining);
+                let call = CompletionRequest {
+                    model: model.clone(),
+                    timeout,
+                    ..base.clone()
+                };
+                let started = Instant::now();
+                let outcome = match tokio::time::timeout(timeout, provider.complete(&call)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ProviderError::Timeout {
+                        provider: *id,
+                        timeout,
+                    }),
+                };
+                let took = started.elapsed();
+                *upstream_wait += took;
+                let status = match &outcome {
+                    Ok(_) => "200".to_owned(),
+                    Err(e) => e
+                        .status()
+                        .map_or_else(|| e.kind().to_owned(), |s| s.to_string()),
+                };
+                self.metrics.observe_upstream(id.as_str(), &status, took);
+                let error = match outcome {
+                    Ok(c) => {
+                        permit.success();
+                        return Ok((*id, c));
+                    }
+                    Err(e) => e,
+                };
+                if error.is_provider_fault() {
+                    permit.failure();
+                } else {
+                    permit.neutral();
+                }
+                tracing::warn!(provider = %id, attempt, error = %error, "provider attempt failed");
+                if matches!(error, ProviderError::Timeout { .. }) && timeout < self.upstream_timeout
+                {
+                    // The attempt was cut short by the request's deadline, not its own timeout.
+                    return Err(RouteError::Deadline);
+                }
+                if !error.is_retryable() {
+                    return Err(RouteError::Provider(error));
+                }
+                let hint = error.retry_after();
+                last_error = Some(error);
+                if attempt + 1 >= self.retry.attempts || has_fallback {
+                    // With a fallback left, moving on is faster than waiting out a back-off.
+                    break;
+                }
+                let delay = self.retry.backoff(attempt, hint);
+                if Instant::now() + delay >= deadline {
+                    // Waiting would outlive the request: answer now rather than time out later.
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+        match (last_error, earliest_open) {
+            (Some(e), _) => Err(RouteError::Provider(e)),
+            (None, Some(retry_after)) => Err(RouteError::Unavailable { retry_after }),
+            (None, None) => Err(RouteError::Unavailable {
+                retry_after: Duration::from_secs(1),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_under_the_ceiling_and_honours_retry_after() {
+        let p = RetryPolicy {
+            attempts: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(300),
+        };
+        for attempt in 0..6 {
+            let d = p.backoff(attempt, None);
+            let ceiling =
+                Duration::from_millis(100 * 2u64.pow(attempt)).min(Duration::from_millis(300));
+            assert!(d <= ceiling, "{attempt}: {d:?}");
+        }
+        assert!(p.backoff(0, Some(Duration::from_secs(1))) >= Duration::from_secs(1));
+    }
+}
