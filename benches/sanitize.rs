@@ -14,6 +14,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use spark_gateway::sanitize::{Policy, PolicyMode, sanitize};
+use unicode_normalization::UnicodeNormalization;
 
 /// A realistic long game-dev request: varied sentences, code identifiers, numbers.
 fn benign_prompt(chars: usize) -> String {
@@ -70,6 +71,13 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(prompt.len() as u64));
         group.bench_function(name, |b| b.iter(|| sanitize(black_box(&prompt), &policy)));
     }
+    // Baseline, measured in the same run: one bare NFKC pass over the benign prompt, the first
+    // step any sanitizer takes. BENCHMARKS.md records the ratio sanitize/baseline.
+    let benign = benign_prompt(10_000);
+    group.throughput(Throughput::Bytes(benign.len() as u64));
+    group.bench_function("baseline_nfkc_only", |b| {
+        b.iter(|| black_box(&benign).nfkc().collect::<String>())
+    });
     group.finish();
 }
 

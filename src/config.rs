@@ -84,6 +84,7 @@ pub struct Config {
     pub max_tokens_cap: u32,
     pub default_max_tokens: u32,
     pub generate_body_limit: usize,
+    pub export_body_limit: usize,
     pub max_inflight: usize,
     pub sanitizer: Policy,
     pub breaker: BreakerConfig,
@@ -231,6 +232,7 @@ impl Config {
             },
         );
         let generate_body_limit = r.size("SPARK_GENERATE_BODY_LIMIT", 64 * 1024);
+        let export_body_limit = r.size("SPARK_EXPORT_BODY_LIMIT", 512 * 1024);
         let max_inflight = r.parse(
             "SPARK_MAX_INFLIGHT",
             1024,
@@ -351,6 +353,7 @@ impl Config {
             max_tokens_cap,
             default_max_tokens,
             generate_body_limit,
+            export_body_limit,
             max_inflight,
             sanitizer: Policy {
                 mode,
@@ -450,6 +453,10 @@ impl Config {
             (
                 "SPARK_GENERATE_BODY_LIMIT",
                 format!("{}B", self.generate_body_limit),
+            ),
+            (
+                "SPARK_EXPORT_BODY_LIMIT",
+                format!("{}B", self.export_body_limit),
             ),
             ("SPARK_MAX_INFLIGHT", self.max_inflight.to_string()),
             ("SPARK_SANITIZER_MODE", self.sanitizer.mode.as_str().into()),

@@ -218,6 +218,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::export::ExportError> for ApiError {
+    fn from(e: crate::export::ExportError) -> Self {
+        match e {
+            crate::export::ExportError::Invalid(m) => ApiError::InvalidRequest(m),
+            crate::export::ExportError::Archive(m) => ApiError::Internal(m),
+        }
+    }
+}
+
 impl From<GenerateError> for ApiError {
     fn from(e: GenerateError) -> Self {
         match e {

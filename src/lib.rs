@@ -20,6 +20,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod generate;
 pub mod providers;
 pub mod resilience;

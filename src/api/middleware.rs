@@ -110,11 +110,19 @@ pub async fn request_context(
         .http_duration
         .with_label_values(&[route.as_str(), method.as_str()])
         .observe(elapsed.as_secs_f64());
-    if route == "/api/spark/generate" {
-        metrics
+    match route.as_str() {
+        "/api/spark/generate" => metrics
             .api_generate
             .with_label_values(&[status_label.as_str()])
-            .inc();
+            .inc(),
+        "/api/export" => {
+            metrics
+                .api_export
+                .with_label_values(&[status_label.as_str()])
+                .inc();
+            metrics.export_duration.observe(elapsed.as_secs_f64());
+        }
+        _ => {}
     }
     span.in_scope(|| match &error {
         Some(e) if status >= 500 => {

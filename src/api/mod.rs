@@ -5,6 +5,7 @@
 
 mod admin;
 mod auth;
+mod export;
 mod generate;
 mod health;
 pub mod json;
@@ -31,6 +32,7 @@ use json::BodyLimit;
 /// 4. per protected route: load shedding, then auth, then the route's body limit.
 pub fn router(state: AppState) -> Router {
     let generate_limit = state.config().generate_body_limit;
+    let export_limit = state.config().export_body_limit;
 
     let protected = Router::new()
         .route(
@@ -38,6 +40,12 @@ pub fn router(state: AppState) -> Router {
             post(generate::generate)
                 .layer::<_, Infallible>(DefaultBodyLimit::max(generate_limit))
                 .layer::<_, Infallible>(axum::Extension(BodyLimit(generate_limit))),
+        )
+        .route(
+            "/api/export",
+            post(export::export)
+                .layer::<_, Infallible>(DefaultBodyLimit::max(export_limit))
+                .layer::<_, Infallible>(axum::Extension(BodyLimit(export_limit))),
         )
         // Auth runs before the load shedder so anonymous floods are refused without taking a slot.
         .route_layer(axum::middleware::from_fn_with_state(

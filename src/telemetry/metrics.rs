@@ -30,6 +30,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub api_generate: IntCounterVec,
+    pub api_export: IntCounterVec,
+    pub export_duration: Histogram,
     pub generation: IntCounterVec,
     pub generation_duration: HistogramVec,
     pub prompt_rejected: IntCounterVec,
@@ -79,6 +81,22 @@ impl Metrics {
                 "Responses of POST /api/spark/generate by status.",
                 &["status"],
             )?,
+            api_export: counter(
+                "api_export_total",
+                "Responses of POST /api/export by status.",
+                &["status"],
+            )?,
+            export_duration: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "api_export_duration_seconds",
+                        "Time to answer POST /api/export.",
+                    )
+                    .buckets(HTTP_BUCKETS.to_vec()),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
             generation: counter(
                 "spark_generation_total",
                 "Generation attempts by provider, engine, outcome and whether the cache answered.",

@@ -8,6 +8,7 @@
 )]
 
 mod auth;
+mod export;
 mod headers;
 mod helpers;
 mod providers;
