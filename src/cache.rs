@@ -7,16 +7,22 @@
 //! `SPARK_CACHE_TTL`. Concurrent identical misses share one upstream call (moka's
 //! `or_try_insert_with` runs the first caller's future and hands its result to the others);
 //! errors are never stored. moka keeps no statistics, so hits and misses are counted here.
+//!
+//! With `REDIS_URL` a second level is shared by every replica (`spark:cache:{hash}`, same TTL): a
+//! miss in memory looks in Redis before calling a provider, and a fresh answer is written to
+//! both. Values carry a format version; one this build does not understand is a miss, never a
+//! crash, so replicas of different versions can share a Redis during a rollout.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
 use crate::generate::{GenerateError, GenerateRequest, Generation, ProviderChoice};
+use crate::ratelimit::redis::RedisBackend;
 use crate::telemetry::Metrics;
 
 /// Whether callers share cached answers.
@@ -93,9 +99,39 @@ pub struct ResponseCache {
     /// `None` when the TTL is zero: every request bypasses.
     store: Option<moka::future::Cache<CacheKey, Arc<Generation>>>,
     scope: CacheScope,
+    ttl: Duration,
+    /// The shared second level, when configured.
+    redis: Option<Arc<RedisBackend>>,
     hits: AtomicU64,
     misses: AtomicU64,
     metrics: Arc<Metrics>,
+}
+
+/// The version of the second-level value format. Bump it when `Generation` changes shape.
+const L2_VERSION: u32 = 1;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct L2Value {
+    v: u32,
+    generation: Generation,
+}
+
+fn l2_key(key: &CacheKey) -> String {
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    format!("spark:cache:{hex}")
+}
+
+fn l2_decode(bytes: &[u8]) -> Option<Generation> {
+    let value: L2Value = serde_json::from_slice(bytes).ok()?;
+    (value.v == L2_VERSION).then_some(value.generation)
+}
+
+fn l2_encode(g: &Generation) -> Vec<u8> {
+    serde_json::to_vec(&L2Value {
+        v: L2_VERSION,
+        generation: g.clone(),
+    })
+    .unwrap_or_default()
 }
 
 /// Approximate heap size of a cached answer, for the byte bound.
@@ -113,7 +149,7 @@ fn weight(g: &Generation) -> u32 {
 }
 
 impl ResponseCache {
-    pub fn new(cfg: &CacheConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(cfg: &CacheConfig, metrics: Arc<Metrics>, redis: Option<Arc<RedisBackend>>) -> Self {
         let store = (!cfg.ttl.is_zero()).then(|| {
             moka::future::Cache::builder()
                 .max_capacity(cfg.max_bytes)
@@ -124,6 +160,8 @@ impl ResponseCache {
         ResponseCache {
             store,
             scope: cfg.scope,
+            ttl: cfg.ttl,
+            redis,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             metrics,
@@ -178,17 +216,28 @@ impl ResponseCache {
         };
         if !read {
             let fresh = Arc::new(generate.await?);
+            self.store_l2(&key, &fresh).await;
             store.insert(key, Arc::clone(&fresh)).await;
             return self.count(Ok(fresh), CacheResult::Bypass);
         }
+        let from_l2 = AtomicBool::new(false);
         let entry = store
             .entry(key)
-            .or_try_insert_with(async { generate.await.map(Arc::new) })
+            .or_try_insert_with(async {
+                if let Some(g) = self.load_l2(&key).await {
+                    from_l2.store(true, Ordering::Relaxed);
+                    return Ok(Arc::new(g));
+                }
+                let fresh = Arc::new(generate.await?);
+                self.store_l2(&key, &fresh).await;
+                Ok(fresh)
+            })
             .await
             .map_err(|e: Arc<GenerateError>| (*e).clone());
         match entry {
             Ok(entry) => {
-                let result = if entry.is_fresh() {
+                // An answer another replica generated is a hit too: nobody paid for it here.
+                let result = if entry.is_fresh() && !from_l2.load(Ordering::Relaxed) {
                     self.misses.fetch_add(1, Ordering::Relaxed);
                     CacheResult::Miss
                 } else {
@@ -201,6 +250,20 @@ impl ResponseCache {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 self.count(Err(e), CacheResult::Miss)
             }
+        }
+    }
+
+    async fn load_l2(&self, key: &CacheKey) -> Option<Generation> {
+        let redis = self.redis.as_ref()?;
+        let bytes = redis.get(&l2_key(key)).await.ok()??;
+        l2_decode(&bytes)
+    }
+
+    async fn store_l2(&self, key: &CacheKey, g: &Generation) {
+        if let Some(redis) = &self.redis {
+            // Best effort: a failure is counted and logged by the backend, and the answer is
+            // still served from this replica's memory.
+            let _ = redis.set_px(&l2_key(key), l2_encode(g), self.ttl).await;
         }
     }
 
@@ -264,7 +327,17 @@ mod tests {
                 scope,
             },
             Arc::new(Metrics::new().unwrap()),
+            None,
         )
+    }
+
+    #[test]
+    fn second_level_values_are_versioned_and_unknown_versions_are_misses() {
+        let g = generation("x");
+        assert_eq!(l2_decode(&l2_encode(&g)), Some(g.clone()));
+        let future = serde_json::to_vec(&serde_json::json!({"v": 2, "generation": g})).unwrap();
+        assert_eq!(l2_decode(&future), None);
+        assert_eq!(l2_decode(b"garbage"), None);
     }
 
     fn generation(code: &str) -> Generation {

@@ -15,6 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::cache::{CacheConfig, CacheScope};
 use crate::providers::ProviderId;
+use crate::ratelimit::{Quota, Quotas, TrustedProxies};
 use crate::resilience::{BreakerConfig, RetryPolicy};
 use crate::sanitize::{Policy, PolicyMode};
 
@@ -90,6 +91,10 @@ pub struct Config {
     pub breaker: BreakerConfig,
     pub retry: RetryPolicy,
     pub cache: CacheConfig,
+    pub rate_limits: Quotas,
+    pub trusted_proxies: TrustedProxies,
+    pub redis_url: Option<SecretString>,
+    pub redis_timeout: Duration,
     pub log_format: LogFormat,
 }
 
@@ -317,6 +322,46 @@ impl Config {
             ),
         };
 
+        let quota = |r: &mut Reader, name: &str, default: &str| {
+            r.parse(
+                name,
+                Quota::parse(default).unwrap_or(Quota {
+                    limit: 60,
+                    period: Duration::from_secs(60),
+                    burst: 60,
+                }),
+                "a quota such as 10/min or 600/min,burst=60",
+                Quota::parse,
+            )
+        };
+        let rate_limits = Quotas {
+            generate: quota(&mut r, "SPARK_RATE_LIMIT_GENERATE", "60/min"),
+            export: quota(&mut r, "SPARK_RATE_LIMIT_EXPORT", "120/min"),
+            openai: quota(&mut r, "SPARK_RATE_LIMIT_OPENAI", "60/min"),
+            overrides: match r.string("SPARK_RATE_LIMIT_OVERRIDES") {
+                None => Default::default(),
+                Some(s) => Quotas::parse_overrides(&s).unwrap_or_else(|why| {
+                    r.problem(format!("SPARK_RATE_LIMIT_OVERRIDES: {why}"));
+                    Default::default()
+                }),
+            },
+            master_exempt: r.parse(
+                "SPARK_RATE_LIMIT_MASTER_EXEMPT",
+                true,
+                "true or false",
+                |s| s.parse::<bool>().ok(),
+            ),
+        };
+        let trusted_proxies = match r.string("SPARK_TRUSTED_PROXIES") {
+            None => TrustedProxies::default(),
+            Some(s) => TrustedProxies::parse(&s).unwrap_or_else(|why| {
+                r.problem(format!("SPARK_TRUSTED_PROXIES: {why}"));
+                TrustedProxies::default()
+            }),
+        };
+        let redis_url = r.secret("REDIS_URL");
+        let redis_timeout = r.duration("SPARK_REDIS_TIMEOUT", Duration::from_millis(100));
+
         if request_deadline < upstream_timeout {
             r.problem(format!(
                 "SPARK_REQUEST_DEADLINE ({request_deadline:?}) must not be shorter than SPARK_UPSTREAM_TIMEOUT ({upstream_timeout:?})"
@@ -363,6 +408,10 @@ impl Config {
             breaker,
             retry,
             cache,
+            rate_limits,
+            trusted_proxies,
+            redis_url,
+            redis_timeout,
             log_format,
         })
     }
@@ -494,6 +543,28 @@ impl Config {
                 format!("{}B", self.cache.max_bytes),
             ),
             ("SPARK_CACHE_SCOPE", self.cache.scope.as_str().into()),
+            (
+                "SPARK_RATE_LIMIT_GENERATE",
+                self.rate_limits.generate.to_string(),
+            ),
+            (
+                "SPARK_RATE_LIMIT_EXPORT",
+                self.rate_limits.export.to_string(),
+            ),
+            (
+                "SPARK_RATE_LIMIT_OPENAI",
+                self.rate_limits.openai.to_string(),
+            ),
+            (
+                "SPARK_RATE_LIMIT_OVERRIDES",
+                format!("<{} users>", self.rate_limits.overrides.len()),
+            ),
+            (
+                "SPARK_RATE_LIMIT_MASTER_EXEMPT",
+                self.rate_limits.master_exempt.to_string(),
+            ),
+            ("REDIS_URL", secret(&self.redis_url)),
+            ("SPARK_REDIS_TIMEOUT", fmt_duration(self.redis_timeout)),
             (
                 "SPARK_SANITIZER_THRESHOLD",
                 self.sanitizer.threshold.to_string(),

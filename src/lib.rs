@@ -5,6 +5,7 @@
 //! The modules follow a request's way through the service (DESIGN.md):
 //! - [`api`]: routes, middleware (request id, security headers, auth, load shedding), handlers;
 //! - [`auth`]: API keys as SHA-256 digests, compared in constant time;
+//! - [`ratelimit`]: per-key GCRA limits, in memory or shared through Redis;
 //! - [`sanitize`]: prompt normalization and injection detection;
 //! - [`generate`]: engines, the generation service, code extraction and naming;
 //! - [`cache`]: the response cache, single-flight on misses;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod export;
 pub mod generate;
 pub mod providers;
+pub mod ratelimit;
 pub mod resilience;
 pub mod sanitize;
 pub mod state;
@@ -47,10 +49,22 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    // Upkeep for as long as the server runs: the limiter forgets idle keys so its memory
+    // follows active keys, not every key ever seen.
+    let upkeep_state = state.clone();
+    let upkeep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            upkeep_state.limiter().maintain();
+        }
+    });
+    let result = axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    upkeep.abort();
+    result
 }

@@ -16,6 +16,8 @@ use crate::providers::Provider;
 use crate::providers::anthropic::Anthropic;
 use crate::providers::openai::OpenAi;
 use crate::providers::simulator::Simulator;
+use crate::ratelimit::redis::{RedisBackend, RedisLimiter};
+use crate::ratelimit::{Limiter, MemoryLimiter};
 use crate::resilience::ProviderRouter;
 use crate::telemetry::Metrics;
 
@@ -28,6 +30,8 @@ pub enum InitError {
     Sanitizer,
     #[error("could not register metrics: {0}")]
     Metrics(String),
+    #[error("{0}")]
+    Redis(String),
 }
 
 #[derive(Clone)]
@@ -38,6 +42,8 @@ struct Inner {
     keys: KeyStore,
     generator: GenerateService,
     metrics: Arc<Metrics>,
+    limiter: Arc<dyn Limiter>,
+    redis: Option<Arc<RedisBackend>>,
     /// Permits for requests being served; when none is left new ones are shed with 503.
     inflight: Arc<Semaphore>,
     started: std::time::Instant,
@@ -54,6 +60,15 @@ impl AppState {
 
     pub fn generator(&self) -> &GenerateService {
         &self.0.generator
+    }
+
+    pub fn limiter(&self) -> &dyn Limiter {
+        self.0.limiter.as_ref()
+    }
+
+    /// The shared Redis, when `REDIS_URL` is set.
+    pub fn redis(&self) -> Option<&RedisBackend> {
+        self.0.redis.as_deref()
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -103,7 +118,18 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
         config.upstream_timeout,
         Arc::clone(&metrics),
     );
-    let cache = ResponseCache::new(&config.cache, Arc::clone(&metrics));
+    let redis = match &config.redis_url {
+        Some(url) => Some(
+            RedisBackend::connect(url, config.redis_timeout, Arc::clone(&metrics))
+                .map_err(InitError::Redis)?,
+        ),
+        None => None,
+    };
+    let limiter: Arc<dyn Limiter> = match &redis {
+        Some(r) => Arc::new(RedisLimiter::new(Arc::clone(r), config.rate_limits.clone())),
+        None => Arc::new(MemoryLimiter::new(config.rate_limits.clone())),
+    };
+    let cache = ResponseCache::new(&config.cache, Arc::clone(&metrics), redis.clone());
     let generator = GenerateService::new(
         router,
         cache,
@@ -123,6 +149,8 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
         keys,
         generator,
         metrics,
+        limiter,
+        redis,
         config,
     })))
 }

@@ -56,9 +56,12 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         );
     }
     let serving = can_serve(&state);
+    let limiter = state.limiter();
+    // Redis down is degraded, never unhealthy: the gateway keeps serving on local state.
+    let redis_ok = state.redis().is_none_or(|r| r.healthy());
     let status = if !serving {
         "unhealthy"
-    } else if any_open {
+    } else if any_open || !redis_ok {
         "degraded"
     } else {
         "healthy"
@@ -75,6 +78,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
                 "weightedBytes": cache.weighted_bytes,
                 "hitRate": cache.hit_rate,
             },
+            "rateLimiter": {"backend": limiter.backend(), "ok": limiter.ok()},
             "metrics": {"available": true},
             "memory": {"rssBytes": rss_bytes()},
         }

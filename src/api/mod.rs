@@ -11,6 +11,7 @@ mod health;
 pub mod json;
 pub mod middleware;
 mod probes;
+mod ratelimit;
 
 use std::convert::Infallible;
 
@@ -22,6 +23,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
+use crate::ratelimit::RouteClass;
 use crate::state::AppState;
 use json::BodyLimit;
 
@@ -29,7 +31,7 @@ use json::BodyLimit;
 /// 1. `request_context` — request id, span, error bodies, security headers, access log;
 /// 2. sensitive headers — `X-API-Key` and `Authorization` are marked so no debug output shows them;
 /// 3. catch panic — a panicking handler becomes a 500 with our body, the process lives on;
-/// 4. per protected route: load shedding, then auth, then the route's body limit.
+/// 4. per protected route: auth, load shedding, the route class's rate limit, the body limit.
 pub fn router(state: AppState) -> Router {
     let generate_limit = state.config().generate_body_limit;
     let export_limit = state.config().export_body_limit;
@@ -39,13 +41,21 @@ pub fn router(state: AppState) -> Router {
             "/api/spark/generate",
             post(generate::generate)
                 .layer::<_, Infallible>(DefaultBodyLimit::max(generate_limit))
-                .layer::<_, Infallible>(axum::Extension(BodyLimit(generate_limit))),
+                .layer::<_, Infallible>(axum::Extension(BodyLimit(generate_limit)))
+                .layer::<_, Infallible>(axum::middleware::from_fn_with_state(
+                    (state.clone(), RouteClass::Generate),
+                    ratelimit::limit,
+                )),
         )
         .route(
             "/api/export",
             post(export::export)
                 .layer::<_, Infallible>(DefaultBodyLimit::max(export_limit))
-                .layer::<_, Infallible>(axum::Extension(BodyLimit(export_limit))),
+                .layer::<_, Infallible>(axum::Extension(BodyLimit(export_limit)))
+                .layer::<_, Infallible>(axum::middleware::from_fn_with_state(
+                    (state.clone(), RouteClass::Export),
+                    ratelimit::limit,
+                )),
         )
         // Auth runs before the load shedder so anonymous floods are refused without taking a slot.
         .route_layer(axum::middleware::from_fn_with_state(

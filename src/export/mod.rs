@@ -287,12 +287,10 @@ fn engine_warnings(name: &ScriptName, code: &str, engine: Engine) -> Vec<String>
                     } else {
                         None
                     };
-                    if let Some(prefix) = expected {
-                        if !class.starts_with(prefix) {
-                            w.push(format!(
-                                "class {class} derives from {base} and needs the {prefix} prefix for UnrealHeaderTool"
-                            ));
-                        }
+                    if let Some(prefix) = expected.filter(|p| !class.starts_with(*p)) {
+                        w.push(format!(
+                            "class {class} derives from {base} and needs the {prefix} prefix for UnrealHeaderTool"
+                        ));
                     }
                 }
             }

@@ -497,6 +497,7 @@ mod tests {
                 scope: crate::cache::CacheScope::Global,
             },
             Arc::clone(&metrics),
+            None,
         );
         GenerateService::new(
             router,

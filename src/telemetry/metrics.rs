@@ -41,6 +41,8 @@ pub struct Metrics {
     pub breaker_state: IntGaugeVec,
     pub breaker_transitions: IntCounterVec,
     pub cache_requests: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub redis_fallback: IntCounterVec,
 }
 
 impl Metrics {
@@ -139,6 +141,16 @@ impl Metrics {
                 "spark_circuit_breaker_transitions_total",
                 "Circuit state changes per provider, by the state entered.",
                 &["provider", "to"],
+            )?,
+            rate_limited: counter(
+                "spark_rate_limited_total",
+                "Requests refused with 429 by the rate limiter, by route class.",
+                &["route"],
+            )?,
+            redis_fallback: counter(
+                "spark_redis_fallback_total",
+                "Redis operations that failed and fell back to local state, by operation.",
+                &["op"],
             )?,
             cache_requests: counter(
                 "spark_cache_requests_total",

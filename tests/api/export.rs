@@ -70,7 +70,7 @@ async fn each_engine_exports_a_file_with_its_name_type_disposition_and_exact_bod
             "{engine}: {:?}",
             resp.headers().get("x-spark-warnings")
         );
-        assert_eq!(resp.headers()["x-request-id"].is_empty(), false);
+        assert!(!resp.headers()["x-request-id"].is_empty());
         assert_eq!(resp.bytes().await.unwrap(), code.as_bytes(), "{engine}");
     }
 }

@@ -50,6 +50,9 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ("OPENAI_API_KEY", OPENAI_KEY.to_owned()),
         ("OPENAI_BASE_URL", format!("{}/v1", openai.uri())),
         ("SPARK_PROVIDER_ORDER", "anthropic,openai".to_owned()),
+        // Tests that are not about limits must never meet one.
+        ("SPARK_RATE_LIMIT_GENERATE", "100000/min".to_owned()),
+        ("SPARK_RATE_LIMIT_EXPORT", "100000/min".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

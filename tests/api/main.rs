@@ -12,5 +12,6 @@ mod export;
 mod headers;
 mod helpers;
 mod providers;
+mod ratelimit;
 mod resilience;
 mod validation;
