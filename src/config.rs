@@ -95,6 +95,11 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     pub redis_url: Option<SecretString>,
     pub redis_timeout: Duration,
+    pub sentry_dsn: Option<SecretString>,
+    pub shutdown_delay: Duration,
+    pub shutdown_grace: Duration,
+    /// Mounts `GET /api/debug/panic`, for drills and tests of the panic path. Never in production.
+    pub panic_route: bool,
     pub log_format: LogFormat,
 }
 
@@ -361,6 +366,12 @@ impl Config {
         };
         let redis_url = r.secret("REDIS_URL");
         let redis_timeout = r.duration("SPARK_REDIS_TIMEOUT", Duration::from_millis(100));
+        let sentry_dsn = r.secret("SENTRY_DSN");
+        let shutdown_delay = r.duration("SPARK_SHUTDOWN_DELAY", Duration::ZERO);
+        let shutdown_grace = r.duration("SPARK_SHUTDOWN_GRACE", Duration::from_secs(25));
+        let panic_route = r.parse("SPARK_ENABLE_PANIC_ROUTE", false, "true or false", |s| {
+            s.parse::<bool>().ok()
+        });
 
         if request_deadline < upstream_timeout {
             r.problem(format!(
@@ -412,6 +423,10 @@ impl Config {
             trusted_proxies,
             redis_url,
             redis_timeout,
+            sentry_dsn,
+            shutdown_delay,
+            shutdown_grace,
+            panic_route,
             log_format,
         })
     }
@@ -565,6 +580,10 @@ impl Config {
             ),
             ("REDIS_URL", secret(&self.redis_url)),
             ("SPARK_REDIS_TIMEOUT", fmt_duration(self.redis_timeout)),
+            ("SENTRY_DSN", secret(&self.sentry_dsn)),
+            ("SPARK_SHUTDOWN_DELAY", fmt_duration(self.shutdown_delay)),
+            ("SPARK_SHUTDOWN_GRACE", fmt_duration(self.shutdown_grace)),
+            ("SPARK_ENABLE_PANIC_ROUTE", self.panic_route.to_string()),
             (
                 "SPARK_SANITIZER_THRESHOLD",
                 self.sanitizer.threshold.to_string(),

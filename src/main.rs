@@ -100,12 +100,39 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let bind = config.bind;
+    let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
     let state = spark_gateway::build_state(config)?;
     let listener = tokio::net::TcpListener::bind(bind).await?;
     tracing::info!(address = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "spark-gateway listening");
-    spark_gateway::serve(listener, state, shutdown_signal()).await?;
-    tracing::info!("spark-gateway stopped");
-    Ok(())
+
+    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(spark_gateway::serve(listener, state.clone(), async {
+        let _ = stopped.await;
+    }));
+    tokio::select! {
+        result = &mut server => {
+            // The server ended without a signal: that is an error (the listener failed).
+            result??;
+            return Ok(());
+        }
+        () = shutdown_signal() => {}
+    }
+    // Readiness turns 503 at once; keep accepting for the delay so load balancers notice, then
+    // stop accepting and let in-flight requests finish within the grace period.
+    state.start_draining();
+    tracing::info!(delay = ?delay, grace = ?grace, "draining: readiness is 503");
+    tokio::time::sleep(delay).await;
+    let _ = stop_accepting.send(());
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => {
+            result??;
+            tracing::info!("spark-gateway stopped");
+            Ok(())
+        }
+        Err(_) => {
+            anyhow::bail!("requests were still in flight when the {grace:?} grace period ended")
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -129,7 +156,7 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutdown signal received; draining in-flight requests");
+    tracing::info!("shutdown signal received");
 }
 
 fn check_config() -> ExitCode {

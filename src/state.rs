@@ -19,7 +19,9 @@ use crate::providers::simulator::Simulator;
 use crate::ratelimit::redis::{RedisBackend, RedisLimiter};
 use crate::ratelimit::{Limiter, MemoryLimiter};
 use crate::resilience::ProviderRouter;
-use crate::telemetry::Metrics;
+use crate::telemetry::{ErrorTracker, Metrics};
+use secrecy::ExposeSecret;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A start-up failure: never reaches a response.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,9 @@ struct Inner {
     metrics: Arc<Metrics>,
     limiter: Arc<dyn Limiter>,
     redis: Option<Arc<RedisBackend>>,
+    errors: Arc<ErrorTracker>,
+    /// Set on SIGTERM: readiness turns 503 while in-flight requests finish.
+    draining: AtomicBool,
     /// Permits for requests being served; when none is left new ones are shed with 503.
     inflight: Arc<Semaphore>,
     started: std::time::Instant,
@@ -60,6 +65,18 @@ impl AppState {
 
     pub fn generator(&self) -> &GenerateService {
         &self.0.generator
+    }
+
+    pub fn errors(&self) -> &ErrorTracker {
+        &self.0.errors
+    }
+
+    pub fn start_draining(&self) {
+        self.0.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.0.draining.load(Ordering::SeqCst)
     }
 
     pub fn limiter(&self) -> &dyn Limiter {
@@ -111,12 +128,25 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
     if let Some(o) = &config.openai {
         providers.push(Arc::new(OpenAi::new(http.clone(), o)));
     }
+    let sentry = config.sentry_dsn.as_ref().and_then(|dsn| {
+        let dsn = dsn.expose_secret().parse().ok();
+        if dsn.is_none() {
+            tracing::warn!("SENTRY_DSN is not a valid DSN; error forwarding is off");
+        }
+        let mut opts = sentry::ClientOptions::default();
+        opts.dsn = Some(dsn?);
+        opts.release = Some(concat!("spark-gateway@", env!("CARGO_PKG_VERSION")).into());
+        opts.send_default_pii = false;
+        Some(sentry::Client::from(sentry::apply_defaults(opts)))
+    });
+    let errors = Arc::new(ErrorTracker::new(500, metrics.errors.clone(), sentry));
     let router = ProviderRouter::new(
         providers,
         &config.breaker,
         config.retry.clone(),
         config.upstream_timeout,
         Arc::clone(&metrics),
+        Arc::clone(&errors),
     );
     let redis = match &config.redis_url {
         Some(url) => Some(
@@ -151,6 +181,8 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
         metrics,
         limiter,
         redis,
+        errors,
+        draining: AtomicBool::new(false),
         config,
     })))
 }

@@ -8,6 +8,19 @@ use crate::error::ApiError;
 use crate::providers::ProviderId;
 use crate::state::AppState;
 
+/// `GET /api/admin/errors`: grouped error fingerprints, most frequent first, and totals.
+pub async fn errors(State(state): State<AppState>) -> Json<Value> {
+    let totals = state.errors().totals();
+    Json(json!({
+        "groups": state.errors().groups(),
+        "total": totals.iter().map(|(_, n)| n).sum::<u64>(),
+        "bySeverity": totals
+            .iter()
+            .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
+            .collect::<serde_json::Map<String, Value>>(),
+    }))
+}
+
 pub async fn purge_cache(State(state): State<AppState>) -> Json<Value> {
     let purged = state.generator().cache().purge().await;
     tracing::info!(purged, "response cache purged");

@@ -44,6 +44,9 @@ pub async fn generate(
     let (generation, cache) = service
         .generate(&request, &caller, read_cache, started)
         .await?;
+    let span = tracing::Span::current();
+    span.record("provider", generation.provider.as_str());
+    span.record("cache", cache.label());
     let provider = HeaderValue::from_str(&generation.provider)
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     Ok((

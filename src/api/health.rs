@@ -67,6 +67,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         "healthy"
     };
     let cache = state.generator().cache().stats().await;
+    let totals = state.errors().totals();
     let body = json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
@@ -79,6 +80,13 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
                 "hitRate": cache.hit_rate,
             },
             "rateLimiter": {"backend": limiter.backend(), "ok": limiter.ok()},
+            "errorTracking": {
+                "total": totals.iter().map(|(_, n)| n).sum::<u64>(),
+                "bySeverity": totals
+                    .iter()
+                    .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
+                    .collect::<Map<String, Value>>(),
+            },
             "metrics": {"available": true},
             "memory": {"rssBytes": rss_bytes()},
         }
@@ -92,6 +100,12 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 }
 
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "reason": "draining" })),
+        );
+    }
     if can_serve(&state) {
         (StatusCode::OK, Json(json!({ "status": "ready" })))
     } else {

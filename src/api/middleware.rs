@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use crate::error::{ApiError, ErrorBody, render_body};
 use crate::state::AppState;
+use crate::telemetry::Severity;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -72,6 +73,10 @@ pub async fn request_context(
         route = %route,
         method = %method,
         caller = tracing::field::Empty,
+        status = tracing::field::Empty,
+        latency_ms = tracing::field::Empty,
+        provider = tracing::field::Empty,
+        cache = tracing::field::Empty,
     );
 
     let mut resp = next.run(req).instrument(span.clone()).await;
@@ -100,6 +105,13 @@ pub async fn request_context(
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    span.record("status", status);
+    span.record("latency_ms", latency_ms);
+    if let Some(err) = &error {
+        state
+            .errors()
+            .record(err.code, &route, &err.cause, Severity::of_code(err.code));
+    }
     let status_label = status.to_string();
     let metrics = state.metrics();
     metrics

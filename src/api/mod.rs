@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
 
     let admin = Router::new()
         .route("/api/admin/cache/purge", post(admin::purge_cache))
+        .route("/api/admin/errors", get(admin::errors))
         .route(
             "/api/admin/breakers/{provider}/reset",
             post(admin::reset_breaker),
@@ -86,8 +87,16 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(probes::metrics))
         .route("/api/metrics", get(probes::metrics));
 
+    // A route that panics, for drills and tests of the panic path; off unless configured.
+    let debug = if state.config().panic_route {
+        Router::new().route("/api/debug/panic", get(probes::panic))
+    } else {
+        Router::new()
+    };
+
     Router::new()
         .merge(protected)
+        .merge(debug)
         .merge(admin)
         .merge(open)
         .fallback(middleware::not_found)

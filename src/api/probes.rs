@@ -14,6 +14,12 @@ pub async fn livez() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Panics on purpose (mounted only with `SPARK_ENABLE_PANIC_ROUTE=true`).
+#[expect(clippy::panic, reason = "this route exists to exercise the panic path")]
+pub async fn panic() -> Json<Value> {
+    panic!("forced panic from /api/debug/panic")
+}
+
 /// `/metrics` and `/api/metrics`: the Prometheus text exposition of this gateway's registry.
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     super::health::refresh_breakers(&state);

@@ -489,6 +489,11 @@ mod tests {
             crate::resilience::RetryPolicy::default(),
             Duration::from_secs(1),
             Arc::clone(&metrics),
+            Arc::new(crate::telemetry::ErrorTracker::new(
+                10,
+                metrics.errors.clone(),
+                None,
+            )),
         );
         let cache = ResponseCache::new(
             &crate::cache::CacheConfig {

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, CircuitState};
 
 use crate::providers::{Completion, CompletionRequest, Provider, ProviderError, ProviderId};
-use crate::telemetry::Metrics;
+use crate::telemetry::{ErrorTracker, Metrics, Severity};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
@@ -72,6 +72,7 @@ pub struct ProviderRouter {
     retry: RetryPolicy,
     upstream_timeout: Duration,
     metrics: Arc<Metrics>,
+    errors: Arc<ErrorTracker>,
 }
 
 impl ProviderRouter {
@@ -81,12 +82,14 @@ impl ProviderRouter {
         retry: RetryPolicy,
         upstream_timeout: Duration,
         metrics: Arc<Metrics>,
+        errors: Arc<ErrorTracker>,
     ) -> Self {
         let mut map = BTreeMap::new();
         let mut breakers = BTreeMap::new();
         for p in providers {
             let id = p.id();
             let m = Arc::clone(&metrics);
+            let tracker = Arc::clone(&errors);
             let hook: breaker::TransitionHook = Arc::new(move |to: CircuitState| {
                 m.breaker_state
                     .with_label_values(&[id.as_str()])
@@ -95,7 +98,15 @@ impl ProviderRouter {
                     .with_label_values(&[id.as_str(), to.as_str()])
                     .inc();
                 match to {
-                    CircuitState::Open => tracing::warn!(provider = %id, "circuit opened"),
+                    CircuitState::Open => {
+                        tracing::warn!(provider = %id, "circuit opened");
+                        tracker.record(
+                            "circuit_open",
+                            &format!("provider:{id}"),
+                            "circuit opened",
+                            Severity::High,
+                        );
+                    }
                     CircuitState::HalfOpen => {
                         tracing::info!(provider = %id, "circuit half-open: probing")
                     }
@@ -115,6 +126,7 @@ impl ProviderRouter {
             retry,
             upstream_timeout,
             metrics,
+            errors,
         }
     }
 
@@ -198,6 +210,14 @@ impl ProviderRouter {
                     permit.neutral();
                 }
                 tracing::warn!(provider = %id, attempt, error = %error, "provider attempt failed");
+                if error.is_retryable() {
+                    self.errors.record(
+                        error.kind(),
+                        &format!("provider:{id}"),
+                        &error.to_string(),
+                        Severity::Medium,
+                    );
+                }
                 if matches!(error, ProviderError::Timeout { .. }) && timeout < self.upstream_timeout
                 {
                     // The attempt was cut short by the request's deadline, not its own timeout.

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub breaker_transitions: IntCounterVec,
     pub cache_requests: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub errors: IntCounterVec,
     pub redis_fallback: IntCounterVec,
 }
 
@@ -141,6 +142,11 @@ impl Metrics {
                 "spark_circuit_breaker_transitions_total",
                 "Circuit state changes per provider, by the state entered.",
                 &["provider", "to"],
+            )?,
+            errors: counter(
+                "errors_total",
+                "Errors recorded by the error tracker, by severity.",
+                &["severity"],
             )?,
             rate_limited: counter(
                 "spark_rate_limited_total",

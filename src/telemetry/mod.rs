@@ -4,8 +4,10 @@
 //! `RUST_LOG` filters (default `info`). Spans carry the request id, route and caller label, never
 //! keys or prompt text (see `api::middleware`).
 
+pub mod errors;
 pub mod metrics;
 
+pub use errors::{ErrorTracker, Severity};
 pub use metrics::Metrics;
 
 use tracing_subscriber::EnvFilter;

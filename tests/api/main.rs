@@ -11,6 +11,7 @@ mod auth;
 mod export;
 mod headers;
 mod helpers;
+mod observability;
 mod providers;
 mod ratelimit;
 mod resilience;

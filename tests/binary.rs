@@ -1,0 +1,147 @@
+//! The real binary: graceful shutdown on SIGTERM, JSON logs at the default level, and the
+//! `healthcheck` subcommand.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly at the first surprise"
+)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_spark-gateway");
+const KEY: &str = "user-ops-opssecret0123456789abc";
+const MARKER: &str = "BINARY-PROMPT-MARKER";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn healthcheck(base: &str) -> bool {
+    Command::new(BIN)
+        .args(["healthcheck", "--url", base])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_zero_with_json_logs() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SPARK_BIND", format!("127.0.0.1:{port}"))
+        .env("SPARK_API_KEYS", KEY)
+        .env("SPARK_SIMULATOR_LATENCY", "1500ms")
+        .env("SPARK_SHUTDOWN_DELAY", "1s")
+        .env("SPARK_SHUTDOWN_GRACE", "10s")
+        .env("SPARK_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        if client.get(format!("{base}/livez")).send().await.is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the gateway did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        healthcheck(&base),
+        "healthcheck passes while the gateway runs"
+    );
+
+    let slow = {
+        let client = client.clone();
+        let url = format!("{base}/api/spark/generate");
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .header("x-api-key", KEY)
+                .json(&serde_json::json!({"prompt": format!("Create a door {MARKER}")}))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "readiness is 503 while draining");
+
+    let resp = slow.await.unwrap();
+    assert_eq!(resp.status(), 200, "the in-flight request completes");
+
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the process did not exit within the grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        !healthcheck(&base),
+        "healthcheck fails once the gateway is gone"
+    );
+
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
+        .collect();
+    let request_line = lines
+        .iter()
+        .find(|l| l["message"] == "request finished" && l["span"]["route"] == "/api/spark/generate")
+        .unwrap_or_else(|| panic!("no request line in {logs}"));
+    assert!(
+        request_line["span"]["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+    assert_eq!(request_line["span"]["caller"], "ops");
+    assert_eq!(request_line["span"]["provider"], "simulator");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "spark-gateway stopped")
+    );
+    assert!(
+        !logs.contains(KEY) && !logs.contains("opssecret"),
+        "no key material"
+    );
+    assert!(!logs.contains(MARKER), "no prompt text");
+}
