@@ -143,6 +143,80 @@ pub fn check_user_key_format(key: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The key store in force, reloadable without a restart: keys from `SPARK_API_KEYS` stay, keys
+/// from `SPARK_API_KEYS_FILE` are re-read when the file changes (Kubernetes updates mounted
+/// secrets in place) or on SIGHUP. A file with a malformed key is refused as a whole and the
+/// keys in force stay: a typo in a rotation must not lock every client out.
+pub struct KeyRing {
+    current: std::sync::RwLock<std::sync::Arc<KeyStore>>,
+    master: Option<SecretString>,
+    inline: Vec<SecretString>,
+    file: Option<std::path::PathBuf>,
+    /// SHA-256 of the file content last loaded, to notice a change cheaply.
+    loaded: std::sync::Mutex<Option<[u8; 32]>>,
+}
+
+impl KeyRing {
+    /// `inline` are the `SPARK_API_KEYS` keys; the file's keys are read here.
+    pub fn new(
+        master: Option<SecretString>,
+        inline: Vec<SecretString>,
+        file: Option<std::path::PathBuf>,
+    ) -> Result<Self, String> {
+        let ring = KeyRing {
+            current: std::sync::RwLock::new(std::sync::Arc::new(KeyStore::default())),
+            master,
+            inline,
+            file,
+            loaded: std::sync::Mutex::new(None),
+        };
+        ring.reload(true)?;
+        Ok(ring)
+    }
+
+    pub fn current(&self) -> std::sync::Arc<KeyStore> {
+        self.current
+            .read()
+            .map(|c| std::sync::Arc::clone(&c))
+            .unwrap_or_else(|p| std::sync::Arc::clone(&p.into_inner()))
+    }
+
+    /// Re-reads the key file; with `force` false, only when its content changed. Returns whether
+    /// the keys in force changed.
+    pub fn reload(&self, force: bool) -> Result<bool, String> {
+        let mut keys = self.inline.clone();
+        let mut fingerprint = None;
+        if let Some(path) = &self.file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+            let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            if !force && *loaded == Some(digest) {
+                return Ok(false);
+            }
+            let from_file = crate::config::split_keys(&text);
+            for key in &from_file {
+                check_user_key_format(key.expose_secret())
+                    .map_err(|why| format!("{}: a key is malformed: {why}", path.display()))?;
+            }
+            keys.extend(from_file);
+            *loaded = Some(digest);
+            fingerprint = Some(digest);
+        }
+        let store = KeyStore::new(self.master.as_ref(), &keys);
+        if let Ok(mut current) = self.current.write() {
+            *current = std::sync::Arc::new(store);
+        }
+        if fingerprint.is_some() && !force {
+            tracing::info!(
+                keys = keys.len(),
+                "API keys reloaded from SPARK_API_KEYS_FILE"
+            );
+        }
+        Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

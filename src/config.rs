@@ -73,6 +73,8 @@ pub struct Config {
     pub master_key: Option<SecretString>,
     /// User keys from `SPARK_API_KEYS` and `SPARK_API_KEYS_FILE`, not yet hashed.
     pub api_keys: Vec<SecretString>,
+    /// Just the `SPARK_API_KEYS` keys (the file is re-read on rotation).
+    pub inline_api_keys: Vec<SecretString>,
     pub api_keys_file: Option<PathBuf>,
     pub anthropic: Option<UpstreamConfig>,
     pub openai: Option<UpstreamConfig>,
@@ -132,6 +134,7 @@ impl Config {
             .string("SPARK_API_KEYS")
             .map(|s| split_keys(&s))
             .unwrap_or_default();
+        let inline_api_keys = api_keys.clone();
         let api_keys_file = r.string("SPARK_API_KEYS_FILE").map(PathBuf::from);
         if let Some(path) = &api_keys_file {
             match std::fs::read_to_string(path) {
@@ -398,6 +401,7 @@ impl Config {
             bind,
             master_key,
             api_keys,
+            inline_api_keys,
             api_keys_file,
             anthropic,
             openai,
@@ -602,7 +606,7 @@ impl Config {
 
 /// Keys are separated by commas or new lines; blank lines and `#` comments are skipped so a
 /// Kubernetes secret file can carry notes.
-fn split_keys(text: &str) -> Vec<SecretString> {
+pub(crate) fn split_keys(text: &str) -> Vec<SecretString> {
     text.split([',', '\n'])
         .map(str::trim)
         .filter(|k| !k.is_empty() && !k.starts_with('#'))

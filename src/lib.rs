@@ -51,12 +51,21 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // Upkeep for as long as the server runs: the limiter forgets idle keys so its memory
     // follows active keys, not every key ever seen.
+    // It also re-reads the API key file four times a second, so a rotated key takes effect
+    // within a second without a restart.
     let upkeep_state = state.clone();
     let upkeep = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        let mut keys_tick = tokio::time::interval(std::time::Duration::from_millis(250));
+        let mut limiter_tick = tokio::time::interval(std::time::Duration::from_secs(30));
         loop {
-            tick.tick().await;
-            upkeep_state.limiter().maintain();
+            tokio::select! {
+                _ = keys_tick.tick() => {
+                    if let Err(e) = upkeep_state.key_ring().reload(false) {
+                        tracing::error!(error = %e, "API key file not reloaded; the keys in force stay");
+                    }
+                }
+                _ = limiter_tick.tick() => upkeep_state.limiter().maintain(),
+            }
         }
     });
     let result = axum::serve(

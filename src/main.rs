@@ -105,6 +105,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind).await?;
     tracing::info!(address = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "spark-gateway listening");
 
+    reload_keys_on_sighup(state.clone());
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(spark_gateway::serve(listener, state.clone(), async {
         let _ = stopped.await;
@@ -133,6 +134,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
             anyhow::bail!("requests were still in flight when the {grace:?} grace period ended")
         }
     }
+}
+
+/// SIGHUP re-reads `SPARK_API_KEYS_FILE` at once (it is also watched for changes).
+fn reload_keys_on_sighup(state: spark_gateway::AppState) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match state.key_ring().reload(true) {
+                Ok(_) => tracing::info!("API keys reloaded on SIGHUP"),
+                Err(e) => {
+                    tracing::error!(error = %e, "API keys not reloaded; the keys in force stay")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 async fn shutdown_signal() {

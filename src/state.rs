@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::auth::KeyStore;
+use crate::auth::{KeyRing, KeyStore};
 use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::generate::{GenerateService, Limits};
@@ -34,6 +34,8 @@ pub enum InitError {
     Metrics(String),
     #[error("{0}")]
     Redis(String),
+    #[error("API keys: {0}")]
+    Keys(String),
 }
 
 #[derive(Clone)]
@@ -41,7 +43,7 @@ pub struct AppState(Arc<Inner>);
 
 struct Inner {
     config: Config,
-    keys: KeyStore,
+    keys: KeyRing,
     generator: GenerateService,
     metrics: Arc<Metrics>,
     limiter: Arc<dyn Limiter>,
@@ -59,7 +61,12 @@ impl AppState {
         &self.0.config
     }
 
-    pub fn keys(&self) -> &KeyStore {
+    /// The keys in force now (they change when the key file is rotated).
+    pub fn keys(&self) -> Arc<KeyStore> {
+        self.0.keys.current()
+    }
+
+    pub fn key_ring(&self) -> &KeyRing {
         &self.0.keys
     }
 
@@ -172,7 +179,12 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
         config.sanitizer,
         Arc::clone(&metrics),
     );
-    let keys = KeyStore::new(config.master_key.as_ref(), &config.api_keys);
+    let keys = KeyRing::new(
+        config.master_key.clone(),
+        config.inline_api_keys.clone(),
+        config.api_keys_file.clone(),
+    )
+    .map_err(InitError::Keys)?;
     Ok(AppState(Arc::new(Inner {
         inflight: Arc::new(Semaphore::new(config.max_inflight)),
         started: std::time::Instant::now(),
