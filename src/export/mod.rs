@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::Deserialize;
 
-pub use naming::{MAX_NAME_CHARS, ScriptName, reserved_words};
+pub use naming::{MAX_NAME_CHARS, ScriptName, is_reserved_word};
 
 use crate::generate::{Engine, detect_script_name, snake_case};
 
@@ -77,15 +77,7 @@ struct OutFile {
 
 /// Validates and packages the request.
 pub fn export(params: ExportParams) -> Result<Export, ExportError> {
-    let engine = match params.engine.as_deref() {
-        None => Engine::Unity,
-        Some(e) => Engine::parse(e).ok_or_else(|| {
-            invalid(format!(
-                "unknown engine {e:?}; expected one of {}",
-                Engine::ALL.map(Engine::as_str).join(", ")
-            ))
-        })?,
-    };
+    let engine = Engine::from_field(params.engine.as_deref()).map_err(ExportError::Invalid)?;
     match (params.files, params.code, params.script_name) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(invalid(
             "send either code and scriptName for one file, or files for a bundle, not both",

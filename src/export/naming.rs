@@ -50,7 +50,7 @@ impl ScriptName {
                 identifier_rule(engine)
             ));
         }
-        if reserved_words(engine).contains(&raw) {
+        if is_reserved_word(engine, raw) {
             return Err(format!(
                 "scriptName is a reserved word in {}",
                 engine.language()
@@ -114,7 +114,19 @@ fn is_identifier(name: &str, engine: Engine) -> bool {
     chars.next().is_some_and(start_ok) && chars.all(continue_ok)
 }
 
-pub fn reserved_words(engine: Engine) -> &'static [&'static str] {
+const LUA_KEYWORDS: &[&str] = &[
+    "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if", "in",
+    "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while",
+];
+const LUAU_EXTRA: &[&str] = &["continue", "export", "type", "typeof"];
+
+/// Whether `name` is reserved in the engine's language.
+pub fn is_reserved_word(engine: Engine, name: &str) -> bool {
+    reserved_words(engine).contains(&name)
+        || (engine == Engine::Roblox && LUAU_EXTRA.contains(&name))
+}
+
+fn reserved_words(engine: Engine) -> &'static [&'static str] {
     match engine {
         Engine::Unity => &[
             "abstract",
@@ -332,11 +344,8 @@ pub fn reserved_words(engine: Engine) -> &'static [&'static str] {
             "false",
             "null",
         ],
-        Engine::Roblox => &[
-            "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "if", "in",
-            "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while",
-            "continue", "export", "type", "typeof",
-        ],
+        // Luau is Lua with a few more reserved words; see `LUAU_EXTRA`.
+        Engine::Roblox | Engine::Love2d => LUA_KEYWORDS,
         Engine::Phaser => &[
             "break",
             "case",
@@ -409,11 +418,6 @@ pub fn reserved_words(engine: Engine) -> &'static [&'static str] {
             "box", "do", "final", "gen", "macro", "override", "priv", "typeof", "unsized",
             "virtual", "yield", "try",
         ],
-        Engine::Love2d => &[
-            "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto",
-            "if", "in", "local", "nil", "not", "or", "repeat", "return", "then", "true", "until",
-            "while",
-        ],
     }
 }
 
@@ -477,6 +481,8 @@ mod tests {
         assert!(ScriptName::parse("func", Engine::Godot).is_err());
         assert!(ScriptName::parse("func", Engine::Unity).is_ok());
         assert!(ScriptName::parse("local", Engine::Roblox).is_err());
+        assert!(ScriptName::parse("continue", Engine::Roblox).is_err());
+        assert!(ScriptName::parse("continue", Engine::Love2d).is_ok());
         assert!(ScriptName::parse("Self", Engine::Bevy).is_err());
         assert!(ScriptName::parse("constructor", Engine::Phaser).is_err());
         assert!(ScriptName::parse("nullptr", Engine::Unreal).is_err());

@@ -54,6 +54,20 @@ impl Engine {
         Self::ALL.into_iter().find(|e| e.as_str() == s)
     }
 
+    /// [`Engine::parse`] for a request field: absent means Unity, unknown is a sentence that
+    /// lists the choices.
+    pub fn from_field(s: Option<&str>) -> Result<Self, String> {
+        match s {
+            None => Ok(Engine::Unity),
+            Some(e) => Engine::parse(e).ok_or_else(|| {
+                format!(
+                    "unknown engine {e:?}; expected one of {}",
+                    Engine::ALL.map(Engine::as_str).join(", ")
+                )
+            }),
+        }
+    }
+
     /// The language name used in responses (and as the preferred fence tag).
     pub fn language(self) -> &'static str {
         match self {

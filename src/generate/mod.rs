@@ -155,15 +155,8 @@ impl GenerateService {
             Some(_) => return Err(invalid("prompt must not be empty")),
             None => return Err(invalid("prompt is required")),
         };
-        let engine = match params.engine.as_deref() {
-            None => Engine::Unity,
-            Some(e) => Engine::parse(e).ok_or_else(|| {
-                invalid(format!(
-                    "unknown engine {e:?}; expected one of {}",
-                    Engine::ALL.map(Engine::as_str).join(", ")
-                ))
-            })?,
-        };
+        let engine =
+            Engine::from_field(params.engine.as_deref()).map_err(GenerateError::Invalid)?;
         let provider = match params.provider.as_deref() {
             None | Some("auto") => ProviderChoice::Auto,
             Some(p) => match ProviderId::parse(p) {

@@ -1081,107 +1081,82 @@ fn printable_text(bytes: Vec<u8>) -> Option<String> {
 }
 
 /// A run where one short token repeats many times (`ö ö ö ö …`, `})})})…`): padding that pushes
-/// the system prompt out of a model's attention. Returns the run's byte span.
+/// the system prompt out of a model's attention. Returns the run's byte span. ASCII text is read
+/// as bytes (the common case, and several times faster); the logic is the same generic code.
 fn token_flood(text: &str) -> Option<(usize, usize)> {
     if text.is_ascii() {
-        return token_flood_ascii(text.as_bytes());
+        let b = text.as_bytes();
+        let tokens = b
+            .split(u8::is_ascii_whitespace)
+            .map(|t| (t.as_ptr() as usize - b.as_ptr() as usize, t, t.len()));
+        repeated_tokens(tokens).or_else(|| {
+            symbol_flood(
+                b.iter().copied().enumerate(),
+                |c: u8| c.is_ascii_whitespace(),
+                |c: u8| c.is_ascii_alphanumeric(),
+            )
+        })
+    } else {
+        let tokens = text.split_whitespace().map(|t| {
+            (
+                t.as_ptr() as usize - text.as_ptr() as usize,
+                t,
+                t.chars().count(),
+            )
+        });
+        repeated_tokens(tokens).or_else(|| {
+            symbol_flood(
+                text.char_indices(),
+                char::is_whitespace,
+                char::is_alphanumeric,
+            )
+        })
     }
-    // Whitespace-separated repeats.
-    let mut prev: Option<&str> = None;
+}
+
+/// Twenty-four or more identical short tokens in a row: (offset, token, length in characters).
+fn repeated_tokens<'a, T: PartialEq + ?Sized + 'a>(
+    tokens: impl Iterator<Item = (usize, &'a T, usize)>,
+) -> Option<(usize, usize)> {
+    let mut prev: Option<&T> = None;
     let mut run = 0usize;
     let mut run_start = 0usize;
-    for (idx, tok) in text
-        .split_whitespace()
-        .map(|t| (t.as_ptr() as usize - text.as_ptr() as usize, t))
-    {
-        if Some(tok) == prev && tok.chars().count() <= 12 {
+    for (at, tok, chars) in tokens {
+        if chars == 0 {
+            continue;
+        }
+        if Some(tok) == prev && chars <= 12 {
             run += 1;
             if run >= 24 {
-                return Some((run_start, idx + tok.len()));
+                return Some((run_start, at + chars));
             }
         } else {
             prev = Some(tok);
             run = 1;
-            run_start = idx;
-        }
-    }
-    // Long stretches of two or three distinct symbols (`})})}}})…`), whitespace ignored. A
-    // run of one character is a separator line such as "-----" and is left alone, and so is a
-    // separator with a little decoration ("// -----"): a flood alternates between its symbols.
-    const MIN_RUN: usize = 64;
-    let mut seen: [(char, usize); 3] = [('\0', 0); 3];
-    let mut distinct = 0usize;
-    let mut len = 0usize;
-    let mut start = 0usize;
-    for (at, c) in text.char_indices() {
-        if c.is_whitespace() {
-            continue;
-        }
-        if c.is_alphanumeric() {
-            distinct = 0;
-            len = 0;
-            continue;
-        }
-        if len == 0 {
-            start = at;
-        }
-        match seen[..distinct].iter_mut().find(|(s, _)| *s == c) {
-            Some((_, n)) => *n += 1,
-            None if distinct < 3 => {
-                seen[distinct] = (c, 1);
-                distinct += 1;
-            }
-            None => {
-                // A fourth symbol: start a new run from this one.
-                seen[0] = (c, 1);
-                distinct = 1;
-                len = 0;
-                start = at;
-            }
-        }
-        len += 1;
-        let dominant = seen[..distinct].iter().map(|(_, n)| *n).max().unwrap_or(0);
-        if len >= MIN_RUN && distinct >= 2 && dominant * 4 <= len * 3 {
-            return Some((start, at));
+            run_start = at;
         }
     }
     None
 }
 
-/// [`token_flood`] over ASCII bytes: the same two checks without decoding characters.
-fn token_flood_ascii(b: &[u8]) -> Option<(usize, usize)> {
-    let mut prev: &[u8] = &[];
-    let mut run = 0usize;
-    let mut run_start = 0usize;
-    let mut pos = 0usize;
-    for tok in b.split(|c| c.is_ascii_whitespace()) {
-        let at = pos;
-        pos += tok.len() + 1;
-        if tok.is_empty() {
-            continue;
-        }
-        if tok == prev && tok.len() <= 12 {
-            run += 1;
-            if run >= 24 {
-                return Some((run_start, at + tok.len()));
-            }
-        } else {
-            prev = tok;
-            run = 1;
-            run_start = at;
-        }
-    }
+/// Long stretches of two or three distinct symbols (`})})}}})…`), whitespace ignored. A run of one
+/// symbol is a separator line such as "-----" and is left alone, and so is a separator with a
+/// little decoration ("// -----"): a flood alternates between its symbols.
+fn symbol_flood<T: Copy + PartialEq>(
+    items: impl Iterator<Item = (usize, T)>,
+    is_space: impl Fn(T) -> bool,
+    is_alnum: impl Fn(T) -> bool,
+) -> Option<(usize, usize)> {
     const MIN_RUN: usize = 64;
-    let mut counts = [0usize; 3];
-    let mut seen = [0u8; 3];
+    let mut seen: [(Option<T>, usize); 3] = [(None, 0); 3];
     let mut distinct = 0usize;
     let mut len = 0usize;
     let mut start = 0usize;
-    for (at, &c) in b.iter().enumerate() {
-        if c.is_ascii_whitespace() {
+    for (at, c) in items {
+        if is_space(c) {
             continue;
         }
-        if c.is_ascii_alphanumeric() {
+        if is_alnum(c) {
             distinct = 0;
             len = 0;
             continue;
@@ -1189,16 +1164,15 @@ fn token_flood_ascii(b: &[u8]) -> Option<(usize, usize)> {
         if len == 0 {
             start = at;
         }
-        match seen[..distinct].iter().position(|&s| s == c) {
-            Some(k) => counts[k] += 1,
+        match seen[..distinct].iter_mut().find(|(s, _)| *s == Some(c)) {
+            Some((_, n)) => *n += 1,
             None if distinct < 3 => {
-                seen[distinct] = c;
-                counts[distinct] = 1;
+                seen[distinct] = (Some(c), 1);
                 distinct += 1;
             }
             None => {
-                seen[0] = c;
-                counts[0] = 1;
+                // A fourth symbol: start a new run from this one.
+                seen[0] = (Some(c), 1);
                 distinct = 1;
                 len = 0;
                 start = at;
@@ -1206,7 +1180,7 @@ fn token_flood_ascii(b: &[u8]) -> Option<(usize, usize)> {
         }
         len += 1;
         if len >= MIN_RUN && distinct >= 2 {
-            let dominant = counts[..distinct].iter().copied().max().unwrap_or(0);
+            let dominant = seen[..distinct].iter().map(|(_, n)| *n).max().unwrap_or(0);
             if dominant * 4 <= len * 3 {
                 return Some((start, at));
             }

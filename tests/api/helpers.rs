@@ -27,9 +27,14 @@ impl TestApp {
 
     /// POSTs a generate body with Alice's key.
     pub async fn post_generate(&self, body: &Value) -> reqwest::Response {
+        self.post_generate_as(ALICE_KEY, body).await
+    }
+
+    /// POSTs a generate body with the given key.
+    pub async fn post_generate_as(&self, key: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url("/api/spark/generate"))
-            .header("x-api-key", ALICE_KEY)
+            .header("x-api-key", key)
             .json(body)
             .send()
             .await

@@ -46,24 +46,10 @@ async fn the_third_request_in_a_minute_is_429_and_every_response_carries_the_hea
     assert!((29_000..=30_000).contains(&ms), "{ms}");
 
     // Another key has its own budget; the master key is exempt.
-    let bob = app
-        .client
-        .post(app.url("/api/spark/generate"))
-        .header("x-api-key", BOB_KEY)
-        .json(&body())
-        .send()
-        .await
-        .unwrap();
+    let bob = app.post_generate_as(BOB_KEY, &body()).await;
     assert_eq!(bob.status(), 200);
     for _ in 0..3 {
-        let master = app
-            .client
-            .post(app.url("/api/spark/generate"))
-            .header("x-api-key", MASTER_KEY)
-            .json(&body())
-            .send()
-            .await
-            .unwrap();
+        let master = app.post_generate_as(MASTER_KEY, &body()).await;
         assert_eq!(master.status(), 200);
     }
     let m = app
@@ -260,23 +246,9 @@ async fn two_gateways_sharing_redis_share_one_budget_and_one_cache() {
         .mount(&b.anthropic)
         .await;
     let prompt = json!({"prompt": "a shared gate", "provider": "anthropic"});
-    let on_a = a
-        .client
-        .post(a.url("/api/spark/generate"))
-        .header("x-api-key", MASTER_KEY)
-        .json(&prompt)
-        .send()
-        .await
-        .unwrap();
+    let on_a = a.post_generate_as(MASTER_KEY, &prompt).await;
     assert_eq!(on_a.headers()["x-cache"], "MISS");
-    let on_b = b
-        .client
-        .post(b.url("/api/spark/generate"))
-        .header("x-api-key", MASTER_KEY)
-        .json(&prompt)
-        .send()
-        .await
-        .unwrap();
+    let on_b = b.post_generate_as(MASTER_KEY, &prompt).await;
     assert_eq!(on_b.status(), 200);
     assert_eq!(on_b.headers()["x-cache"], "HIT");
     let a_body: Value = on_a.json().await.unwrap();
