@@ -253,6 +253,44 @@ impl ResponseCache {
         }
     }
 
+    /// A cached answer, without generating on a miss (the streaming path). Counts a hit when
+    /// found; the caller counts the miss when it stores the fresh answer.
+    pub async fn lookup(&self, key: &CacheKey) -> Option<Arc<Generation>> {
+        let store = self.store.as_ref()?;
+        let found = match store.get(key).await {
+            Some(g) => Some(g),
+            None => {
+                let g = Arc::new(self.load_l2(key).await?);
+                store.insert(*key, Arc::clone(&g)).await;
+                Some(g)
+            }
+        };
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .cache_requests
+                .with_label_values(&["hit"])
+                .inc();
+        }
+        found
+    }
+
+    /// Stores a fresh answer in both levels (the streaming path), counting the lookup's result.
+    pub async fn store_fresh(&self, key: CacheKey, g: Generation, result: CacheResult) {
+        if result == CacheResult::Miss {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        self.metrics
+            .cache_requests
+            .with_label_values(&[result.label()])
+            .inc();
+        if let Some(store) = &self.store {
+            let g = Arc::new(g);
+            self.store_l2(&key, &g).await;
+            store.insert(key, g).await;
+        }
+    }
+
     async fn load_l2(&self, key: &CacheKey) -> Option<Generation> {
         let redis = self.redis.as_ref()?;
         let bytes = redis.get(&l2_key(key)).await.ok()??;

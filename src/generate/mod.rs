@@ -21,7 +21,9 @@ pub use extract::{
 
 use crate::auth::Caller;
 use crate::cache::{CacheResult, ResponseCache};
-use crate::providers::{Completion, CompletionRequest, ProviderError, ProviderId, Usage};
+use crate::providers::{
+    Completion, CompletionRequest, ProviderError, ProviderId, StreamEvent, Usage,
+};
 use crate::resilience::{ProviderRouter, RouteError};
 use crate::sanitize::{self, Policy, Rejection};
 use crate::telemetry::Metrics;
@@ -121,7 +123,8 @@ pub struct Limits {
 
 pub struct GenerateService {
     router: ProviderRouter,
-    cache: ResponseCache,
+    /// Shared with the streams this service hands out, which store their answer when they end.
+    cache: Arc<ResponseCache>,
     order: Vec<ProviderId>,
     limits: Limits,
     policy: Policy,
@@ -139,7 +142,7 @@ impl GenerateService {
     ) -> Self {
         GenerateService {
             router,
-            cache,
+            cache: Arc::new(cache),
             order,
             limits,
             policy,
@@ -345,15 +348,7 @@ impl GenerateService {
         started: Instant,
     ) -> Result<Generation, GenerateError> {
         let deadline = self.limits.request_deadline;
-        let base = CompletionRequest {
-            model: String::new(),
-            system: req.engine.system_prompt().to_owned(),
-            prompt: req.prompt.clone(),
-            max_tokens: req.max_tokens,
-            temperature: req.temperature,
-            engine: req.engine,
-            timeout: deadline,
-        };
+        let base = self.base_request(req, deadline);
         let mut upstream_wait = Duration::ZERO;
         let ends_at = tokio::time::Instant::from_std(started) + deadline;
         // The router keeps every attempt inside the deadline; the outer timeout is the backstop
@@ -365,11 +360,7 @@ impl GenerateService {
         )
         .await
         .unwrap_or(Err(RouteError::Deadline))
-        .map_err(|e| match e {
-            RouteError::Provider(p) => GenerateError::Provider(p),
-            RouteError::Unavailable { retry_after } => GenerateError::Unavailable(retry_after),
-            RouteError::Deadline => GenerateError::Deadline(deadline),
-        });
+        .map_err(|e| route_error(e, deadline));
         self.metrics.overhead.observe(
             started
                 .elapsed()
@@ -378,34 +369,176 @@ impl GenerateService {
         );
         match result {
             Ok((provider, completion)) => {
-                let m = &self.metrics;
-                let p = provider.as_str();
-                m.generation
-                    .with_label_values(&[p, req.engine.as_str(), "success", "false"])
-                    .inc();
-                m.generation_duration
-                    .with_label_values(&[p])
-                    .observe(started.elapsed().as_secs_f64());
-                m.tokens
-                    .with_label_values(&[p, "input"])
-                    .inc_by(completion.usage.input_tokens);
-                m.tokens
-                    .with_label_values(&[p, "output"])
-                    .inc_by(completion.usage.output_tokens);
-                Ok(self.finish(req, provider, completion, started))
+                record_success(
+                    &self.metrics,
+                    provider,
+                    req.engine,
+                    completion.usage,
+                    started,
+                );
+                Ok(build_generation(req, provider, completion, started))
             }
             Err(e) => {
-                let provider = match &e {
-                    GenerateError::Provider(p) => p.provider().as_str(),
-                    _ => "none",
-                };
-                self.metrics
-                    .generation
-                    .with_label_values(&[provider, req.engine.as_str(), e.code(), "false"])
-                    .inc();
+                self.count_failure(req.engine, &e);
                 Err(e)
             }
         }
+    }
+
+    /// The streaming twin of [`GenerateService::generate`]: a cache hit is one delta and `done`;
+    /// otherwise the router opens a stream (falling back only before its first event) and every
+    /// delta is passed on as it arrives. The finished answer is extracted, named and cached like a
+    /// non-streaming one. An error before the first event is returned here (and becomes an
+    /// ordinary error response); one after it ends the stream with [`StreamItem::Error`].
+    pub async fn generate_stream(
+        &self,
+        req: &GenerateRequest,
+        caller: &Caller,
+        read_cache: bool,
+        started: Instant,
+    ) -> Result<(GenerationStream, String, CacheResult), GenerateError> {
+        use futures_util::StreamExt;
+        let plan = self.plan(req)?;
+        let key = self.cache.key(req, caller);
+        let hit = if read_cache {
+            self.cache.lookup(&key).await
+        } else {
+            None
+        };
+        if let Some(hit) = hit {
+            let mut g = (*hit).clone();
+            g.cached = true;
+            g.latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.metrics
+                .generation
+                .with_label_values(&[&g.provider, req.engine.as_str(), "success", "true"])
+                .inc();
+            let provider = g.provider.clone();
+            let items = vec![StreamItem::Delta(g.code.clone()), StreamItem::Done(g)];
+            return Ok((
+                Box::pin(futures_util::stream::iter(items)),
+                provider,
+                CacheResult::Hit,
+            ));
+        }
+        let result = if !self.cache.enabled() || !read_cache {
+            CacheResult::Bypass
+        } else {
+            CacheResult::Miss
+        };
+        let deadline = self.limits.request_deadline;
+        let ends_at = tokio::time::Instant::from_std(started) + deadline;
+        let base = self.base_request(req, deadline);
+        let mut upstream_wait = Duration::ZERO;
+        let opened = tokio::time::timeout_at(
+            ends_at,
+            self.router
+                .stream(&plan, &base, ends_at, &mut upstream_wait),
+        )
+        .await
+        .unwrap_or(Err(RouteError::Deadline));
+        let (provider, upstream) = match opened {
+            Ok(ok) => ok,
+            Err(e) => {
+                let e = route_error(e, deadline);
+                self.count_failure(req.engine, &e);
+                return Err(e);
+            }
+        };
+        struct State {
+            upstream: crate::providers::CompletionStream,
+            text: String,
+            done: bool,
+        }
+        let cache = Arc::clone(&self.cache);
+        let metrics = Arc::clone(&self.metrics);
+        let req = req.clone();
+        let stream = futures_util::stream::unfold(
+            State {
+                upstream,
+                text: String::new(),
+                done: false,
+            },
+            move |mut st| {
+                let cache = Arc::clone(&cache);
+                let metrics = Arc::clone(&metrics);
+                let req = req.clone();
+                async move {
+                    if st.done {
+                        return None;
+                    }
+                    let item = match st.upstream.next().await {
+                        Some(Ok(StreamEvent::Delta(t))) => {
+                            st.text.push_str(&t);
+                            StreamItem::Delta(t)
+                        }
+                        Some(Ok(StreamEvent::Finished {
+                            model,
+                            usage,
+                            truncated,
+                        })) => {
+                            st.done = true;
+                            let completion = Completion {
+                                text: std::mem::take(&mut st.text),
+                                model,
+                                usage,
+                                truncated,
+                            };
+                            record_success(&metrics, provider, req.engine, usage, started);
+                            let g = build_generation(&req, provider, completion, started);
+                            cache.store_fresh(key, g.clone(), result).await;
+                            StreamItem::Done(g)
+                        }
+                        Some(Err(e)) => {
+                            st.done = true;
+                            let e = GenerateError::Provider(e);
+                            metrics
+                                .generation
+                                .with_label_values(&[
+                                    provider.as_str(),
+                                    req.engine.as_str(),
+                                    e.code(),
+                                    "false",
+                                ])
+                                .inc();
+                            StreamItem::Error(e)
+                        }
+                        None => {
+                            st.done = true;
+                            StreamItem::Error(GenerateError::Provider(ProviderError::Malformed {
+                                provider,
+                                reason: "the stream ended without finishing".into(),
+                            }))
+                        }
+                    };
+                    Some((item, st))
+                }
+            },
+        );
+        Ok((Box::pin(stream), provider.as_str().to_owned(), result))
+    }
+
+    fn base_request(&self, req: &GenerateRequest, deadline: Duration) -> CompletionRequest {
+        CompletionRequest {
+            model: String::new(),
+            system: req.engine.system_prompt().to_owned(),
+            prompt: req.prompt.clone(),
+            max_tokens: req.max_tokens,
+            temperature: req.temperature,
+            engine: req.engine,
+            timeout: deadline,
+        }
+    }
+
+    fn count_failure(&self, engine: Engine, e: &GenerateError) {
+        let provider = match e {
+            GenerateError::Provider(p) => p.provider().as_str(),
+            _ => "none",
+        };
+        self.metrics
+            .generation
+            .with_label_values(&[provider, engine.as_str(), e.code(), "false"])
+            .inc();
     }
 
     pub fn router(&self) -> &ProviderRouter {
@@ -415,38 +548,82 @@ impl GenerateService {
     pub fn cache(&self) -> &ResponseCache {
         &self.cache
     }
+}
 
-    fn finish(
-        &self,
-        req: &GenerateRequest,
-        provider: ProviderId,
-        completion: Completion,
-        started: Instant,
-    ) -> Generation {
-        let Extracted { code, warnings } = extract_code(&completion.text, req.engine);
-        let mut all_warnings = req.warnings.clone();
-        all_warnings.extend(warnings);
-        if completion.truncated {
-            all_warnings
-                .push("the model stopped at maxTokens; the code is probably incomplete".to_owned());
-        }
-        let script_name = detect_script_name(&code, req.engine)
-            .or_else(|| name_from_prompt(&req.prompt))
-            .unwrap_or_else(|| "GameScript".to_owned());
-        Generation {
-            id: format!("gen_{}", uuid::Uuid::new_v4().simple()),
-            file_name: file_name(req.engine, &script_name, &code),
-            code,
-            language: req.engine.language().to_owned(),
-            engine: req.engine.as_str().to_owned(),
-            script_name,
-            provider: provider.as_str().to_owned(),
-            model: completion.model,
-            cached: false,
-            usage: completion.usage.into(),
-            warnings: all_warnings,
-            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        }
+/// One item of a streamed generation.
+#[derive(Debug, Clone)]
+pub enum StreamItem {
+    Delta(String),
+    Done(Generation),
+    Error(GenerateError),
+}
+
+pub type GenerationStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = StreamItem> + Send>>;
+
+fn route_error(e: RouteError, deadline: Duration) -> GenerateError {
+    match e {
+        RouteError::Provider(p) => GenerateError::Provider(p),
+        RouteError::Unavailable { retry_after } => GenerateError::Unavailable(retry_after),
+        RouteError::Deadline => GenerateError::Deadline(deadline),
+    }
+}
+
+fn record_success(
+    metrics: &Metrics,
+    provider: ProviderId,
+    engine: Engine,
+    usage: Usage,
+    started: Instant,
+) {
+    let p = provider.as_str();
+    metrics
+        .generation
+        .with_label_values(&[p, engine.as_str(), "success", "false"])
+        .inc();
+    metrics
+        .generation_duration
+        .with_label_values(&[p])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .tokens
+        .with_label_values(&[p, "input"])
+        .inc_by(usage.input_tokens);
+    metrics
+        .tokens
+        .with_label_values(&[p, "output"])
+        .inc_by(usage.output_tokens);
+}
+
+/// The answer as a named script: extraction, naming, warnings.
+fn build_generation(
+    req: &GenerateRequest,
+    provider: ProviderId,
+    completion: Completion,
+    started: Instant,
+) -> Generation {
+    let Extracted { code, warnings } = extract_code(&completion.text, req.engine);
+    let mut all_warnings = req.warnings.clone();
+    all_warnings.extend(warnings);
+    if completion.truncated {
+        all_warnings
+            .push("the model stopped at maxTokens; the code is probably incomplete".to_owned());
+    }
+    let script_name = detect_script_name(&code, req.engine)
+        .or_else(|| name_from_prompt(&req.prompt))
+        .unwrap_or_else(|| "GameScript".to_owned());
+    Generation {
+        id: format!("gen_{}", uuid::Uuid::new_v4().simple()),
+        file_name: file_name(req.engine, &script_name, &code),
+        code,
+        language: req.engine.language().to_owned(),
+        engine: req.engine.as_str().to_owned(),
+        script_name,
+        provider: provider.as_str().to_owned(),
+        model: completion.model,
+        cached: false,
+        usage: completion.usage.into(),
+        warnings: all_warnings,
+        latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }
 }
 

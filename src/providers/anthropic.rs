@@ -11,7 +11,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::http_util::{error_kind, json_error_class, read_body, retry_after, transport_error};
-use super::{Completion, CompletionRequest, Provider, ProviderError, ProviderId, Usage};
+use super::{
+    Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId,
+    StreamEvent, Usage,
+};
 use crate::config::UpstreamConfig;
 
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -23,7 +26,55 @@ pub struct Anthropic {
     models: Vec<String>,
 }
 
+const P: ProviderId = ProviderId::Anthropic;
+
 impl Anthropic {
+    /// Sends the request; a non-2xx answer becomes a typed error here. Streaming requests get
+    /// no whole-response timeout (a long answer may stream for minutes); the router bounds the
+    /// wait for the headers and the first event instead.
+    async fn send(
+        &self,
+        req: &CompletionRequest,
+        stream: bool,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let body = MessagesRequest {
+            model: &req.model,
+            max_tokens: req.max_tokens,
+            system: &req.system,
+            messages: [Message {
+                role: "user",
+                content: &req.prompt,
+            }],
+            temperature: req.temperature,
+            stream,
+        };
+        let mut builder = self
+            .http
+            .post(&self.url)
+            .header("x-api-key", self.api_key.expose_secret())
+            .header("anthropic-version", ANTHROPIC_VERSION)
+            .json(&body);
+        if !stream {
+            builder = builder.timeout(req.timeout);
+        }
+        let resp = builder
+            .send()
+            .await
+            .map_err(|e| transport_error(P, &e, req.timeout))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let retry = retry_after(resp.headers());
+        let bytes = read_body(P, resp, req.timeout).await?;
+        Err(ProviderError::Status {
+            provider: P,
+            status: status.as_u16(),
+            kind: error_kind(&bytes),
+            retry_after: retry,
+        })
+    }
+
     pub fn new(http: reqwest::Client, cfg: &UpstreamConfig) -> Self {
         Anthropic {
             http,
@@ -84,45 +135,119 @@ impl Provider for Anthropic {
     }
 
     async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError> {
-        const P: ProviderId = ProviderId::Anthropic;
-        let body = MessagesRequest {
-            model: &req.model,
-            max_tokens: req.max_tokens,
-            system: &req.system,
-            messages: [Message {
-                role: "user",
-                content: &req.prompt,
-            }],
-            temperature: req.temperature,
-            stream: false,
-        };
-        let resp = self
-            .http
-            .post(&self.url)
-            .header("x-api-key", self.api_key.expose_secret())
-            .header("anthropic-version", ANTHROPIC_VERSION)
-            .timeout(req.timeout)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| transport_error(P, &e, req.timeout))?;
-        let status = resp.status();
-        let retry = retry_after(resp.headers());
+        let resp = self.send(req, false).await?;
         let bytes = read_body(P, resp, req.timeout).await?;
-        if !status.is_success() {
-            return Err(ProviderError::Status {
-                provider: P,
-                status: status.as_u16(),
-                kind: error_kind(&bytes),
-                retry_after: retry,
-            });
-        }
         parse_response(&bytes)
+    }
+
+    async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
+        let resp = self.send(req, true).await?;
+        Ok(Box::pin(stream_events(super::sse::events(Box::pin(
+            resp.bytes_stream(),
+        )))))
     }
 }
 
+/// The Messages API's stream events, as [`StreamEvent`]s: `content_block_delta` text becomes
+/// deltas, `message_start` and `message_delta` carry the model and usage, `message_stop` ends it,
+/// `ping` is skipped and an `error` event ends it with a typed error.
+fn stream_events(
+    events: impl futures_util::Stream<Item = Result<super::sse::SseEvent, super::sse::SseError>>
+    + Send
+    + 'static,
+) -> impl futures_util::Stream<Item = Result<StreamEvent, ProviderError>> + Send {
+    struct State {
+        model: String,
+        usage: Usage,
+        truncated: bool,
+        done: bool,
+    }
+    let events = Box::pin(events);
+    futures_util::stream::unfold(
+        (
+            events,
+            State {
+                model: String::new(),
+                usage: Usage::default(),
+                truncated: false,
+                done: false,
+            },
+        ),
+        |(mut events, mut st)| async move {
+            use futures_util::StreamExt;
+            if st.done {
+                return None;
+            }
+            loop {
+                let ev = match events.next().await {
+                    None => {
+                        st.done = true;
+                        let e = ProviderError::Malformed {
+                            provider: P,
+                            reason: "the stream ended before message_stop".into(),
+                        };
+                        return Some((Err(e), (events, st)));
+                    }
+                    Some(Err(e)) => {
+                        st.done = true;
+                        let e = ProviderError::Transport {
+                            provider: P,
+                            reason: e.to_string(),
+                        };
+                        return Some((Err(e), (events, st)));
+                    }
+                    Some(Ok(ev)) => ev,
+                };
+                let data: serde_json::Value = serde_json::from_str(&ev.data).unwrap_or_default();
+                match ev.event.as_str() {
+                    "message_start" => {
+                        let m = &data["message"];
+                        st.model = m["model"].as_str().unwrap_or_default().to_owned();
+                        st.usage.input_tokens = m["usage"]["input_tokens"].as_u64().unwrap_or(0);
+                    }
+                    "content_block_delta" if data["delta"]["type"] == "text_delta" => {
+                        let text = data["delta"]["text"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
+                        return Some((Ok(StreamEvent::Delta(text)), (events, st)));
+                    }
+                    "message_delta" => {
+                        if let Some(out) = data["usage"]["output_tokens"].as_u64() {
+                            st.usage.output_tokens = out;
+                        }
+                        st.truncated |= data["delta"]["stop_reason"] == "max_tokens";
+                    }
+                    "message_stop" => {
+                        st.done = true;
+                        let fin = StreamEvent::Finished {
+                            model: st.model.clone(),
+                            usage: st.usage,
+                            truncated: st.truncated,
+                        };
+                        return Some((Ok(fin), (events, st)));
+                    }
+                    "error" => {
+                        st.done = true;
+                        let kind = data["error"]["type"].as_str().unwrap_or("unknown");
+                        let status = if kind == "overloaded_error" { 529 } else { 500 };
+                        let kind = error_kind(ev.data.as_bytes());
+                        let e = ProviderError::Status {
+                            provider: P,
+                            status,
+                            kind,
+                            retry_after: None,
+                        };
+                        return Some((Err(e), (events, st)));
+                    }
+                    _ => {}
+                }
+            }
+        },
+    )
+}
+
 fn parse_response(bytes: &[u8]) -> Result<Completion, ProviderError> {
-    const P: ProviderId = ProviderId::Anthropic;
     let parsed: MessagesResponse =
         serde_json::from_slice(bytes).map_err(|e| ProviderError::Malformed {
             provider: P,

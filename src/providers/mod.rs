@@ -9,9 +9,13 @@
 pub mod anthropic;
 pub mod openai;
 pub mod simulator;
+pub mod sse;
 
 use std::fmt;
+use std::pin::Pin;
 use std::time::Duration;
+
+use futures_util::Stream;
 
 use async_trait::async_trait;
 
@@ -178,6 +182,22 @@ impl ProviderError {
     }
 }
 
+/// One item of a streamed completion.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// Text as the model produced it.
+    Delta(String),
+    /// The end: what the non-streaming answer would report besides the text.
+    Finished {
+        model: String,
+        usage: Usage,
+        truncated: bool,
+    },
+}
+
+/// A streamed completion: deltas, then `Finished`, or an error that ends it.
+pub type CompletionStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
+
 /// A provider: one attempt at one completion.
 #[async_trait]
 pub trait Provider: Send + Sync {
@@ -185,6 +205,9 @@ pub trait Provider: Send + Sync {
     /// The models this provider accepts; the first is its default.
     fn models(&self) -> &[String];
     async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError>;
+    /// Starts a streamed completion. Returns once the upstream accepted the request (status and
+    /// headers); an error here happened before any byte of the answer.
+    async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError>;
 }
 
 /// Largest upstream body read into memory. A real completion of the largest allowed

@@ -15,7 +15,10 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::http_util::{error_kind, json_error_class, read_body, retry_after, transport_error};
-use super::{Completion, CompletionRequest, Provider, ProviderError, ProviderId, Usage};
+use super::{
+    Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId,
+    StreamEvent, Usage,
+};
 use crate::config::UpstreamConfig;
 
 pub struct OpenAi {
@@ -25,7 +28,48 @@ pub struct OpenAi {
     models: Vec<String>,
 }
 
+const P: ProviderId = ProviderId::OpenAi;
+
 impl OpenAi {
+    /// Sends the request (streaming asks for usage in the last chunk); a non-2xx answer becomes a
+    /// typed error here. Streams get no whole-response timeout; the router bounds the wait for
+    /// the headers and the first chunk.
+    async fn send(
+        &self,
+        req: &CompletionRequest,
+        stream: bool,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let mut body = serde_json::to_value(build_request(req)).unwrap_or_default();
+        if stream {
+            body["stream"] = serde_json::Value::Bool(true);
+            body["stream_options"] = serde_json::json!({"include_usage": true});
+        }
+        let mut builder = self
+            .http
+            .post(&self.url)
+            .bearer_auth(self.api_key.expose_secret())
+            .json(&body);
+        if !stream {
+            builder = builder.timeout(req.timeout);
+        }
+        let resp = builder
+            .send()
+            .await
+            .map_err(|e| transport_error(P, &e, req.timeout))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let retry = retry_after(resp.headers());
+        let bytes = read_body(P, resp, req.timeout).await?;
+        Err(ProviderError::Status {
+            provider: P,
+            status: status.as_u16(),
+            kind: error_kind(&bytes),
+            retry_after: retry,
+        })
+    }
+
     pub fn new(http: reqwest::Client, cfg: &UpstreamConfig) -> Self {
         OpenAi {
             http,
@@ -79,33 +123,121 @@ impl Provider for OpenAi {
     }
 
     async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError> {
-        const P: ProviderId = ProviderId::OpenAi;
-        let resp = self
-            .http
-            .post(&self.url)
-            .bearer_auth(self.api_key.expose_secret())
-            .timeout(req.timeout)
-            .json(&build_request(req))
-            .send()
-            .await
-            .map_err(|e| transport_error(P, &e, req.timeout))?;
-        let status = resp.status();
-        let retry = retry_after(resp.headers());
+        let resp = self.send(req, false).await?;
         let bytes = read_body(P, resp, req.timeout).await?;
-        if !status.is_success() {
-            return Err(ProviderError::Status {
-                provider: P,
-                status: status.as_u16(),
-                kind: error_kind(&bytes),
-                retry_after: retry,
-            });
-        }
         parse_response(&bytes)
+    }
+
+    async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
+        let resp = self.send(req, true).await?;
+        Ok(Box::pin(stream_events(super::sse::events(Box::pin(
+            resp.bytes_stream(),
+        )))))
     }
 }
 
+/// `chat.completion.chunk`s as [`StreamEvent`]s: `delta.content` becomes deltas, the model,
+/// `finish_reason` and the final usage chunk are kept, and `data: [DONE]` ends the stream.
+fn stream_events(
+    events: impl futures_util::Stream<Item = Result<super::sse::SseEvent, super::sse::SseError>>
+    + Send
+    + 'static,
+) -> impl futures_util::Stream<Item = Result<StreamEvent, ProviderError>> + Send {
+    struct State {
+        model: String,
+        usage: Usage,
+        truncated: bool,
+        done: bool,
+    }
+    let events = Box::pin(events);
+    futures_util::stream::unfold(
+        (
+            events,
+            State {
+                model: String::new(),
+                usage: Usage::default(),
+                truncated: false,
+                done: false,
+            },
+        ),
+        |(mut events, mut st)| async move {
+            use futures_util::StreamExt;
+            if st.done {
+                return None;
+            }
+            loop {
+                let ev = match events.next().await {
+                    None => {
+                        st.done = true;
+                        let e = ProviderError::Malformed {
+                            provider: P,
+                            reason: "the stream ended before [DONE]".into(),
+                        };
+                        return Some((Err(e), (events, st)));
+                    }
+                    Some(Err(e)) => {
+                        st.done = true;
+                        let e = ProviderError::Transport {
+                            provider: P,
+                            reason: e.to_string(),
+                        };
+                        return Some((Err(e), (events, st)));
+                    }
+                    Some(Ok(ev)) => ev,
+                };
+                if ev.data.trim() == "[DONE]" {
+                    st.done = true;
+                    let fin = StreamEvent::Finished {
+                        model: st.model.clone(),
+                        usage: st.usage,
+                        truncated: st.truncated,
+                    };
+                    return Some((Ok(fin), (events, st)));
+                }
+                let chunk: serde_json::Value = match serde_json::from_str(&ev.data) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        st.done = true;
+                        let e = ProviderError::Malformed {
+                            provider: P,
+                            reason: "a chunk is not JSON".into(),
+                        };
+                        return Some((Err(e), (events, st)));
+                    }
+                };
+                if chunk.get("error").is_some() {
+                    st.done = true;
+                    let e = ProviderError::Status {
+                        provider: P,
+                        status: 500,
+                        kind: error_kind(ev.data.as_bytes()),
+                        retry_after: None,
+                    };
+                    return Some((Err(e), (events, st)));
+                }
+                if let Some(m) = chunk["model"].as_str() {
+                    st.model = m.to_owned();
+                }
+                if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
+                    st.usage = Usage {
+                        input_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
+                        output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+                    };
+                }
+                let choice = &chunk["choices"][0];
+                st.truncated |= choice["finish_reason"] == "length";
+                if let Some(text) = choice["delta"]["content"]
+                    .as_str()
+                    .filter(|t| !t.is_empty())
+                {
+                    return Some((Ok(StreamEvent::Delta(text.to_owned())), (events, st)));
+                }
+            }
+        },
+    )
+}
+
 fn parse_response(bytes: &[u8]) -> Result<Completion, ProviderError> {
-    const P: ProviderId = ProviderId::OpenAi;
     let parsed: CreateChatCompletionResponse =
         serde_json::from_slice(bytes).map_err(|e| ProviderError::Malformed {
             provider: P,

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Completion, CompletionRequest, Provider, ProviderError, ProviderId, Usage};
+use super::{
+    Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId,
+    StreamEvent, Usage,
+};
 use crate::generate::{Engine, name_from_prompt};
 
 pub const SIMULATOR_MODEL: &str = "spark-simulator-1";
@@ -64,6 +67,23 @@ impl Provider for Simulator {
             usage,
             truncated: false,
         })
+    }
+
+    /// The same answer as [`Provider::complete`], in chunks of about 48 characters (split on
+    /// character boundaries), then `Finished`.
+    async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
+        let c = self.complete(req).await?;
+        let chars: Vec<char> = c.text.chars().collect();
+        let mut items: Vec<Result<StreamEvent, ProviderError>> = chars
+            .chunks(48)
+            .map(|chunk| Ok(StreamEvent::Delta(chunk.iter().collect())))
+            .collect();
+        items.push(Ok(StreamEvent::Finished {
+            model: c.model,
+            usage: c.usage,
+            truncated: c.truncated,
+        }));
+        Ok(Box::pin(futures_util::stream::iter(items)))
     }
 }
 

@@ -109,8 +109,8 @@ pub struct Rejected {
 
 /// The right to make one call. Report how it went with [`Permit::success`] or
 /// [`Permit::failure`]; [`Permit::neutral`] releases it without counting (a caller error).
-pub struct Permit<'a> {
-    breaker: &'a Breaker,
+pub struct Permit {
+    breaker: Arc<Breaker>,
     probe: bool,
     done: bool,
 }
@@ -155,13 +155,14 @@ impl Breaker {
         }
     }
 
-    pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
+    /// A permit owns its breaker, so it can travel with a response stream past this call.
+    pub fn try_acquire(self: &Arc<Self>) -> Result<Permit, Rejected> {
         let now = Instant::now();
         let mut inner = self.lock();
         self.refresh(&mut inner, now);
         match inner.state {
             CircuitState::Closed => Ok(Permit {
-                breaker: self,
+                breaker: Arc::clone(self),
                 probe: false,
                 done: false,
             }),
@@ -172,7 +173,7 @@ impl Breaker {
                 if inner.probes_in_flight < self.cfg.half_open_probes {
                     inner.probes_in_flight += 1;
                     Ok(Permit {
-                        breaker: self,
+                        breaker: Arc::clone(self),
                         probe: true,
                         done: false,
                     })
@@ -298,7 +299,7 @@ impl Breaker {
     }
 }
 
-impl Permit<'_> {
+impl Permit {
     pub fn success(mut self) {
         self.done = true;
         self.breaker.record(self.probe, false);
@@ -316,7 +317,7 @@ impl Permit<'_> {
     }
 }
 
-impl Drop for Permit<'_> {
+impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
             self.breaker.release(self.probe);
@@ -341,7 +342,7 @@ mod tests {
         }
     }
 
-    fn fail(b: &Breaker, n: usize) {
+    fn fail(b: &Arc<Breaker>, n: usize) {
         for _ in 0..n {
             b.try_acquire().unwrap().failure();
         }
@@ -349,7 +350,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn trips_after_consecutive_failures_and_refuses_with_the_time_left() {
-        let b = Breaker::new(cfg(), None);
+        let b = Arc::new(Breaker::new(cfg(), None));
         fail(&b, 2);
         assert_eq!(b.snapshot().state, CircuitState::Closed);
         fail(&b, 1);
@@ -361,7 +362,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn trips_on_failure_rate_once_the_minimum_calls_are_in_the_window() {
-        let b = Breaker::new(cfg(), None);
+        let b = Arc::new(Breaker::new(cfg(), None));
         // fail, ok, fail, ok: never 3 in a row, but 2 of 4 = 50%.
         for failed in [true, false, true] {
             let p = b.try_acquire().unwrap();
@@ -380,7 +381,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn old_calls_leave_the_window() {
-        let b = Breaker::new(cfg(), None);
+        let b = Arc::new(Breaker::new(cfg(), None));
         for _ in 0..3 {
             b.try_acquire().unwrap().success();
         }
@@ -391,13 +392,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn half_open_admits_the_configured_probes_and_success_closes() {
-        let b = Breaker::new(
+        let b = Arc::new(Breaker::new(
             BreakerConfig {
                 half_open_probes: 2,
                 ..cfg()
             },
             None,
-        );
+        ));
         fail(&b, 3);
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(
@@ -419,7 +420,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_probe_reopens_with_a_longer_cool_down_up_to_the_cap() {
-        let b = Breaker::new(cfg(), None);
+        let b = Arc::new(Breaker::new(cfg(), None));
         fail(&b, 3);
         let mut expected = [5, 10, 20, 30, 30].into_iter();
         let first = expected.next().unwrap();
@@ -438,7 +439,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn dropped_and_neutral_permits_free_the_probe_slot_without_deciding() {
-        let b = Breaker::new(cfg(), None);
+        let b = Arc::new(Breaker::new(cfg(), None));
         fail(&b, 3);
         tokio::time::advance(Duration::from_secs(5)).await;
         drop(b.try_acquire().unwrap());
@@ -451,12 +452,12 @@ mod tests {
     async fn transitions_are_reported_once_each_and_reset_closes() {
         let seen = Arc::new(AtomicUsize::new(0));
         let s = Arc::clone(&seen);
-        let b = Breaker::new(
+        let b = Arc::new(Breaker::new(
             cfg(),
             Some(Arc::new(move |_| {
                 s.fetch_add(1, Ordering::SeqCst);
             })),
-        );
+        ));
         fail(&b, 3);
         assert!(b.try_acquire().is_err());
         assert_eq!(

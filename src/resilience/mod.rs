@@ -20,7 +20,10 @@ use tokio::time::Instant;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, CircuitState};
 
-use crate::providers::{Completion, CompletionRequest, Provider, ProviderError, ProviderId};
+use crate::providers::{
+    Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId,
+    StreamEvent,
+};
 use crate::telemetry::{ErrorTracker, Metrics, Severity};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -248,6 +251,134 @@ impl ProviderRouter {
             }),
         }
     }
+    /// Opens a streamed completion. Fallback happens only before the first event reaches us:
+    /// each provider gets `min(upstream timeout, time left)` to accept the request and send its
+    /// first event; after that the stream is the caller's, and a failure in it ends the stream
+    /// (and counts against that provider's breaker). Streams are not retried on the same
+    /// provider: a partial answer cannot be taken back.
+    pub async fn stream(
+        &self,
+        plan: &[(ProviderId, String)],
+        base: &CompletionRequest,
+        deadline: Instant,
+        upstream_wait: &mut Duration,
+    ) -> Result<(ProviderId, CompletionStream), RouteError> {
+        use futures_util::StreamExt;
+        let mut last_error: Option<ProviderError> = None;
+        let mut earliest_open: Option<Duration> = None;
+        for (id, model) in plan {
+            let (Some(provider), Some(breaker)) = (self.providers.get(id), self.breakers.get(id))
+            else {
+                continue;
+            };
+            let permit = match breaker.try_acquire() {
+                Ok(p) => p,
+                Err(refused) => {
+                    earliest_open = Some(
+                        earliest_open.map_or(refused.retry_after, |e| e.min(refused.retry_after)),
+                    );
+                    continue;
+                }
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(RouteError::Deadline);
+            }
+            let timeout = self.upstream_timeout.min(remaining);
+            let call = CompletionRequest {
+                model: model.clone(),
+                timeout,
+                ..base.clone()
+            };
+            let started = Instant::now();
+            let opened = tokio::time::timeout(timeout, async {
+                let mut s = provider.stream(&call).await?;
+                match s.next().await {
+                    Some(Ok(first)) => Ok((first, s)),
+                    Some(Err(e)) => Err(e),
+                    None => Err(ProviderError::Malformed {
+                        provider: *id,
+                        reason: "empty stream".into(),
+                    }),
+                }
+            })
+            .await
+            .unwrap_or(Err(ProviderError::Timeout {
+                provider: *id,
+                timeout,
+            }));
+            let took = started.elapsed();
+            *upstream_wait += took;
+            let status = match &opened {
+                Ok(_) => "200".to_owned(),
+                Err(e) => e
+                    .status()
+                    .map_or_else(|| e.kind().to_owned(), |s| s.to_string()),
+            };
+            self.metrics.observe_upstream(id.as_str(), &status, took);
+            let error = match opened {
+                Ok((first, rest)) => return Ok((*id, guard_stream(first, rest, permit))),
+                Err(e) => e,
+            };
+            if error.is_provider_fault() {
+                permit.failure();
+            } else {
+                permit.neutral();
+            }
+            tracing::warn!(provider = %id, error = %error, "provider stream failed before its first event");
+            if error.is_retryable() {
+                self.errors.record(
+                    error.kind(),
+                    &format!("provider:{id}"),
+                    &error.to_string(),
+                    Severity::Medium,
+                );
+            }
+            if matches!(error, ProviderError::Timeout { .. }) && timeout < self.upstream_timeout {
+                return Err(RouteError::Deadline);
+            }
+            if !error.is_retryable() {
+                return Err(RouteError::Provider(error));
+            }
+            last_error = Some(error);
+        }
+        match (last_error, earliest_open) {
+            (Some(e), _) => Err(RouteError::Provider(e)),
+            (None, Some(retry_after)) => Err(RouteError::Unavailable { retry_after }),
+            (None, None) => Err(RouteError::Unavailable {
+                retry_after: Duration::from_secs(1),
+            }),
+        }
+    }
+}
+
+/// The stream after its first event, reporting its outcome to the breaker: success when it
+/// finishes, failure when it breaks, nothing when the client goes away first.
+fn guard_stream(
+    first: StreamEvent,
+    rest: CompletionStream,
+    permit: breaker::Permit,
+) -> CompletionStream {
+    use futures_util::StreamExt;
+    let mut permit = Some(permit);
+    let head = futures_util::stream::once(async move { Ok(first) });
+    Box::pin(head.chain(rest).inspect(move |item| match item {
+        Ok(StreamEvent::Finished { .. }) => {
+            if let Some(p) = permit.take() {
+                p.success();
+            }
+        }
+        Err(e) => {
+            if let Some(p) = permit.take() {
+                if e.is_provider_fault() {
+                    p.failure();
+                } else {
+                    p.neutral();
+                }
+            }
+        }
+        Ok(StreamEvent::Delta(_)) => {}
+    }))
 }
 
 #[cfg(test)]

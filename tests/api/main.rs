@@ -15,4 +15,5 @@ mod observability;
 mod providers;
 mod ratelimit;
 mod resilience;
+mod streaming;
 mod validation;
