@@ -114,6 +114,11 @@ const L2_VERSION: u32 = 1;
 struct L2Value {
     v: u32,
     generation: Generation,
+    /// `Generation::answer`, which the Spark API body leaves out.
+    #[serde(default)]
+    answer: String,
+    #[serde(default)]
+    truncated: bool,
 }
 
 fn l2_key(key: &CacheKey) -> String {
@@ -123,13 +128,19 @@ fn l2_key(key: &CacheKey) -> String {
 
 fn l2_decode(bytes: &[u8]) -> Option<Generation> {
     let value: L2Value = serde_json::from_slice(bytes).ok()?;
-    (value.v == L2_VERSION).then_some(value.generation)
+    (value.v == L2_VERSION).then_some(Generation {
+        answer: value.answer,
+        truncated: value.truncated,
+        ..value.generation
+    })
 }
 
 fn l2_encode(g: &Generation) -> Vec<u8> {
     serde_json::to_vec(&L2Value {
         v: L2_VERSION,
         generation: g.clone(),
+        answer: g.answer.clone(),
+        truncated: g.truncated,
     })
     .unwrap_or_default()
 }
@@ -144,6 +155,7 @@ fn weight(g: &Generation) -> u32 {
         + g.file_name.len()
         + g.provider.len()
         + g.model.len()
+        + g.answer.len()
         + g.warnings.iter().map(String::len).sum::<usize>();
     u32::try_from(strings + std::mem::size_of::<Generation>() + 32 + 64).unwrap_or(u32::MAX)
 }
@@ -193,6 +205,7 @@ impl ResponseCache {
             Some(t) => field(&t.to_bits().to_le_bytes()),
             None => field(b"default"),
         }
+        field(req.system.as_deref().unwrap_or("").as_bytes());
         if self.scope == CacheScope::Key {
             field(caller.label().as_bytes());
         }
@@ -395,6 +408,8 @@ mod tests {
             },
             warnings: vec![],
             latency_ms: 0,
+            answer: "the whole answer".into(),
+            truncated: false,
         }
     }
 
@@ -408,6 +423,7 @@ mod tests {
             temperature: Some(0.2),
             stream: false,
             warnings: vec![],
+            system: None,
         }
     }
 

@@ -85,7 +85,7 @@ fn sse_event(item: StreamItem, request_id: &str) -> Event {
         StreamItem::Delta(text) => Event::default()
             .event("delta")
             .json_data(serde_json::json!({ "text": text })),
-        StreamItem::Done(generation) => Event::default().event("done").json_data(&generation),
+        StreamItem::Done(generation) => Event::default().event("done").json_data(&*generation),
         StreamItem::Error(e) => {
             let api = ApiError::from(e);
             tracing::warn!(code = api.code(), cause = %api, "stream ended with an error");

@@ -83,7 +83,20 @@ pub async fn request_context(
 
     let error = resp.extensions_mut().remove::<ErrorBody>();
     if let Some(err) = &error {
-        *resp.body_mut() = Body::from(render_body(err, &id));
+        let body = if route.starts_with("/v1/") {
+            // OpenAI's shape, and OpenAI's status for content it refuses (400, not 422).
+            if resp.status() == axum::http::StatusCode::UNPROCESSABLE_ENTITY {
+                *resp.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+            }
+            let status = resp.status().as_u16();
+            serde_json::to_vec(&serde_json::json!({
+                "error": super::openai::openai_error(&err.message, err.code, status)
+            }))
+            .unwrap_or_default()
+        } else {
+            render_body(err, &id)
+        };
+        *resp.body_mut() = Body::from(body);
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

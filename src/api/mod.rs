@@ -10,6 +10,7 @@ mod generate;
 mod health;
 pub mod json;
 pub mod middleware;
+mod openai;
 mod probes;
 mod ratelimit;
 
@@ -57,6 +58,17 @@ pub fn router(state: AppState) -> Router {
                     ratelimit::limit,
                 )),
         )
+        .route(
+            "/v1/chat/completions",
+            post(openai::chat_completions)
+                .layer::<_, Infallible>(DefaultBodyLimit::max(generate_limit))
+                .layer::<_, Infallible>(axum::Extension(BodyLimit(generate_limit)))
+                .layer::<_, Infallible>(axum::middleware::from_fn_with_state(
+                    (state.clone(), RouteClass::OpenAi),
+                    ratelimit::limit,
+                )),
+        )
+        .route("/v1/models", get(openai::models))
         // Auth runs before the load shedder so anonymous floods are refused without taking a slot.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -63,6 +63,8 @@ pub struct GenerateRequest {
     pub temperature: Option<f32>,
     pub stream: bool,
     pub warnings: Vec<String>,
+    /// The caller's own system prompt (OpenAI-compatible API), instead of the engine's.
+    pub system: Option<String>,
 }
 
 /// The 200 body of `POST /api/spark/generate`.
@@ -81,6 +83,13 @@ pub struct Generation {
     pub usage: UsageBody,
     pub warnings: Vec<String>,
     pub latency_ms: u64,
+    /// The model's whole answer, prose included: what the OpenAI-compatible API returns. Not
+    /// part of the Spark API body.
+    #[serde(skip)]
+    pub answer: String,
+    /// The model stopped at the token limit (OpenAI's `finish_reason: "length"`).
+    #[serde(skip)]
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -207,6 +216,7 @@ impl GenerateService {
             temperature,
             stream: params.stream.unwrap_or(false),
             warnings: Vec::new(),
+            system: None,
         };
         // Resolve now so a model outside the allow-list is a 400 before any work is done.
         self.plan(&request)?;
@@ -414,7 +424,13 @@ impl GenerateService {
                 .with_label_values(&[&g.provider, req.engine.as_str(), "success", "true"])
                 .inc();
             let provider = g.provider.clone();
-            let items = vec![StreamItem::Delta(g.code.clone()), StreamItem::Done(g)];
+            // The stored answer, whole, as one delta: the model's text, like a live stream.
+            let text = if g.answer.is_empty() {
+                g.code.clone()
+            } else {
+                g.answer.clone()
+            };
+            let items = vec![StreamItem::Delta(text), StreamItem::Done(Box::new(g))];
             return Ok((
                 Box::pin(futures_util::stream::iter(items)),
                 provider,
@@ -487,7 +503,7 @@ impl GenerateService {
                             record_success(&metrics, provider, req.engine, usage, started);
                             let g = build_generation(&req, provider, completion, started);
                             cache.store_fresh(key, g.clone(), result).await;
-                            StreamItem::Done(g)
+                            StreamItem::Done(Box::new(g))
                         }
                         Some(Err(e)) => {
                             st.done = true;
@@ -521,7 +537,10 @@ impl GenerateService {
     fn base_request(&self, req: &GenerateRequest, deadline: Duration) -> CompletionRequest {
         CompletionRequest {
             model: String::new(),
-            system: req.engine.system_prompt().to_owned(),
+            system: req
+                .system
+                .clone()
+                .unwrap_or_else(|| req.engine.system_prompt().to_owned()),
             prompt: req.prompt.clone(),
             max_tokens: req.max_tokens,
             temperature: req.temperature,
@@ -550,11 +569,131 @@ impl GenerateService {
     }
 }
 
+/// `POST /v1/chat/completions` as OpenAI SDKs send it. Fields this gateway does not use (`n`,
+/// `top_p`, `user`, …) are accepted and ignored, as OpenAI-compatible servers do.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ChatParams {
+    pub model: Option<String>,
+    pub messages: Option<Vec<ChatMessage>>,
+    pub max_tokens: Option<i64>,
+    pub max_completion_tokens: Option<i64>,
+    pub temperature: Option<f64>,
+    pub stream: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    /// A string, or an array of parts of which the `text` ones are read.
+    pub content: Option<serde_json::Value>,
+}
+
+/// The model names the OpenAI-compatible API accepts besides the providers' own.
+pub const AUTO_MODEL: &str = "spark-auto";
+
+fn message_text(content: &Option<serde_json::Value>) -> String {
+    match content {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Array(parts)) => parts
+            .iter()
+            .filter(|p| p["type"] == "text")
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+impl GenerateService {
+    /// Every model a caller may name on the OpenAI-compatible API, with its owner.
+    pub fn chat_models(&self) -> Vec<(String, &'static str)> {
+        let mut out = vec![(AUTO_MODEL.to_owned(), "spark")];
+        for id in self.router.ids() {
+            if let Some(p) = self.router.provider(id) {
+                let owner = id.as_str();
+                if id == ProviderId::Simulator {
+                    out.push(("simulator".to_owned(), owner));
+                }
+                out.extend(p.models().iter().map(|m| (m.clone(), owner)));
+            }
+        }
+        out
+    }
+
+    /// Turns a chat request into a generation request: the model picks the provider
+    /// (`claude-*` Anthropic, `gpt-*`/`o*` OpenAI, `simulator`, `spark-auto` the fallback order),
+    /// system and developer messages replace the engine's system prompt, and the conversation
+    /// becomes the prompt, which the sanitizer checks like any other.
+    pub fn validate_chat(&self, chat: ChatParams) -> Result<GenerateRequest, GenerateError> {
+        let model = chat
+            .model
+            .filter(|m| !m.trim().is_empty())
+            .ok_or_else(|| invalid("model is required"))?;
+        let (provider, model) = if model == AUTO_MODEL {
+            ("auto".to_owned(), None)
+        } else if model == "simulator" {
+            ("simulator".to_owned(), None)
+        } else {
+            let owner = self
+                .router
+                .ids()
+                .find(|id| {
+                    self.router
+                        .provider(*id)
+                        .is_some_and(|p| p.models().contains(&model))
+                })
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "model {model:?} is not available here; GET /v1/models lists the models"
+                    ))
+                })?;
+            (owner.as_str().to_owned(), Some(model))
+        };
+        let messages = chat.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return Err(invalid("messages must hold at least one message"));
+        }
+        let mut system = Vec::new();
+        let mut turns = Vec::new();
+        for m in &messages {
+            let text = message_text(&m.content);
+            match m.role.as_str() {
+                "system" | "developer" => system.push(text),
+                "user" => turns.push(("User", text)),
+                "assistant" => turns.push(("Assistant", text)),
+                other => return Err(invalid(format!("message role {other:?} is not supported"))),
+            }
+        }
+        if !turns.iter().any(|(who, _)| *who == "User") {
+            return Err(invalid("messages must hold a user message"));
+        }
+        let prompt = match turns.as_slice() {
+            [("User", only)] => only.clone(),
+            _ => turns
+                .iter()
+                .map(|(who, text)| format!("{who}: {text}"))
+                .collect::<Vec<_>>()
+                .join("\n\n"),
+        };
+        let mut request = self.validate(GenerateParams {
+            prompt: Some(prompt),
+            engine: None,
+            provider: Some(provider),
+            model,
+            max_tokens: chat.max_completion_tokens.or(chat.max_tokens),
+            temperature: chat.temperature,
+            stream: chat.stream,
+        })?;
+        request.system = (!system.is_empty()).then(|| system.join("\n\n"));
+        Ok(request)
+    }
+}
+
 /// One item of a streamed generation.
 #[derive(Debug, Clone)]
 pub enum StreamItem {
     Delta(String),
-    Done(Generation),
+    Done(Box<Generation>),
     Error(GenerateError),
 }
 
@@ -601,6 +740,7 @@ fn build_generation(
     completion: Completion,
     started: Instant,
 ) -> Generation {
+    let answer = completion.text.clone();
     let Extracted { code, warnings } = extract_code(&completion.text, req.engine);
     let mut all_warnings = req.warnings.clone();
     all_warnings.extend(warnings);
@@ -624,6 +764,8 @@ fn build_generation(
         usage: completion.usage.into(),
         warnings: all_warnings,
         latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        answer,
+        truncated: completion.truncated,
     }
 }
 

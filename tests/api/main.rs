@@ -12,6 +12,7 @@ mod export;
 mod headers;
 mod helpers;
 mod observability;
+mod openai_compat;
 mod providers;
 mod ratelimit;
 mod resilience;

@@ -223,7 +223,17 @@ async fn a_cache_hit_streams_the_stored_answer_as_one_delta_and_done() {
     assert_eq!(resp.headers()["x-cache"], "HIT");
     let second = read_events(resp).await;
     assert_eq!(second.len(), 2);
-    assert_eq!(second[0].1["text"], first.last().unwrap().1["code"]);
+    let first_text: String = first
+        .iter()
+        .filter(|(e, _)| e == "delta")
+        .map(|(_, d)| d["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        second[0].1["text"],
+        first_text.as_str(),
+        "the stored answer, whole"
+    );
+    assert_eq!(second[1].1["code"], first.last().unwrap().1["code"]);
     assert_eq!(second[1].1["cached"], true);
     // A plain request is answered from what the stream stored.
     let plain = app

@@ -1,0 +1,147 @@
+//! The OpenAI-compatible API: `POST /v1/chat/completions` (plain and streaming) and
+//! `GET /v1/models`, so an unmodified OpenAI SDK pointed at the gateway works.
+//!
+//! The same pipeline as the Spark API (auth by Bearer key, the `openai` rate-limit class, the
+//! sanitizer on the conversation, cache, breakers, metrics); only the shapes differ. Errors are
+//! rendered in OpenAI's shape by the request-context layer for every `/v1/` route.
+
+use std::convert::Infallible;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use super::json::AppJson;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::generate::{ChatParams, Generation, StreamItem};
+use crate::state::AppState;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub async fn models(State(state): State<AppState>) -> Json<Value> {
+    let data: Vec<Value> = state
+        .generator()
+        .chat_models()
+        .into_iter()
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+fn completion_body(g: &Generation) -> Value {
+    json!({
+        "id": format!("chatcmpl-{}", g.id.trim_start_matches("gen_")),
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": g.model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": g.answer, "refusal": null},
+            "logprobs": null,
+            "finish_reason": if g.truncated { "length" } else { "stop" },
+        }],
+        "usage": {
+            "prompt_tokens": g.usage.input_tokens,
+            "completion_tokens": g.usage.output_tokens,
+            "total_tokens": g.usage.input_tokens + g.usage.output_tokens,
+        },
+    })
+}
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    AppJson(chat): AppJson<ChatParams>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let service = state.generator();
+    let request = service.validate_chat(chat)?;
+    let read_cache = !headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+        });
+
+    if !request.stream {
+        let (generation, cache) = service
+            .generate(&request, &caller, read_cache, started)
+            .await?;
+        let mut resp = Json(completion_body(&generation)).into_response();
+        resp.headers_mut()
+            .insert("x-cache", HeaderValue::from_static(cache.header()));
+        return Ok(resp);
+    }
+
+    let (stream, provider, cache) = service
+        .generate_stream(&request, &caller, read_cache, started)
+        .await?;
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = unix_now();
+    let chunk = move |model: &str, delta: Value, finish: Value| {
+        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let first = chunk(
+        &provider,
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    );
+    let head = futures_util::stream::once(async move { vec![first.to_string()] });
+    let body = stream.map(move |item| match item {
+        StreamItem::Delta(text) => vec![chunk(&provider, json!({"content": text}), Value::Null).to_string()],
+        StreamItem::Done(g) => {
+            let finish = if g.truncated { "length" } else { "stop" };
+            let mut last = chunk(&g.model, json!({}), json!(finish));
+            let usage = json!({
+                "prompt_tokens": g.usage.input_tokens,
+                "completion_tokens": g.usage.output_tokens,
+                "total_tokens": g.usage.input_tokens + g.usage.output_tokens,
+            });
+            let mut usage_chunk = last.clone();
+            usage_chunk["choices"] = json!([]);
+            usage_chunk["usage"] = usage;
+            last["usage"] = Value::Null;
+            vec![last.to_string(), usage_chunk.to_string(), "[DONE]".to_owned()]
+        }
+        StreamItem::Error(e) => {
+            let api = ApiError::from(e);
+            vec![json!({"error": openai_error(&api.body().message, api.code(), api.status().as_u16())}).to_string()]
+        }
+    });
+    let events = head
+        .chain(body)
+        .flat_map(futures_util::stream::iter)
+        .map(|data| Ok::<_, Infallible>(Event::default().data(data)));
+    let mut resp = Sse::new(events).into_response();
+    resp.headers_mut()
+        .insert("x-cache", HeaderValue::from_static(cache.header()));
+    Ok(resp)
+}
+
+/// OpenAI's error object: `{"message", "type", "code", "param"}`, the type chosen the way
+/// OpenAI's own API chooses it for the status, so SDKs raise the matching exception.
+pub fn openai_error(message: &str, code: &str, status: u16) -> Value {
+    let kind = match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        s if s >= 500 => "api_error",
+        _ => "invalid_request_error",
+    };
+    json!({"message": message, "type": kind, "code": code, "param": null})
+}
