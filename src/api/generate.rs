@@ -31,15 +31,7 @@ pub async fn generate(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
-    // `Cache-Control: no-cache` asks for a fresh answer (which is still stored).
-    let read_cache = !headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
-        });
+    let read_cache = !super::wants_fresh(&headers);
     let span = tracing::Span::current();
 
     if request.stream || wants_sse {

@@ -28,6 +28,18 @@ use crate::ratelimit::RouteClass;
 use crate::state::AppState;
 use json::BodyLimit;
 
+/// `Cache-Control: no-cache` on a request asks for a fresh answer (which is still stored).
+fn wants_fresh(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+        })
+}
+
 /// Builds the router. The stack, outermost first (the order DESIGN.md gives):
 /// 1. `request_context` — request id, span, error bodies, security headers, access log;
 /// 2. sensitive headers — `X-API-Key` and `Authorization` are marked so no debug output shows them;

@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -67,14 +67,7 @@ pub async fn chat_completions(
     let started = Instant::now();
     let service = state.generator();
     let request = service.validate_chat(chat)?;
-    let read_cache = !headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
-        });
+    let read_cache = !super::wants_fresh(&headers);
 
     if !request.stream {
         let (generation, cache) = service

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::http_util::{error_kind, json_error_class, read_body, retry_after, transport_error};
+use super::http_util::{error_kind, json_error_class, read_body, send_checked};
 use super::{
     Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId,
     StreamEvent, Usage,
@@ -48,31 +48,13 @@ impl Anthropic {
             temperature: req.temperature,
             stream,
         };
-        let mut builder = self
+        let builder = self
             .http
             .post(&self.url)
             .header("x-api-key", self.api_key.expose_secret())
             .header("anthropic-version", ANTHROPIC_VERSION)
             .json(&body);
-        if !stream {
-            builder = builder.timeout(req.timeout);
-        }
-        let resp = builder
-            .send()
-            .await
-            .map_err(|e| transport_error(P, &e, req.timeout))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let retry = retry_after(resp.headers());
-        let bytes = read_body(P, resp, req.timeout).await?;
-        Err(ProviderError::Status {
-            provider: P,
-            status: status.as_u16(),
-            kind: error_kind(&bytes),
-            retry_after: retry,
-        })
+        send_checked(P, builder, stream, req.timeout).await
     }
 
     pub fn new(http: reqwest::Client, cfg: &UpstreamConfig) -> Self {

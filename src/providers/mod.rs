@@ -243,6 +243,39 @@ pub(crate) mod http_util {
         }
     }
 
+    /// Sends a request built by a provider. A plain request is bounded by the attempt's timeout;
+    /// a streaming one is not (a long answer may stream for minutes: the router bounds the wait
+    /// for its first event instead). A non-2xx answer becomes a typed error keeping the status,
+    /// the provider's error type and `retry-after`.
+    pub async fn send_checked(
+        provider: ProviderId,
+        builder: reqwest::RequestBuilder,
+        stream: bool,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let builder = if stream {
+            builder
+        } else {
+            builder.timeout(timeout)
+        };
+        let resp = builder
+            .send()
+            .await
+            .map_err(|e| transport_error(provider, &e, timeout))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let retry = retry_after(resp.headers());
+        let bytes = read_body(provider, resp, timeout).await?;
+        Err(ProviderError::Status {
+            provider,
+            status: status.as_u16(),
+            kind: error_kind(&bytes),
+            retry_after: retry,
+        })
+    }
+
     /// Reads a body up to [`MAX_UPSTREAM_BODY`] bytes.
     pub async fn read_body(
         provider: ProviderId,

@@ -14,7 +14,7 @@ use async_openai::types::chat::{
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::http_util::{error_kind, json_error_class, read_body, retry_after, transport_error};
+use super::http_util::{error_kind, json_error_class, read_body, send_checked};
 use super::{
     Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId,
     StreamEvent, Usage,
@@ -44,30 +44,12 @@ impl OpenAi {
             body["stream"] = serde_json::Value::Bool(true);
             body["stream_options"] = serde_json::json!({"include_usage": true});
         }
-        let mut builder = self
+        let builder = self
             .http
             .post(&self.url)
             .bearer_auth(self.api_key.expose_secret())
             .json(&body);
-        if !stream {
-            builder = builder.timeout(req.timeout);
-        }
-        let resp = builder
-            .send()
-            .await
-            .map_err(|e| transport_error(P, &e, req.timeout))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let retry = retry_after(resp.headers());
-        let bytes = read_body(P, resp, req.timeout).await?;
-        Err(ProviderError::Status {
-            provider: P,
-            status: status.as_u16(),
-            kind: error_kind(&bytes),
-            retry_after: retry,
-        })
+        send_checked(P, builder, stream, req.timeout).await
     }
 
     pub fn new(http: reqwest::Client, cfg: &UpstreamConfig) -> Self {

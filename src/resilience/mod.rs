@@ -193,13 +193,7 @@ impl ProviderRouter {
                 };
                 let took = started.elapsed();
                 *upstream_wait += took;
-                let status = match &outcome {
-                    Ok(_) => "200".to_owned(),
-                    Err(e) => e
-                        .status()
-                        .map_or_else(|| e.kind().to_owned(), |s| s.to_string()),
-                };
-                self.metrics.observe_upstream(id.as_str(), &status, took);
+                self.observe(*id, outcome.as_ref().err(), took);
                 let error = match outcome {
                     Ok(c) => {
                         permit.success();
@@ -207,27 +201,8 @@ impl ProviderRouter {
                     }
                     Err(e) => e,
                 };
-                if error.is_provider_fault() {
-                    permit.failure();
-                } else {
-                    permit.neutral();
-                }
-                tracing::warn!(provider = %id, attempt, error = %error, "provider attempt failed");
-                if error.is_retryable() {
-                    self.errors.record(
-                        error.kind(),
-                        &format!("provider:{id}"),
-                        &error.to_string(),
-                        Severity::Medium,
-                    );
-                }
-                if matches!(error, ProviderError::Timeout { .. }) && timeout < self.upstream_timeout
-                {
-                    // The attempt was cut short by the request's deadline, not its own timeout.
-                    return Err(RouteError::Deadline);
-                }
-                if !error.is_retryable() {
-                    return Err(RouteError::Provider(error));
+                if let Some(end) = self.settle_failure(*id, permit, &error, timeout) {
+                    return Err(end);
                 }
                 let hint = error.retry_after();
                 last_error = Some(error);
@@ -243,14 +218,49 @@ impl ProviderRouter {
                 tokio::time::sleep(delay).await;
             }
         }
-        match (last_error, earliest_open) {
-            (Some(e), _) => Err(RouteError::Provider(e)),
-            (None, Some(retry_after)) => Err(RouteError::Unavailable { retry_after }),
-            (None, None) => Err(RouteError::Unavailable {
-                retry_after: Duration::from_secs(1),
-            }),
-        }
+        Err(walk_ended(last_error, earliest_open))
     }
+    /// Records one attempt's duration under its status (or error kind).
+    fn observe(&self, id: ProviderId, error: Option<&ProviderError>, took: Duration) {
+        let status = match error {
+            None => "200".to_owned(),
+            Some(e) => e
+                .status()
+                .map_or_else(|| e.kind().to_owned(), |s| s.to_string()),
+        };
+        self.metrics.observe_upstream(id.as_str(), &status, took);
+    }
+
+    /// Settles a failed attempt with the breaker, the log and the error tracker, and says
+    /// whether the walk must end here: the request's deadline cut the attempt short, or the
+    /// failure is the caller's and no other provider would do better.
+    fn settle_failure(
+        &self,
+        id: ProviderId,
+        permit: breaker::Permit,
+        error: &ProviderError,
+        timeout: Duration,
+    ) -> Option<RouteError> {
+        if error.is_provider_fault() {
+            permit.failure();
+        } else {
+            permit.neutral();
+        }
+        tracing::warn!(provider = %id, error = %error, "provider attempt failed");
+        if error.is_retryable() {
+            self.errors.record(
+                error.kind(),
+                &format!("provider:{id}"),
+                &error.to_string(),
+                Severity::Medium,
+            );
+        }
+        if matches!(error, ProviderError::Timeout { .. }) && timeout < self.upstream_timeout {
+            return Some(RouteError::Deadline);
+        }
+        (!error.is_retryable()).then(|| RouteError::Provider(error.clone()))
+    }
+
     /// Opens a streamed completion. Fallback happens only before the first event reaches us:
     /// each provider gets `min(upstream timeout, time left)` to accept the request and send its
     /// first event; after that the stream is the caller's, and a failure in it ends the stream
@@ -309,46 +319,29 @@ impl ProviderRouter {
             }));
             let took = started.elapsed();
             *upstream_wait += took;
-            let status = match &opened {
-                Ok(_) => "200".to_owned(),
-                Err(e) => e
-                    .status()
-                    .map_or_else(|| e.kind().to_owned(), |s| s.to_string()),
-            };
-            self.metrics.observe_upstream(id.as_str(), &status, took);
+            self.observe(*id, opened.as_ref().err(), took);
             let error = match opened {
                 Ok((first, rest)) => return Ok((*id, guard_stream(first, rest, permit))),
                 Err(e) => e,
             };
-            if error.is_provider_fault() {
-                permit.failure();
-            } else {
-                permit.neutral();
-            }
-            tracing::warn!(provider = %id, error = %error, "provider stream failed before its first event");
-            if error.is_retryable() {
-                self.errors.record(
-                    error.kind(),
-                    &format!("provider:{id}"),
-                    &error.to_string(),
-                    Severity::Medium,
-                );
-            }
-            if matches!(error, ProviderError::Timeout { .. }) && timeout < self.upstream_timeout {
-                return Err(RouteError::Deadline);
-            }
-            if !error.is_retryable() {
-                return Err(RouteError::Provider(error));
+            if let Some(end) = self.settle_failure(*id, permit, &error, timeout) {
+                return Err(end);
             }
             last_error = Some(error);
         }
-        match (last_error, earliest_open) {
-            (Some(e), _) => Err(RouteError::Provider(e)),
-            (None, Some(retry_after)) => Err(RouteError::Unavailable { retry_after }),
-            (None, None) => Err(RouteError::Unavailable {
-                retry_after: Duration::from_secs(1),
-            }),
-        }
+        Err(walk_ended(last_error, earliest_open))
+    }
+}
+
+/// Why a walk through the plan ended without an answer: the last failure, else the time until
+/// the first open circuit lets a probe through.
+fn walk_ended(last_error: Option<ProviderError>, earliest_open: Option<Duration>) -> RouteError {
+    match (last_error, earliest_open) {
+        (Some(e), _) => RouteError::Provider(e),
+        (None, Some(retry_after)) => RouteError::Unavailable { retry_after },
+        (None, None) => RouteError::Unavailable {
+            retry_after: Duration::from_secs(1),
+        },
     }
 }
 
