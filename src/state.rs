@@ -175,6 +175,7 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
             max_tokens_cap: config.max_tokens_cap,
             default_max_tokens: config.default_max_tokens,
             request_deadline: config.request_deadline,
+            stream_idle: config.upstream_timeout,
         },
         config.sanitizer,
         Arc::clone(&metrics),

@@ -128,6 +128,8 @@ pub struct Limits {
     pub max_tokens_cap: u32,
     pub default_max_tokens: u32,
     pub request_deadline: Duration,
+    /// Longest silence allowed between two events of a stream once it has started.
+    pub stream_idle: Duration,
 }
 
 pub struct GenerateService {
@@ -469,6 +471,7 @@ impl GenerateService {
         let cache = Arc::clone(&self.cache);
         let metrics = Arc::clone(&self.metrics);
         let req = req.clone();
+        let idle = self.limits.stream_idle;
         let stream = futures_util::stream::unfold(
             State {
                 upstream,
@@ -483,7 +486,15 @@ impl GenerateService {
                     if st.done {
                         return None;
                     }
-                    let item = match st.upstream.next().await {
+                    // A stream that goes silent is ended: the deadline no longer applies once the
+                    // first byte went out, so silence is what bounds a hung upstream.
+                    let next = tokio::time::timeout(idle, st.upstream.next())
+                        .await
+                        .unwrap_or(Some(Err(ProviderError::Timeout {
+                            provider,
+                            timeout: idle,
+                        })));
+                    let item = match next {
                         Some(Ok(StreamEvent::Delta(t))) => {
                             st.text.push_str(&t);
                             StreamItem::Delta(t)
@@ -824,6 +835,7 @@ mod tests {
                 max_tokens_cap: 4096,
                 default_max_tokens: 2048,
                 request_deadline: Duration::from_secs(5),
+                stream_idle: Duration::from_secs(1),
             },
             Policy {
                 mode: PolicyMode::Block,

@@ -244,9 +244,9 @@ async fn a_cache_hit_streams_the_stored_answer_as_one_delta_and_done() {
     assert_eq!(plain.headers()["x-cache"], "HIT");
 }
 
-/// A slow Anthropic stand-in (wiremock cannot pace a body): one delta every 100 ms for ten
-/// seconds, noting when the gateway hangs up.
-async fn slow_upstream(closed: Arc<AtomicBool>) -> String {
+/// A paced Anthropic stand-in (wiremock cannot pace a body): a first delta at once, then one
+/// every `pace`, noting when the gateway hangs up.
+async fn slow_upstream(closed: Arc<AtomicBool>, pace: Duration) -> String {
     use axum::response::sse::{Event, Sse};
     struct Guard(Arc<AtomicBool>);
     impl Drop for Guard {
@@ -265,8 +265,10 @@ async fn slow_upstream(closed: Arc<AtomicBool>) -> String {
                         r#"{"type":"message_start","message":{"model":"claude-slow","usage":{"input_tokens":1}}}"#,
                     )),
                 ]);
-                let deltas = futures_util::stream::unfold((0u32, guard), |(i, g)| async move {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                let deltas = futures_util::stream::unfold((0u32, guard), move |(i, g)| async move {
+                    if i > 0 {
+                        tokio::time::sleep(pace).await;
+                    }
                     (i < 100).then(|| {
                         let ev = Event::default().event("content_block_delta").data(
                             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"tick "}}"#,
@@ -287,7 +289,7 @@ async fn slow_upstream(closed: Arc<AtomicBool>) -> String {
 #[tokio::test]
 async fn a_client_that_disconnects_mid_stream_closes_the_upstream_within_a_second() {
     let closed = Arc::new(AtomicBool::new(false));
-    let upstream = slow_upstream(Arc::clone(&closed)).await;
+    let upstream = slow_upstream(Arc::clone(&closed), Duration::from_millis(100)).await;
     let app = spawn_app_with(&[
         ("ANTHROPIC_BASE_URL", upstream.as_str()),
         ("SPARK_CACHE_TTL", "0"),
@@ -309,4 +311,31 @@ async fn a_client_that_disconnects_mid_stream_closes_the_upstream_within_a_secon
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn a_stream_that_goes_silent_ends_with_an_error_event() {
+    let closed = Arc::new(AtomicBool::new(false));
+    let upstream = slow_upstream(Arc::clone(&closed), Duration::from_secs(30)).await;
+    let app = spawn_app_with(&[
+        ("ANTHROPIC_BASE_URL", upstream.as_str()),
+        ("SPARK_CACHE_TTL", "0"),
+        ("SPARK_UPSTREAM_TIMEOUT", "300ms"),
+        ("SPARK_REQUEST_DEADLINE", "300ms"),
+    ])
+    .await;
+    let started = Instant::now();
+    let resp = app
+        .post_generate(&json!({"prompt": "a long answer", "provider": "anthropic", "stream": true}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let events = read_events(resp).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the idle limit"
+    );
+    assert_eq!(events[0].0, "delta");
+    let (event, err) = events.last().unwrap();
+    assert_eq!(event, "error");
+    assert_eq!(err["error"]["code"], "upstream_error");
 }
