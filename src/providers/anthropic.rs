@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::http_util::{error_kind, json_error_class, read_body, send_checked};
 use super::{
-    Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId,
-    StreamEvent, Usage,
+    Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId, Step,
+    Usage, completion_stream,
 };
 use crate::config::UpstreamConfig;
 
@@ -130,103 +130,53 @@ impl Provider for Anthropic {
     }
 }
 
-/// The Messages API's stream events, as [`StreamEvent`]s: `content_block_delta` text becomes
-/// deltas, `message_start` and `message_delta` carry the model and usage, `message_stop` ends it,
-/// `ping` is skipped and an `error` event ends it with a typed error.
+/// The Messages API's stream events: `content_block_delta` text becomes deltas,
+/// `message_start` and `message_delta` carry the model and usage, `message_stop` ends it, `ping`
+/// and the block markers are skipped, and an `error` event ends it with a typed error.
 fn stream_events(
     events: impl futures_util::Stream<Item = Result<super::sse::SseEvent, super::sse::SseError>>
     + Send
     + 'static,
-) -> impl futures_util::Stream<Item = Result<StreamEvent, ProviderError>> + Send {
-    struct State {
-        model: String,
-        usage: Usage,
-        truncated: bool,
-        done: bool,
-    }
-    let events = Box::pin(events);
-    futures_util::stream::unfold(
-        (
-            events,
-            State {
-                model: String::new(),
-                usage: Usage::default(),
-                truncated: false,
-                done: false,
-            },
-        ),
-        |(mut events, mut st)| async move {
-            use futures_util::StreamExt;
-            if st.done {
-                return None;
+) -> CompletionStream {
+    completion_stream(P, events, "message_stop", |ev, st| {
+        let data: serde_json::Value = serde_json::from_str(&ev.data).unwrap_or_default();
+        match ev.event.as_str() {
+            "message_start" => {
+                let m = &data["message"];
+                st.model = m["model"].as_str().unwrap_or_default().to_owned();
+                st.usage.input_tokens = m["usage"]["input_tokens"].as_u64().unwrap_or(0);
+                Step::Skip
             }
-            loop {
-                let ev = match events.next().await {
-                    None => {
-                        st.done = true;
-                        let e = ProviderError::Malformed {
-                            provider: P,
-                            reason: "the stream ended before message_stop".into(),
-                        };
-                        return Some((Err(e), (events, st)));
-                    }
-                    Some(Err(e)) => {
-                        st.done = true;
-                        let e = ProviderError::Transport {
-                            provider: P,
-                            reason: e.to_string(),
-                        };
-                        return Some((Err(e), (events, st)));
-                    }
-                    Some(Ok(ev)) => ev,
-                };
-                let data: serde_json::Value = serde_json::from_str(&ev.data).unwrap_or_default();
-                match ev.event.as_str() {
-                    "message_start" => {
-                        let m = &data["message"];
-                        st.model = m["model"].as_str().unwrap_or_default().to_owned();
-                        st.usage.input_tokens = m["usage"]["input_tokens"].as_u64().unwrap_or(0);
-                    }
-                    "content_block_delta" if data["delta"]["type"] == "text_delta" => {
-                        let text = data["delta"]["text"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned();
-                        return Some((Ok(StreamEvent::Delta(text)), (events, st)));
-                    }
-                    "message_delta" => {
-                        if let Some(out) = data["usage"]["output_tokens"].as_u64() {
-                            st.usage.output_tokens = out;
-                        }
-                        st.truncated |= data["delta"]["stop_reason"] == "max_tokens";
-                    }
-                    "message_stop" => {
-                        st.done = true;
-                        let fin = StreamEvent::Finished {
-                            model: st.model.clone(),
-                            usage: st.usage,
-                            truncated: st.truncated,
-                        };
-                        return Some((Ok(fin), (events, st)));
-                    }
-                    "error" => {
-                        st.done = true;
-                        let kind = data["error"]["type"].as_str().unwrap_or("unknown");
-                        let status = if kind == "overloaded_error" { 529 } else { 500 };
-                        let kind = error_kind(ev.data.as_bytes());
-                        let e = ProviderError::Status {
-                            provider: P,
-                            status,
-                            kind,
-                            retry_after: None,
-                        };
-                        return Some((Err(e), (events, st)));
-                    }
-                    _ => {}
+            "content_block_delta" if data["delta"]["type"] == "text_delta" => Step::Emit(
+                data["delta"]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            "message_delta" => {
+                if let Some(out) = data["usage"]["output_tokens"].as_u64() {
+                    st.usage.output_tokens = out;
                 }
+                st.truncated |= data["delta"]["stop_reason"] == "max_tokens";
+                Step::Skip
             }
-        },
-    )
+            "message_stop" => Step::Finish,
+            "error" => {
+                let status = if data["error"]["type"] == "overloaded_error" {
+                    529
+                } else {
+                    500
+                };
+                Step::Fail(ProviderError::Status {
+                    provider: P,
+                    status,
+                    kind: error_kind(ev.data.as_bytes()),
+                    retry_after: None,
+                })
+            }
+            _ => Step::Skip,
+        }
+    })
 }
 
 fn parse_response(bytes: &[u8]) -> Result<Completion, ProviderError> {

@@ -210,6 +210,84 @@ pub trait Provider: Send + Sync {
     async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError>;
 }
 
+/// What a provider makes of one upstream event.
+pub(crate) enum Step {
+    /// Nothing to pass on (a ping, a start marker, usage noted in the state).
+    Skip,
+    /// Text for the client.
+    Emit(String),
+    /// The answer is complete.
+    Finish,
+    /// The upstream reported an error: the stream ends with it.
+    Fail(ProviderError),
+}
+
+/// What a stream learns besides its text, for the final [`StreamEvent::Finished`].
+#[derive(Default)]
+pub(crate) struct StreamState {
+    pub model: String,
+    pub usage: Usage,
+    pub truncated: bool,
+}
+
+/// A provider's SSE events as a [`CompletionStream`]. `on_event` reads one event into a
+/// [`Step`]; everything else — ending on `Finish` or an error, a transport break, a stream that
+/// stops before `end` — is the same for every provider and lives here.
+pub(crate) fn completion_stream<F>(
+    provider: ProviderId,
+    events: impl futures_util::Stream<Item = Result<sse::SseEvent, sse::SseError>> + Send + 'static,
+    end: &'static str,
+    on_event: F,
+) -> CompletionStream
+where
+    F: FnMut(&sse::SseEvent, &mut StreamState) -> Step + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let events = Box::pin(events);
+    Box::pin(futures_util::stream::unfold(
+        (events, StreamState::default(), on_event, false),
+        move |(mut events, mut st, mut on_event, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let ev = match events.next().await {
+                    None => {
+                        let e = ProviderError::Malformed {
+                            provider,
+                            reason: format!("the stream ended before {end}"),
+                        };
+                        return Some((Err(e), (events, st, on_event, true)));
+                    }
+                    Some(Err(e)) => {
+                        let e = ProviderError::Transport {
+                            provider,
+                            reason: e.to_string(),
+                        };
+                        return Some((Err(e), (events, st, on_event, true)));
+                    }
+                    Some(Ok(ev)) => ev,
+                };
+                match on_event(&ev, &mut st) {
+                    Step::Skip => {}
+                    Step::Emit(text) => {
+                        return Some((Ok(StreamEvent::Delta(text)), (events, st, on_event, false)));
+                    }
+                    Step::Finish => {
+                        let fin = StreamEvent::Finished {
+                            model: std::mem::take(&mut st.model),
+                            usage: st.usage,
+                            truncated: st.truncated,
+                        };
+                        return Some((Ok(fin), (events, st, on_event, true)));
+                    }
+                    Step::Fail(e) => return Some((Err(e), (events, st, on_event, true))),
+                }
+            }
+        },
+    ))
+}
+
 /// Largest upstream body read into memory. A real completion of the largest allowed
 /// `max_tokens` is far smaller; anything bigger is a broken or hostile upstream.
 const MAX_UPSTREAM_BODY: usize = 8 << 20;

@@ -16,8 +16,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::http_util::{error_kind, json_error_class, read_body, send_checked};
 use super::{
-    Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId,
-    StreamEvent, Usage,
+    Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId, Step,
+    Usage, completion_stream,
 };
 use crate::config::UpstreamConfig;
 
@@ -118,105 +118,51 @@ impl Provider for OpenAi {
     }
 }
 
-/// `chat.completion.chunk`s as [`StreamEvent`]s: `delta.content` becomes deltas, the model,
-/// `finish_reason` and the final usage chunk are kept, and `data: [DONE]` ends the stream.
+/// `chat.completion.chunk`s: `delta.content` becomes deltas, the model, `finish_reason` and
+/// the final usage chunk are noted, an `error` object ends the stream, and `data: [DONE]`
+/// finishes it.
 fn stream_events(
     events: impl futures_util::Stream<Item = Result<super::sse::SseEvent, super::sse::SseError>>
     + Send
     + 'static,
-) -> impl futures_util::Stream<Item = Result<StreamEvent, ProviderError>> + Send {
-    struct State {
-        model: String,
-        usage: Usage,
-        truncated: bool,
-        done: bool,
-    }
-    let events = Box::pin(events);
-    futures_util::stream::unfold(
-        (
-            events,
-            State {
-                model: String::new(),
-                usage: Usage::default(),
-                truncated: false,
-                done: false,
-            },
-        ),
-        |(mut events, mut st)| async move {
-            use futures_util::StreamExt;
-            if st.done {
-                return None;
-            }
-            loop {
-                let ev = match events.next().await {
-                    None => {
-                        st.done = true;
-                        let e = ProviderError::Malformed {
-                            provider: P,
-                            reason: "the stream ended before [DONE]".into(),
-                        };
-                        return Some((Err(e), (events, st)));
-                    }
-                    Some(Err(e)) => {
-                        st.done = true;
-                        let e = ProviderError::Transport {
-                            provider: P,
-                            reason: e.to_string(),
-                        };
-                        return Some((Err(e), (events, st)));
-                    }
-                    Some(Ok(ev)) => ev,
-                };
-                if ev.data.trim() == "[DONE]" {
-                    st.done = true;
-                    let fin = StreamEvent::Finished {
-                        model: st.model.clone(),
-                        usage: st.usage,
-                        truncated: st.truncated,
-                    };
-                    return Some((Ok(fin), (events, st)));
-                }
-                let chunk: serde_json::Value = match serde_json::from_str(&ev.data) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        st.done = true;
-                        let e = ProviderError::Malformed {
-                            provider: P,
-                            reason: "a chunk is not JSON".into(),
-                        };
-                        return Some((Err(e), (events, st)));
-                    }
-                };
-                if chunk.get("error").is_some() {
-                    st.done = true;
-                    let e = ProviderError::Status {
-                        provider: P,
-                        status: 500,
-                        kind: error_kind(ev.data.as_bytes()),
-                        retry_after: None,
-                    };
-                    return Some((Err(e), (events, st)));
-                }
-                if let Some(m) = chunk["model"].as_str() {
-                    st.model = m.to_owned();
-                }
-                if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
-                    st.usage = Usage {
-                        input_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
-                        output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
-                    };
-                }
-                let choice = &chunk["choices"][0];
-                st.truncated |= choice["finish_reason"] == "length";
-                if let Some(text) = choice["delta"]["content"]
-                    .as_str()
-                    .filter(|t| !t.is_empty())
-                {
-                    return Some((Ok(StreamEvent::Delta(text.to_owned())), (events, st)));
-                }
-            }
-        },
-    )
+) -> CompletionStream {
+    completion_stream(P, events, "[DONE]", |ev, st| {
+        if ev.data.trim() == "[DONE]" {
+            return Step::Finish;
+        }
+        let Ok(chunk) = serde_json::from_str::<serde_json::Value>(&ev.data) else {
+            return Step::Fail(ProviderError::Malformed {
+                provider: P,
+                reason: "a chunk is not JSON".into(),
+            });
+        };
+        if chunk.get("error").is_some() {
+            return Step::Fail(ProviderError::Status {
+                provider: P,
+                status: 500,
+                kind: error_kind(ev.data.as_bytes()),
+                retry_after: None,
+            });
+        }
+        if let Some(m) = chunk["model"].as_str() {
+            st.model = m.to_owned();
+        }
+        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
+            st.usage = Usage {
+                input_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
+                output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+            };
+        }
+        let choice = &chunk["choices"][0];
+        st.truncated |= choice["finish_reason"] == "length";
+        match choice["delta"]["content"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+        {
+            Some(text) => Step::Emit(text.to_owned()),
+            None => Step::Skip,
+        }
+    })
 }
 
 fn parse_response(bytes: &[u8]) -> Result<Completion, ProviderError> {
