@@ -173,16 +173,8 @@ impl ProviderRouter {
                         break;
                     }
                 };
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                if remaining.is_zero() {
-                    return Err(RouteError::Deadline);
-                }
-                let timeout = self.upstream_timeout.min(remaining);
-                let call = CompletionRequest {
-                    model: model.clone(),
-                    timeout,
-                    ..base.clone()
-                };
+                let call = self.attempt(model, base, deadline)?;
+                let timeout = call.timeout;
                 let started = Instant::now();
                 let outcome = match tokio::time::timeout(timeout, provider.complete(&call)).await {
                     Ok(r) => r,
@@ -220,6 +212,25 @@ impl ProviderRouter {
         }
         Err(walk_ended(last_error, earliest_open))
     }
+    /// One attempt's request: the model, and the smaller of the per-attempt timeout and what is
+    /// left of the deadline (none left ends the walk).
+    fn attempt(
+        &self,
+        model: &str,
+        base: &CompletionRequest,
+        deadline: Instant,
+    ) -> Result<CompletionRequest, RouteError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(RouteError::Deadline);
+        }
+        Ok(CompletionRequest {
+            model: model.to_owned(),
+            timeout: self.upstream_timeout.min(remaining),
+            ..base.clone()
+        })
+    }
+
     /// Records one attempt's duration under its status (or error kind).
     fn observe(&self, id: ProviderId, error: Option<&ProviderError>, took: Duration) {
         let status = match error {
@@ -290,16 +301,8 @@ impl ProviderRouter {
                     continue;
                 }
             };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(RouteError::Deadline);
-            }
-            let timeout = self.upstream_timeout.min(remaining);
-            let call = CompletionRequest {
-                model: model.clone(),
-                timeout,
-                ..base.clone()
-            };
+            let call = self.attempt(model, base, deadline)?;
+            let timeout = call.timeout;
             let started = Instant::now();
             let opened = tokio::time::timeout(timeout, async {
                 let mut s = provider.stream(&call).await?;

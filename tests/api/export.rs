@@ -238,15 +238,7 @@ async fn a_body_over_512_kib_is_413_and_export_needs_a_key() {
         .unwrap();
     assert_error(resp, 401, "unauthorized").await;
 
-    let m = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = app.metrics().await;
     assert!(m.contains("api_export_total{status=\"413\"} 1"), "{m}");
     assert!(m.contains("api_export_total{status=\"401\"} 1"));
     assert!(m.contains("api_export_duration_seconds_count 2"));

@@ -25,6 +25,29 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    /// The Prometheus exposition, as text.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        resp.text().await.expect("metrics body")
+    }
+
+    /// `/api/spark/health`: status code and body.
+    pub async fn health(&self) -> (u16, Value) {
+        let resp = self
+            .client
+            .get(self.url("/api/spark/health"))
+            .send()
+            .await
+            .expect("health");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("health body"))
+    }
+
     /// POSTs a generate body with Alice's key.
     pub async fn post_generate(&self, body: &Value) -> reqwest::Response {
         self.post_generate_as(ALICE_KEY, body).await

@@ -203,23 +203,14 @@ async fn health_is_healthy_degraded_then_unhealthy_with_200_200_503() {
             .mount(server)
             .await;
     }
-    let get = || async {
-        let r = app
-            .client
-            .get(app.url("/api/spark/health"))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
-    };
-    let (code, h) = get().await;
+    let (code, h) = app.health().await;
     assert_eq!((code, h["status"].as_str()), (200, Some("healthy")));
     assert_health_shape(&h);
     assert!(h["checks"]["providers"]["anthropic"]["openUntil"].is_null());
 
     app.post_generate(&json!({"prompt": "x", "provider": "anthropic"}))
         .await;
-    let (code, h) = get().await;
+    let (code, h) = app.health().await;
     assert_eq!((code, h["status"].as_str()), (200, Some("degraded")));
     assert_health_shape(&h);
     assert_eq!(h["checks"]["providers"]["anthropic"]["circuit"], "open");
@@ -231,7 +222,7 @@ async fn health_is_healthy_degraded_then_unhealthy_with_200_200_503() {
 
     app.post_generate(&json!({"prompt": "x", "provider": "openai"}))
         .await;
-    let (code, h) = get().await;
+    let (code, h) = app.health().await;
     assert_eq!((code, h["status"].as_str()), (503, Some("unhealthy")));
     assert_health_shape(&h);
     assert_eq!(

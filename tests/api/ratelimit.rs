@@ -52,15 +52,7 @@ async fn the_third_request_in_a_minute_is_429_and_every_response_carries_the_hea
         let master = app.post_generate_as(MASTER_KEY, &body()).await;
         assert_eq!(master.status(), 200);
     }
-    let m = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = app.metrics().await;
     assert!(
         m.contains("spark_rate_limited_total{route=\"generate\"} 1"),
         "{m}"
@@ -183,15 +175,7 @@ impl Drop for TestRedis {
 async fn wait_for_redis(app: &TestApp, ok: bool) -> Value {
     let mut last = Value::Null;
     for _ in 0..100 {
-        let h: Value = app
-            .client
-            .get(app.url("/api/spark/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let h: Value = app.health().await.1;
         if h["checks"]["rateLimiter"]["ok"] == ok {
             return h;
         }
@@ -286,15 +270,7 @@ async fn with_redis_killed_requests_keep_succeeding_and_the_backend_recovers_by_
     assert_eq!(h["status"], "degraded");
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "Redis down does not fail readiness");
-    let m = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = app.metrics().await;
     let fallbacks: u64 = m
         .lines()
         .filter(|l| l.starts_with("spark_redis_fallback_total{op=\"ratelimit\"}"))
@@ -309,15 +285,7 @@ async fn with_redis_killed_requests_keep_succeeding_and_the_backend_recovers_by_
         let _ = app
             .post_generate(&json!({"prompt": format!("up {i}"), "provider": "simulator"}))
             .await;
-        let h: Value = app
-            .client
-            .get(app.url("/api/spark/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let h: Value = app.health().await.1;
         if h["checks"]["rateLimiter"]["ok"] == true && h["status"] == "healthy" {
             recovered = true;
             break;

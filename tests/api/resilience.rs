@@ -35,28 +35,6 @@ async fn mount_ok(server: &wiremock::MockServer, route: &str, body: Value) {
         .await;
 }
 
-async fn health(app: &TestApp) -> (u16, Value) {
-    let resp = app
-        .client
-        .get(app.url("/api/spark/health"))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
-}
-
-async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 async fn anthropic_calls(app: &TestApp) -> usize {
     app.anthropic.received_requests().await.unwrap().len()
 }
@@ -87,7 +65,7 @@ async fn an_open_breaker_sends_traffic_to_the_fallback_and_spares_the_primary() 
         3,
         "the primary saw only the calls that tripped it"
     );
-    let (status, h) = health(&app).await;
+    let (status, h) = app.health().await;
     assert_eq!(status, 200);
     assert_eq!(h["status"], "degraded");
     assert_eq!(h["checks"]["providers"]["anthropic"]["circuit"], "open");
@@ -122,12 +100,12 @@ async fn after_the_cool_down_exactly_the_configured_probes_reach_the_primary_and
             .await;
     }
     assert_eq!(
-        health(&app).await.1["checks"]["providers"]["anthropic"]["circuit"],
+        app.health().await.1["checks"]["providers"]["anthropic"]["circuit"],
         "open"
     );
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(
-        health(&app).await.1["checks"]["providers"]["anthropic"]["circuit"],
+        app.health().await.1["checks"]["providers"]["anthropic"]["circuit"],
         "half_open",
         "visible without waiting for a call"
     );
@@ -148,14 +126,14 @@ async fn after_the_cool_down_exactly_the_configured_probes_reach_the_primary_and
     assert_eq!(by_provider.get("anthropic"), Some(&2));
     assert_eq!(by_provider.get("openai"), Some(&3));
 
-    let (_, h) = health(&app).await;
+    let (_, h) = app.health().await;
     assert_eq!(h["checks"]["providers"]["anthropic"]["circuit"], "closed");
     assert_eq!(h["status"], "healthy");
     let resp = app.post_generate(&json!({"prompt": "after close"})).await;
     assert_eq!(resp.headers()["x-provider"], "anthropic");
 
     // Each transition is counted, and the gauge is back at closed.
-    let m = metrics(&app).await;
+    let m = app.metrics().await;
     for to in ["open", "half_open", "closed"] {
         let line = format!(
             "spark_circuit_breaker_transitions_total{{provider=\"anthropic\",to=\"{to}\"}} 1"
@@ -186,20 +164,20 @@ async fn a_failed_probe_reopens_with_a_longer_cool_down() {
     let resp = app.post_generate(&json!({"prompt": "probe"})).await;
     assert_eq!(resp.headers()["x-provider"], "openai");
     assert_eq!(anthropic_calls(&app).await, 4, "one probe");
-    let (_, h) = health(&app).await;
+    let (_, h) = app.health().await;
     assert_eq!(h["checks"]["providers"]["anthropic"]["circuit"], "open");
     // The second cool-down is 600 ms: still open after 350 ms, half-open after 700 ms.
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(
-        health(&app).await.1["checks"]["providers"]["anthropic"]["circuit"],
+        app.health().await.1["checks"]["providers"]["anthropic"]["circuit"],
         "open"
     );
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(
-        health(&app).await.1["checks"]["providers"]["anthropic"]["circuit"],
+        app.health().await.1["checks"]["providers"]["anthropic"]["circuit"],
         "half_open"
     );
-    let m = metrics(&app).await;
+    let m = app.metrics().await;
     assert!(
         m.contains("spark_circuit_breaker_transitions_total{provider=\"anthropic\",to=\"open\"} 2"),
         "{m}"
@@ -341,7 +319,7 @@ async fn with_every_circuit_open_the_answer_is_503_with_the_time_to_the_first_pr
         "Retry-After is the wait rounded up"
     );
 
-    let (status, h) = health(&app).await;
+    let (status, h) = app.health().await;
     assert_eq!((status, h["status"].as_str()), (503, Some("unhealthy")));
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
@@ -394,7 +372,7 @@ async fn an_upstream_400_does_not_move_the_breaker() {
         assert_error(resp, 502, "upstream_error").await;
     }
     assert_eq!(anthropic_calls(&app).await, 6, "never short-circuited");
-    let (_, h) = health(&app).await;
+    let (_, h) = app.health().await;
     let a = &h["checks"]["providers"]["anthropic"];
     assert_eq!(a["circuit"], "closed");
     assert_eq!(a["consecutiveFailures"], 0);
@@ -439,7 +417,7 @@ async fn a_cached_answer_is_a_hit_without_upstream_and_no_cache_bypasses() {
     assert_eq!(bypass.headers()["x-cache"], "BYPASS");
     assert_eq!(anthropic_calls(&app).await, 2);
 
-    let m = metrics(&app).await;
+    let m = app.metrics().await;
     for (result, n) in [("hit", 1), ("miss", 1), ("bypass", 1)] {
         let line = format!("spark_cache_requests_total{{result=\"{result}\"}} {n}");
         assert!(m.contains(&line), "{line}");
@@ -464,7 +442,7 @@ async fn admin_endpoints_reset_a_breaker_and_purge_the_cache_with_the_master_key
             .await;
     }
     assert_eq!(
-        health(&app).await.1["checks"]["providers"]["anthropic"]["circuit"],
+        app.health().await.1["checks"]["providers"]["anthropic"]["circuit"],
         "open"
     );
 
@@ -486,7 +464,7 @@ async fn admin_endpoints_reset_a_breaker_and_purge_the_cache_with_the_master_key
         .unwrap();
     assert_eq!(reset.status(), 200);
     assert_eq!(
-        health(&app).await.1["checks"]["providers"]["anthropic"]["circuit"],
+        app.health().await.1["checks"]["providers"]["anthropic"]["circuit"],
         "closed"
     );
 
@@ -499,7 +477,7 @@ async fn admin_endpoints_reset_a_breaker_and_purge_the_cache_with_the_master_key
         .unwrap();
     let purged: Value = purge.json().await.unwrap();
     assert_eq!(purged["purged"], 3);
-    assert_eq!(health(&app).await.1["checks"]["cache"]["entries"], 0);
+    assert_eq!(app.health().await.1["checks"]["cache"]["entries"], 0);
 
     let unknown = app
         .client

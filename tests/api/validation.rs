@@ -137,15 +137,7 @@ async fn a_rejected_prompt_is_422_with_categories_and_no_matched_text() {
     }
 
     // Each matched family is counted once in the metrics.
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for cat in &cats {
         let line = format!("spark_prompt_rejected_total{{category=\"{cat}\"}} 1");
         assert!(metrics.contains(&line), "{line} missing");
