@@ -58,7 +58,9 @@ fn nice_step(max: f64, count: f64) -> f64 {
 }
 
 fn fmt_ms(ms: f64) -> String {
-    if ms >= 1000.0 {
+    if ms <= 0.0 {
+        "0".to_owned()
+    } else if ms >= 1000.0 {
         format!("{:.1} s", ms / 1000.0)
     } else if ms >= 10.0 {
         format!("{ms:.0} ms")
@@ -323,6 +325,7 @@ mod tests {
 
     #[test]
     fn durations_read_in_a_sensible_unit() {
+        assert_eq!(fmt_ms(0.0), "0");
         assert_eq!(fmt_ms(0.25), "250 µs");
         assert_eq!(fmt_ms(2.5), "2.5 ms");
         assert_eq!(fmt_ms(250.0), "250 ms");

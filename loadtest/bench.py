@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""Reproduces BENCHMARKS.md's load tables in one run (about 7 minutes on 2 cores, build included).
+
+    python3 loadtest/bench.py            # build, measure, print the tables, rewrite BENCHMARKS.md
+    python3 loadtest/bench.py --dry-run  # the same without touching BENCHMARKS.md
+
+Everything runs on 127.0.0.1 and stops by itself: a zero-latency mock upstream
+(`spark-loadtest mock-upstream`), the release gateway in front of it, and `spark-loadtest run` as
+the load generator, all on this machine. Only processes this script started are stopped, by PID.
+
+1. The mock called directly vs through the gateway (cache off) at 500, 1000 and 2000 req/s on
+   the open model, then stepping the rate up until p99 reaches 100 ms or errors reach 1%: the
+   latency the gateway adds, and the highest rate each sustains.
+2. The gateway's cache-hit path vs the mock's trivial `/ping` route, closed model, same
+   concurrency: throughput ratio.
+3. The gateway's RSS at idle and its peak at the highest sustained rate.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = ROOT / "target" / "release"
+OUT_DIR = ROOT / "target" / "bench"
+LOADTEST = RELEASE / "spark-loadtest"
+GATEWAY = RELEASE / "spark-gateway"
+
+API_KEY = "user-bench-benchsecret0123456789abcdef"
+UPSTREAM_KEY = "sk-bench-upstream-key"
+FIXED_RATES = [500, 1000, 2000]
+KNEE_RATES = [3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000, 16000, 20000, 24000]
+DURATION = "10s"
+WARMUP = "2s"
+CONCURRENCY = 32
+MARK_BEGIN = "<!-- loadtest:begin (written by loadtest/bench.py; edit the script, not this block) -->"
+MARK_END = "<!-- loadtest:end -->"
+
+# The upstream request the gateway makes for the generate scenario, sent directly for the baseline:
+# the same model, token budget, Unity system prompt size and user prompt.
+DIRECT_BODY = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 4096,
+    "system": "You are a senior Unity developer writing production C# for Unity 6. " * 9,
+    "messages": [
+        {
+            "role": "user",
+            "content": "Create a door that opens when the player walks near it, variant 0",
+        }
+    ],
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def wait_http(url, seconds=20):
+    import urllib.request
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer within {seconds}s")
+
+
+class Procs:
+    """Processes this script started; stopped by PID on exit."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, args, env=None, **kw):
+        p = subprocess.Popen(args, env=env, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p):
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def stop_all(self):
+        for p in reversed(self.procs):
+            self.stop(p)
+
+
+def loadtest(args):
+    cmd = [str(LOADTEST), "run", "--json", "--quiet", "--timeout", "5s", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if r.returncode not in (0, 3):
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr}")
+    out = json.loads(r.stdout)
+    out["command"] = "spark-loadtest run " + " ".join(
+        a if " " not in a else repr(a) for a in args
+    )
+    return out
+
+
+def sustained(result):
+    return result["errorRate"] < 0.01 and result["latencyMs"]["p99"] < 100.0
+
+
+def start_mock(procs):
+    p = procs.start(
+        [str(LOADTEST), "mock-upstream", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = p.stdout.readline()
+    m = re.search(r"http://[\d.]+:\d+", line)
+    if not m:
+        raise SystemExit(f"mock-upstream said {line!r}")
+    return p, m.group(0)
+
+
+def start_gateway(procs, mock_url, cache_ttl):
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "SPARK_BIND": f"127.0.0.1:{port}",
+        "SPARK_API_KEYS": API_KEY,
+        "ANTHROPIC_API_KEY": UPSTREAM_KEY,
+        "ANTHROPIC_BASE_URL": mock_url,
+        "SPARK_PROVIDER_ORDER": "anthropic",
+        "SPARK_CACHE_TTL": cache_ttl,
+        "SPARK_RATE_LIMIT_GENERATE": "100000000/min",
+        "SPARK_RATE_LIMIT_EXPORT": "100000000/min",
+        "SPARK_MAX_INFLIGHT": "4096",
+    }
+    p = procs.start([str(GATEWAY)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/livez")
+    return p, url
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kib = int(open("/proc/meminfo").readline().split()[1])
+        mem = f"{kib / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    return f"{cpu}, {os.cpu_count()} vCPU, {mem}, {platform.system()} {platform.release()}; {rustc}; commit {commit}"
+
+
+def fmt(x, digits=2):
+    return f"{x:.{digits}f}"
+
+
+def run_all():
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    body_file = OUT_DIR / "direct-body.json"
+    body_file.write_text(json.dumps(DIRECT_BODY))
+    procs = Procs()
+    results = {"machine": machine(), "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    try:
+        mock, mock_url = start_mock(procs)
+        gateway, gw_url = start_gateway(procs, mock_url, "0s")
+        time.sleep(1.0)
+        results["rssIdleBytes"] = rss_bytes(gateway.pid)
+
+        def direct(rate):
+            return loadtest([
+                "--target", f"{mock_url}/v1/messages", "--body", str(body_file),
+                "--header", f"x-api-key: {UPSTREAM_KEY}", "--header", "anthropic-version: 2023-06-01",
+                "--rate", str(rate), "--duration", DURATION, "--warmup", WARMUP,
+            ])
+
+        def through(rate):
+            return loadtest([
+                "--target", gw_url, "--scenario", "generate-miss", "--api-key", API_KEY,
+                "--rate", str(rate), "--duration", DURATION, "--warmup", WARMUP,
+                "--watch-pid", str(gateway.pid),
+            ])
+
+        rows = []
+        best = {"direct": None, "gateway": None}
+        done = {"direct": False, "gateway": False}
+        for rate in FIXED_RATES + KNEE_RATES:
+            fixed = rate in FIXED_RATES
+            if not fixed and all(done.values()):
+                break
+            row = {"rate": rate}
+            for side, fn in (("direct", direct), ("gateway", through)):
+                if done[side] and not fixed:
+                    continue
+                r = fn(rate)
+                row[side] = r
+                print(
+                    f"{side:8} {rate:6} req/s: p50 {r['latencyMs']['p50']:.3f} ms, "
+                    f"p99 {r['latencyMs']['p99']:.3f} ms, errors {r['errorRate'] * 100:.2f}%, "
+                    f"{r['throughputRps']:.0f} req/s",
+                    file=sys.stderr,
+                )
+                if sustained(r) and not done[side]:
+                    best[side] = (rate, r)
+                elif not sustained(r):
+                    done[side] = True
+            rows.append(row)
+        results["rates"] = rows
+        results["sustained"] = {
+            k: (v[0] if v else None) for k, v in best.items()
+        }
+        results["rssAtSustainedBytes"] = best["gateway"][1].get("peakRssBytes") if best["gateway"] else None
+        procs.stop(gateway)
+
+        # Table 2: cache hits vs the bare baseline, same generator, same concurrency.
+        gateway, gw_url = start_gateway(procs, mock_url, "1h")
+        results["baseline"] = loadtest([
+            "--target", f"{mock_url}/ping", "--method", "GET",
+            "--concurrency", str(CONCURRENCY), "--duration", DURATION, "--warmup", WARMUP,
+        ])
+        results["cacheHit"] = loadtest([
+            "--target", gw_url, "--scenario", "generate-hit", "--api-key", API_KEY,
+            "--concurrency", str(CONCURRENCY), "--duration", DURATION, "--warmup", WARMUP,
+            "--watch-pid", str(gateway.pid),
+        ])
+        procs.stop(gateway)
+        procs.stop(mock)
+    finally:
+        procs.stop_all()
+    results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return results
+
+
+def mib(b):
+    return "n/a" if b is None else f"{b / 1024 / 1024:.1f} MiB"
+
+
+def tables(res):
+    out = []
+    out.append(f"Measured {res['started']} to {res['finished']} on {res['machine']}. "
+               "Generator, mock upstream and gateway share the machine's two cores. "
+               "Reproduce: `python3 loadtest/bench.py` (raw JSON: `target/bench/loadtest-results.json`).")
+    out.append("")
+    out.append(f"### 1. Mock upstream direct vs through the gateway (cache off), open model, {DURATION} per step after {WARMUP} warm-up")
+    out.append("")
+    out.append("| offered req/s | direct p50 | direct p99 | gateway p50 | gateway p99 | added p50 | added p99 | gateway errors | gateway achieved req/s |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in res["rates"]:
+        d, g = row.get("direct"), row.get("gateway")
+        def lat(r, q):
+            return "—" if r is None else fmt(r["latencyMs"][q], 3) + " ms"
+        added = lambda q: "—" if not (d and g) else fmt(g["latencyMs"][q] - d["latencyMs"][q], 3) + " ms"
+        errors = "—" if g is None else f"{g['errorRate'] * 100:.2f}%"
+        achieved = "—" if g is None else f"{g['throughputRps']:.0f}"
+        out.append(f"| {row['rate']} | {lat(d, 'p50')} | {lat(d, 'p99')} | {lat(g, 'p50')} | {lat(g, 'p99')} | {added('p50')} | {added('p99')} | {errors} | {achieved} |")
+    s = res["sustained"]
+    out.append("")
+    out.append(f"Highest rate sustained with < 1% errors and p99 < 100 ms: **direct {s['direct']} req/s, "
+               f"through the gateway {s['gateway']} req/s** (steps {', '.join(map(str, FIXED_RATES + KNEE_RATES))}; "
+               "a step past the last listed one failed the criterion or was not needed).")
+    out.append("")
+    out.append("Commands (per step):")
+    out.append("")
+    first = res["rates"][0]
+    out.append("```")
+    out.append(first["direct"]["command"].replace(str(ROOT) + "/", ""))
+    out.append(first["gateway"]["command"].replace(str(ROOT) + "/", ""))
+    out.append("```")
+    out.append("")
+    b, h = res["baseline"], res["cacheHit"]
+    ratio = h["throughputRps"] / b["throughputRps"] if b["throughputRps"] else 0.0
+    out.append(f"### 2. Cache-hit path vs the bare baseline, closed model, {CONCURRENCY} workers, {DURATION} after {WARMUP} warm-up")
+    out.append("")
+    out.append("| path | req/s | p50 | p99 | errors |")
+    out.append("|---|---:|---:|---:|---:|")
+    for name, r in (("mock `GET /ping` (baseline)", b), ("gateway `generate-hit`", h)):
+        out.append(f"| {name} | {r['throughputRps']:.0f} | {fmt(r['latencyMs']['p50'], 3)} ms | {fmt(r['latencyMs']['p99'], 3)} ms | {r['errorRate'] * 100:.2f}% |")
+    out.append("")
+    out.append(f"Cache-hit throughput / baseline: **{ratio:.2f}** ({ratio * 100:.0f}%).")
+    out.append("")
+    out.append("```")
+    out.append(b["command"].replace(str(ROOT) + "/", ""))
+    out.append(h["command"].replace(str(ROOT) + "/", ""))
+    out.append("```")
+    out.append("")
+    out.append("### 3. Gateway resident memory")
+    out.append("")
+    out.append("| moment | RSS |")
+    out.append("|---|---:|")
+    out.append(f"| idle, one second after start | {mib(res['rssIdleBytes'])} |")
+    out.append(f"| peak during the {s['gateway']} req/s step (highest sustained) | {mib(res['rssAtSustainedBytes'])} |")
+    out.append(f"| peak during the cache-hit run ({h['throughputRps']:.0f} req/s) | {mib(h.get('peakRssBytes'))} |")
+    return "\n".join(out) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dry-run", action="store_true", help="print the tables; leave BENCHMARKS.md alone")
+    ap.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
+    args = ap.parse_args()
+    if not args.no_build:
+        subprocess.run(
+            ["cargo", "build", "--release", "--locked", "-p", "spark-gateway", "-p", "spark-loadtest"],
+            cwd=ROOT, check=True,
+        )
+    t0 = time.time()
+    res = run_all()
+    res["seconds"] = round(time.time() - t0)
+    (OUT_DIR / "loadtest-results.json").write_text(json.dumps(res, indent=2))
+    text = tables(res)
+    print(text)
+    print(f"measured in {res['seconds']} s", file=sys.stderr)
+    if args.dry_run:
+        return
+    path = ROOT / "BENCHMARKS.md"
+    doc = path.read_text()
+    block = f"{MARK_BEGIN}\n{text}{MARK_END}"
+    if MARK_BEGIN in doc and MARK_END in doc:
+        doc = doc[: doc.index(MARK_BEGIN)] + block + doc[doc.index(MARK_END) + len(MARK_END):]
+    else:
+        doc = doc.rstrip("\n") + "\n\n## Load: gateway vs mock upstream\n\n" + block + "\n"
+    path.write_text(doc)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
