@@ -13,7 +13,7 @@
 //! rule of each matched family. One strong technique crosses the default threshold of 0.5 alone;
 //! weak hints (a mention of "the password", a role-play frame) need a second one.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use base64::Engine as _;
 use regex::{Regex, RegexSet, RegexSetBuilder};
@@ -829,7 +829,10 @@ struct Detector {
     /// The same rules compiled for ASCII bytes: on ASCII text they mean the same thing, and the
     /// DFA is many times smaller, so the common English request is scanned several times faster.
     ascii_set: regex::bytes::RegexSet,
-    regexes: Vec<Regex>,
+    /// One regex per rule, for the span of a finding. Built the first time its rule fires: only
+    /// suspicious prompts need spans, and all of them compiled up front held 8 MB of NFAs that
+    /// most processes never touch (measured; the two sets above are what every prompt needs).
+    regexes: Vec<OnceLock<Option<Regex>>>,
 }
 
 static DETECTOR: LazyLock<Option<Detector>> = LazyLock::new(|| {
@@ -847,11 +850,7 @@ static DETECTOR: LazyLock<Option<Detector>> = LazyLock::new(|| {
         .build()
         .map_err(|e| tracing::error!(error = %e, "sanitizer rules failed to compile"))
         .ok()?;
-    let regexes = patterns
-        .iter()
-        .map(|p| Regex::new(p))
-        .collect::<Result<Vec<_>, _>>()
-        .ok()?;
+    let regexes = patterns.iter().map(|_| OnceLock::new()).collect();
     Some(Detector {
         set,
         ascii_set,
@@ -1202,7 +1201,14 @@ const SIGNAL: usize = usize::MAX;
 impl Accumulator {
     fn add_rule(&mut self, d: &Detector, i: usize, view: &str) {
         let r = &RULES[i];
-        let span = d.regexes[i].find(view).map(|m| (m.start(), m.end()));
+        // The set already compiled this pattern, so building it alone cannot fail; if it ever
+        // did, the finding is kept without a span rather than lost.
+        let span = d
+            .regexes
+            .get(i)
+            .and_then(|cell| cell.get_or_init(|| Regex::new(r.pattern).ok()).as_ref())
+            .and_then(|re| re.find(view))
+            .map(|m| (m.start(), m.end()));
         self.add(r.category, i, r.weight, span);
     }
 
