@@ -60,7 +60,8 @@ fn log_format_from_env() -> LogFormat {
 
 fn serve() -> ExitCode {
     // Logging first, so even a configuration error is written in the requested format.
-    spark_gateway::telemetry::init(log_format_from_env());
+    // Held to the end of `serve`: its drop flushes the lines still queued for the writer thread.
+    let _logs = spark_gateway::telemetry::init(log_format_from_env());
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
