@@ -37,7 +37,7 @@ GATEWAY = RELEASE / "spark-gateway"
 API_KEY = "user-bench-benchsecret0123456789abcdef"
 UPSTREAM_KEY = "sk-bench-upstream-key"
 FIXED_RATES = [500, 1000, 2000]
-KNEE_RATES = [3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000, 16000, 20000, 24000]
+KNEE_RATES = [3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000, 16000, 20000, 24000, 32000]
 DURATION = "10s"
 WARMUP = "2s"
 CONCURRENCY = 32
@@ -154,8 +154,11 @@ def start_gateway(procs, mock_url, cache_ttl):
         "SPARK_RATE_LIMIT_GENERATE": "100000000/min",
         "SPARK_RATE_LIMIT_EXPORT": "100000000/min",
         "SPARK_MAX_INFLIGHT": "4096",
+        # As deployed (Dockerfile, k8s ConfigMap): one JSON line per request, to a file here.
+        "SPARK_LOG_FORMAT": "json",
     }
-    p = procs.start([str(GATEWAY)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(OUT_DIR / f"gateway-{port}.log", "wb")
+    p = procs.start([str(GATEWAY)], env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/livez")
     return p, url
