@@ -92,12 +92,24 @@ fn whole_request(c: &mut Criterion) {
     });
     group.bench_function("generate_cache_hit", |b| {
         b.to_async(&rt).iter(|| async {
-            black_box(call(&cached, request("POST", "/api/spark/generate", Some(PROMPT))).await)
+            black_box(
+                call(
+                    &cached,
+                    request("POST", "/api/spark/generate", Some(PROMPT)),
+                )
+                .await,
+            )
         })
     });
     group.bench_function("generate_simulator_miss", |b| {
         b.to_async(&rt).iter(|| async {
-            black_box(call(&uncached, request("POST", "/api/spark/generate", Some(PROMPT))).await)
+            black_box(
+                call(
+                    &uncached,
+                    request("POST", "/api/spark/generate", Some(PROMPT)),
+                )
+                .await,
+            )
         })
     });
     group.finish();
