@@ -14,6 +14,9 @@ the load generator, all on this machine. Only processes this script started are 
 2. The gateway's cache-hit path vs the mock's trivial `/ping` route, closed model, same
    concurrency: throughput ratio.
 3. The gateway's RSS at idle and its peak at the highest sustained rate.
+
+The gateway runs as deployed (JSON logs, one line per request, written to target/bench/); the knee
+is measured once more with request logging off to show what logging costs.
 """
 
 import argparse
@@ -141,7 +144,7 @@ def start_mock(procs):
     return p, m.group(0)
 
 
-def start_gateway(procs, mock_url, cache_ttl):
+def start_gateway(procs, mock_url, cache_ttl, extra_env=None):
     port = free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -153,9 +156,9 @@ def start_gateway(procs, mock_url, cache_ttl):
         "SPARK_CACHE_TTL": cache_ttl,
         "SPARK_RATE_LIMIT_GENERATE": "100000000/min",
         "SPARK_RATE_LIMIT_EXPORT": "100000000/min",
-        "SPARK_MAX_INFLIGHT": "4096",
         # As deployed (Dockerfile, k8s ConfigMap): one JSON line per request, to a file here.
         "SPARK_LOG_FORMAT": "json",
+        **(extra_env or {}),
     }
     log = open(OUT_DIR / f"gateway-{port}.log", "wb")
     p = procs.start([str(GATEWAY)], env=env, stdout=log, stderr=log)
@@ -247,6 +250,19 @@ def run_all():
         results["rssAtSustainedBytes"] = best["gateway"][1].get("peakRssBytes") if best["gateway"] else None
         procs.stop(gateway)
 
+        # The same knee with the per-request log line off (RUST_LOG=warn): what logging costs.
+        gateway, gw_url = start_gateway(procs, mock_url, "0s", {"RUST_LOG": "warn"})
+        quiet_best = None
+        for rate in [r for r in FIXED_RATES + KNEE_RATES if r >= 2000]:
+            r = through(rate)
+            print(f"gateway, request log off {rate:6} req/s: p99 {r['latencyMs']['p99']:.3f} ms, "
+                  f"errors {r['errorRate'] * 100:.2f}%", file=sys.stderr)
+            if not sustained(r):
+                break
+            quiet_best = (rate, r)
+        results["sustainedLogOff"] = quiet_best[0] if quiet_best else None
+        procs.stop(gateway)
+
         # Table 2: cache hits vs the bare baseline, same generator, same concurrency.
         gateway, gw_url = start_gateway(procs, mock_url, "1h")
         results["baseline"] = loadtest([
@@ -293,6 +309,9 @@ def tables(res):
     out.append(f"Highest rate sustained with < 1% errors and p99 < 100 ms: **direct {s['direct']} req/s, "
                f"through the gateway {s['gateway']} req/s** (steps {', '.join(map(str, FIXED_RATES + KNEE_RATES))}; "
                "a step past the last listed one failed the criterion or was not needed).")
+    out.append("")
+    out.append(f"With the per-request log line off (`RUST_LOG=warn`, same steps from 2000) the gateway sustained "
+               f"**{res['sustainedLogOff']} req/s**: the difference is what one JSON log line per request costs at the knee.")
     out.append("")
     out.append("Commands (per step):")
     out.append("")
