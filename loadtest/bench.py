@@ -15,7 +15,8 @@ the load generator, all on this machine. Only processes this script started are 
    concurrency: throughput ratio.
 3. The gateway's RSS at idle and its peak at the highest sustained rate.
 
-The gateway runs as deployed (JSON logs, one line per request, written to target/bench/); the knee
+The gateway runs as deployed (JSON logs, one line per request, written to target/bench/;
+MALLOC_ARENA_MAX=2 as in the Dockerfile and the ConfigMap; the default in-flight limit); the knee
 is measured once more with request logging off to show what logging costs.
 """
 
@@ -158,6 +159,7 @@ def start_gateway(procs, mock_url, cache_ttl, extra_env=None):
         "SPARK_RATE_LIMIT_EXPORT": "100000000/min",
         # As deployed (Dockerfile, k8s ConfigMap): one JSON line per request, to a file here.
         "SPARK_LOG_FORMAT": "json",
+        "MALLOC_ARENA_MAX": "2",
         **(extra_env or {}),
     }
     log = open(OUT_DIR / f"gateway-{port}.log", "wb")
