@@ -156,6 +156,11 @@ pub struct MockArgs {
     pub error_status: u16,
 }
 
+fn method(name: &str) -> anyhow::Result<Method> {
+    Method::from_bytes(name.to_ascii_uppercase().as_bytes())
+        .with_context(|| format!("bad method {name:?}"))
+}
+
 impl RunArgs {
     fn workload(&self) -> anyhow::Result<Workload> {
         if let Some(path) = &self.body {
@@ -163,19 +168,16 @@ impl RunArgs {
                 .with_context(|| format!("could not read the body file {}", path.display()))?;
             serde_json::from_slice::<serde_json::Value>(&body)
                 .with_context(|| format!("{} is not valid JSON", path.display()))?;
-            let method = self.method.as_deref().unwrap_or("POST");
             return Ok(Workload::Custom {
-                method: Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-                    .with_context(|| format!("bad method {method:?}"))?,
+                method: method(self.method.as_deref().unwrap_or("POST"))?,
                 body: Some(body.into()),
             });
         }
         match (self.scenario.as_deref(), self.method.as_deref()) {
             (Some("mixed"), _) => Ok(Workload::Mixed(self.mix.parse()?)),
             (Some(name), _) => Ok(Workload::One(name.parse::<Scenario>()?)),
-            (None, Some(method)) => Ok(Workload::Custom {
-                method: Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-                    .with_context(|| format!("bad method {method:?}"))?,
+            (None, Some(m)) => Ok(Workload::Custom {
+                method: method(m)?,
                 body: None,
             }),
             (None, None) => bail!(
@@ -379,22 +381,24 @@ mod tests {
         })
     }
 
+    /// A valid open-model health run, plus `extra`.
+    fn health(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut args = vec![
+            "--target",
+            "http://h",
+            "--scenario",
+            "health",
+            "--rate",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        parse(&args)
+    }
+
     #[test]
     fn a_model_is_required_and_only_one() {
         assert!(parse(&["--target", "http://h", "--scenario", "health"]).is_err());
-        assert!(
-            parse(&[
-                "--target",
-                "http://h",
-                "--scenario",
-                "health",
-                "--rate",
-                "5",
-                "--concurrency",
-                "2"
-            ])
-            .is_err()
-        );
+        assert!(health(&["--concurrency", "2"]).is_err());
         let a = parse(&[
             "--target",
             "http://h",
@@ -409,45 +413,18 @@ mod tests {
 
     #[test]
     fn stop_defaults_to_ten_seconds_and_takes_a_count_or_a_duration() {
-        let base = [
-            "--target",
-            "http://h",
-            "--scenario",
-            "health",
-            "--concurrency",
-            "4",
-        ];
-        let cfg = parse(&base).unwrap().config().unwrap();
+        let cfg = health(&[]).unwrap().config().unwrap();
         assert_eq!(cfg.stop, Stop::After(Duration::from_secs(10)));
-        let mut with = base.to_vec();
-        with.extend(["--requests", "500"]);
-        assert_eq!(
-            parse(&with).unwrap().config().unwrap().stop,
-            Stop::Requests(500)
-        );
-        let mut both = with.clone();
-        both.extend(["--duration", "5s"]);
-        assert!(parse(&both).is_err());
-        let mut zero = base.to_vec();
-        zero.extend(["--requests", "0"]);
-        assert!(parse(&zero).unwrap().config().is_err());
+        let counted = health(&["--requests", "500"]).unwrap().config().unwrap();
+        assert_eq!(counted.stop, Stop::Requests(500));
+        assert!(health(&["--requests", "500", "--duration", "5s"]).is_err());
+        assert!(health(&["--requests", "0"]).unwrap().config().is_err());
+        assert!(health(&["--duration", "0s"]).unwrap().config().is_err());
     }
 
     #[test]
     fn scenario_and_custom_body_exclude_each_other_and_names_are_checked() {
-        assert!(
-            parse(&[
-                "--target",
-                "http://h",
-                "--scenario",
-                "health",
-                "--body",
-                "x.json",
-                "--rate",
-                "1"
-            ])
-            .is_err()
-        );
+        assert!(health(&["--body", "x.json"]).is_err());
         let bad = parse(&["--target", "http://h", "--scenario", "nope", "--rate", "1"]).unwrap();
         assert!(bad.config().is_err());
         let none = parse(&["--target", "http://h", "--rate", "1"]).unwrap();
@@ -489,32 +466,8 @@ mod tests {
 
     #[test]
     fn thresholds_targets_and_headers_are_validated_at_parse_time() {
-        assert!(
-            parse(&[
-                "--target",
-                "http://h",
-                "--scenario",
-                "health",
-                "--rate",
-                "1",
-                "--threshold",
-                "p99<fast"
-            ])
-            .is_err()
-        );
-        assert!(
-            parse(&[
-                "--target",
-                "http://h",
-                "--scenario",
-                "health",
-                "--rate",
-                "1",
-                "--header",
-                "nocolon"
-            ])
-            .is_err()
-        );
+        assert!(health(&["--threshold", "p99<fast"]).is_err());
+        assert!(health(&["--header", "nocolon"]).is_err());
         assert!(
             parse(&[
                 "--target",
@@ -532,13 +485,7 @@ mod tests {
 
     #[test]
     fn the_api_key_travels_as_a_sensitive_header() {
-        let a = parse(&[
-            "--target",
-            "http://h",
-            "--scenario",
-            "health",
-            "--rate",
-            "1",
+        let a = health(&[
             "--api-key",
             "user-a-0123456789abcdef",
             "--header",

@@ -46,10 +46,10 @@ impl Outcome {
 
 /// One second of the run, by intended start time.
 #[derive(Debug, Clone)]
-pub struct Bucket {
+struct Bucket {
     latency: Histogram<u32>,
-    pub requests: u64,
-    pub errors: u64,
+    requests: u64,
+    errors: u64,
 }
 
 /// A point of the latency-over-time chart.
@@ -202,8 +202,8 @@ impl Recorder {
             .collect()
     }
 
-    /// The summary over the measured window. `window` is the time measurement lasted when the
-    /// caller knows it better than the last completion (nothing completed, say).
+    /// The summary over the measured window: from the start of measurement to the last
+    /// completion (zero throughput when nothing completed).
     pub fn summary(&self) -> Summary {
         let q = |quantile: f64| ms(self.latency.value_at_quantile(quantile));
         let elapsed = self.last_done.as_secs_f64();
