@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use secrecy::SecretString;
-use spark_gateway::ratelimit::redis::{RedisBackend, RedisLimiter};
+use spark_gateway::ratelimit::redis::RedisLimiter;
 use spark_gateway::ratelimit::{LimitKey, Limiter, MemoryLimiter, Quota, Quotas, RouteClass};
+use spark_gateway::redis::RedisBackend;
 use spark_gateway::telemetry::Metrics;
 
 fn quotas(q: &str) -> Quotas {

@@ -1,28 +1,32 @@
-//! The response cache: successful generations, shared by identical requests.
+//! The response cache: successful answers, shared by identical requests.
 //!
-//! Sits after the sanitizer and before the provider router in DESIGN.md's request path. A moka
-//! `future::Cache` keyed by a SHA-256 of everything that shapes an answer (the normalized prompt,
-//! engine, provider preference, model, token budget, temperature and, with
-//! `SPARK_CACHE_SCOPE=key`, the caller), bounded in bytes by a weigher and expiring after
+//! Sits after the sanitizer and before the provider router in DESIGN.md's request path. It knows
+//! nothing of what it stores or how keys are made: the generation service hands it a
+//! [`CacheKey`] (a digest of exactly what is sent upstream) and a value implementing
+//! [`CacheValue`]. A moka `future::Cache`, bounded in bytes by a weigher and expiring after
 //! `SPARK_CACHE_TTL`. Concurrent identical misses share one upstream call (moka's
 //! `or_try_insert_with` runs the first caller's future and hands its result to the others);
 //! errors are never stored. moka keeps no statistics, so hits and misses are counted here.
 //!
-//! With `REDIS_URL` a second level is shared by every replica (`spark:cache:{hash}`, same TTL): a
-//! miss in memory looks in Redis before calling a provider, and a fresh answer is written to
-//! both. Values carry a format version; one this build does not understand is a miss, never a
-//! crash, so replicas of different versions can share a Redis during a rollout.
+//! With `REDIS_URL` a second level is shared by every replica. Redis is not trusted: anyone who
+//! can write to it could otherwise hand code to every game project behind the gateway. So every
+//! shared value carries an HMAC-SHA256 tag over the cache key and the value
+//! (`SPARK_CACHE_HMAC_KEY`), is size-bounded, and is checked by the caller against its request
+//! before use; a value that fails any check is a miss and is replaced. A purge bumps a namespace
+//! generation in Redis (`spark:cache:gen`): every replica's lookups move to the new namespace at
+//! once, and each replica empties its memory level when it sees the generation change (checked
+//! every second), so a purged answer does not come back from anywhere.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
 
-use crate::auth::Caller;
-use crate::generate::{GenerateError, GenerateRequest, Generation, ProviderChoice};
-use crate::ratelimit::redis::RedisBackend;
+use crate::redis::RedisBackend;
 use crate::telemetry::Metrics;
 
 /// Whether callers share cached answers.
@@ -51,12 +55,14 @@ impl CacheScope {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct CacheConfig {
     /// Zero turns the cache off.
     pub ttl: Duration,
     pub max_bytes: u64,
     pub scope: CacheScope,
+    /// Authenticates second-level values. `None`: a random key per process (no sharing).
+    pub hmac_key: Option<SecretString>,
 }
 
 /// How a request was answered, for `X-Cache` and the metrics.
@@ -87,6 +93,16 @@ impl CacheResult {
 
 pub type CacheKey = [u8; 32];
 
+/// What the cache needs of a value: its weight for the byte bound, and a byte form for the
+/// shared level.
+pub trait CacheValue: Send + Sync + Sized + 'static {
+    /// Approximate heap size in bytes.
+    fn weight(&self) -> u32;
+    fn encode(&self) -> Vec<u8>;
+    /// `None` for bytes this build does not understand (another version, garbage): a miss.
+    fn decode(bytes: &[u8]) -> Option<Self>;
+}
+
 /// What the health endpoint shows.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CacheStats {
@@ -95,141 +111,178 @@ pub struct CacheStats {
     pub hit_rate: f64,
 }
 
-pub struct ResponseCache {
+/// The largest shared value accepted, read or written: a generation is bounded by the provider's
+/// token cap, so anything bigger did not come from a gateway.
+const L2_MAX_VALUE_BYTES: usize = 4 << 20;
+/// The prefix of the second-level wire format; bumped when the framing changes.
+const L2_MAGIC: &[u8; 4] = b"spk2";
+const GENERATION_KEY: &str = "spark:cache:gen";
+
+/// The shared second level: Redis, authenticated values, a purge generation.
+struct SharedLevel {
+    redis: Arc<RedisBackend>,
+    mac: Hmac<Sha256>,
+    /// The namespace generation last read from Redis; every key carries it.
+    generation: AtomicU64,
+}
+
+impl SharedLevel {
+    fn key(&self, key: &CacheKey) -> String {
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "spark:cache:{}:{hex}",
+            self.generation.load(Ordering::Relaxed)
+        )
+    }
+
+    fn tag(&self, key: &CacheKey, payload: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        mac.update(key);
+        mac.update(payload);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// `magic ‖ tag ‖ payload`, the tag binding the payload to its key so a value cannot be
+    /// moved to another key either.
+    fn seal(&self, key: &CacheKey, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + 32 + payload.len());
+        out.extend_from_slice(L2_MAGIC);
+        out.extend_from_slice(&self.tag(key, payload));
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn open<'a>(&self, key: &CacheKey, sealed: &'a [u8]) -> Option<&'a [u8]> {
+        if sealed.len() > L2_MAX_VALUE_BYTES + 36 || sealed.len() < 36 {
+            return None;
+        }
+        let (magic, rest) = sealed.split_at(4);
+        let (tag, payload) = rest.split_at(32);
+        if magic != L2_MAGIC {
+            return None;
+        }
+        let mut mac = self.mac.clone();
+        mac.update(key);
+        mac.update(payload);
+        // Constant-time comparison: the tag must not be guessable byte by byte.
+        mac.verify_slice(tag).ok()?;
+        Some(payload)
+    }
+}
+
+pub struct ResponseCache<V> {
     /// `None` when the TTL is zero: every request bypasses.
-    store: Option<moka::future::Cache<CacheKey, Arc<Generation>>>,
+    store: Option<moka::future::Cache<CacheKey, Arc<V>>>,
     scope: CacheScope,
     ttl: Duration,
     /// The shared second level, when configured.
-    redis: Option<Arc<RedisBackend>>,
+    shared: Option<Arc<SharedLevel>>,
     hits: AtomicU64,
     misses: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
-/// The version of the second-level value format. Bump it when `Generation` changes shape.
-const L2_VERSION: u32 = 1;
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct L2Value {
-    v: u32,
-    generation: Generation,
-    /// `Generation::answer`, which the Spark API body leaves out.
-    #[serde(default)]
-    answer: String,
-    #[serde(default)]
-    truncated: bool,
-}
-
-fn l2_key(key: &CacheKey) -> String {
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    format!("spark:cache:{hex}")
-}
-
-fn l2_decode(bytes: &[u8]) -> Option<Generation> {
-    let value: L2Value = serde_json::from_slice(bytes).ok()?;
-    (value.v == L2_VERSION).then_some(Generation {
-        answer: value.answer,
-        truncated: value.truncated,
-        ..value.generation
-    })
-}
-
-fn l2_encode(g: &Generation) -> Vec<u8> {
-    serde_json::to_vec(&L2Value {
-        v: L2_VERSION,
-        generation: g.clone(),
-        answer: g.answer.clone(),
-        truncated: g.truncated,
-    })
-    .unwrap_or_default()
-}
-
-/// Approximate heap size of a cached answer, for the byte bound.
-fn weight(g: &Generation) -> u32 {
-    let strings = g.id.len()
-        + g.code.len()
-        + g.language.len()
-        + g.engine.len()
-        + g.script_name.len()
-        + g.file_name.len()
-        + g.provider.len()
-        + g.model.len()
-        + g.answer.len()
-        + g.warnings.iter().map(String::len).sum::<usize>();
-    u32::try_from(strings + std::mem::size_of::<Generation>() + 32 + 64).unwrap_or(u32::MAX)
-}
-
-impl ResponseCache {
+impl<V: CacheValue> ResponseCache<V> {
+    /// Must be called inside a tokio runtime when `redis` is set (it starts the purge watcher).
     pub fn new(cfg: &CacheConfig, metrics: Arc<Metrics>, redis: Option<Arc<RedisBackend>>) -> Self {
         let store = (!cfg.ttl.is_zero()).then(|| {
             moka::future::Cache::builder()
                 .max_capacity(cfg.max_bytes)
-                .weigher(|_k: &CacheKey, v: &Arc<Generation>| weight(v))
+                .weigher(|_k: &CacheKey, v: &Arc<V>| v.weight())
                 .time_to_live(cfg.ttl)
                 .build()
         });
-        ResponseCache {
+        let shared = redis.filter(|_| store.is_some()).and_then(|redis| {
+            let key: Vec<u8> = match &cfg.hmac_key {
+                Some(k) => k.expose_secret().as_bytes().to_vec(),
+                None => {
+                    tracing::warn!(
+                        "SPARK_CACHE_HMAC_KEY is unset: this replica signs its shared cache values \
+                         with a key of its own, so replicas do not share cached answers"
+                    );
+                    rand::random::<[u8; 32]>().to_vec()
+                }
+            };
+            let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).ok()?;
+            Some(Arc::new(SharedLevel {
+                redis,
+                mac,
+                generation: AtomicU64::new(0),
+            }))
+        });
+        let cache = ResponseCache {
             store,
             scope: cfg.scope,
             ttl: cfg.ttl,
-            redis,
+            shared,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             metrics,
-        }
+        };
+        cache.watch_purges();
+        cache
+    }
+
+    /// Follows the shared purge generation: when another replica purges, this one empties its
+    /// memory level too. Polling once a second costs one tiny `GET` and, unlike pub/sub, cannot
+    /// miss a purge sent while this replica was disconnected.
+    fn watch_purges(&self) {
+        let (Some(shared), Some(store)) = (&self.shared, &self.store) else {
+            return;
+        };
+        let shared = Arc::downgrade(shared);
+        let store = store.clone();
+        crate::telemetry::spawn_named("cache-purge-watch", async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                if let Some(seen) = read_generation(&shared.redis).await {
+                    let previous = shared.generation.swap(seen, Ordering::Relaxed);
+                    if previous != seen {
+                        store.invalidate_all();
+                        tracing::info!(
+                            generation = seen,
+                            "shared cache purged elsewhere; memory level emptied"
+                        );
+                    }
+                }
+            }
+        });
     }
 
     pub fn enabled(&self) -> bool {
         self.store.is_some()
     }
 
-    /// The key for a validated request. Fields are length-prefixed so no two different requests
-    /// can concatenate to the same bytes.
-    pub fn key(&self, req: &GenerateRequest, caller: &Caller) -> CacheKey {
-        let mut h = Sha256::new();
-        let mut field = |bytes: &[u8]| {
-            h.update((bytes.len() as u64).to_le_bytes());
-            h.update(bytes);
-        };
-        field(b"spark-cache-v1");
-        field(req.prompt.as_bytes());
-        field(req.engine.as_str().as_bytes());
-        match req.provider {
-            ProviderChoice::Auto => field(b"auto"),
-            ProviderChoice::Only(p) => field(p.as_str().as_bytes()),
-        }
-        field(req.model.as_deref().unwrap_or("").as_bytes());
-        field(&req.max_tokens.to_le_bytes());
-        match req.temperature {
-            Some(t) => field(&t.to_bits().to_le_bytes()),
-            None => field(b"default"),
-        }
-        field(req.system.as_deref().unwrap_or("").as_bytes());
-        if self.scope == CacheScope::Key {
-            field(caller.label().as_bytes());
-        }
-        h.finalize().into()
+    pub fn scope(&self) -> CacheScope {
+        self.scope
     }
 
     /// Answers from the cache, or runs `generate` (once for all concurrent callers of the same
     /// key) and stores its success. With `read` false the cache is not consulted but a fresh
-    /// answer is still stored (`Cache-Control: no-cache`).
-    pub async fn get_or_generate<F>(
+    /// answer is still stored (`Cache-Control: no-cache`). `fits` checks a value found in the
+    /// shared level against the request; one that does not fit is a miss and is replaced.
+    pub async fn get_or_generate<E, F>(
         &self,
         key: CacheKey,
         read: bool,
+        fits: impl Fn(&V) -> bool,
         generate: F,
-    ) -> Result<(Arc<Generation>, CacheResult), GenerateError>
+    ) -> Result<(Arc<V>, CacheResult), E>
     where
-        F: Future<Output = Result<Generation, GenerateError>>,
+        E: Clone + Send + Sync + 'static,
+        F: Future<Output = Result<V, E>>,
     {
         let Some(store) = &self.store else {
             return self.count(generate.await.map(Arc::new), CacheResult::Bypass);
         };
         if !read {
             let fresh = Arc::new(generate.await?);
-            self.store_l2(&key, &fresh).await;
+            self.store_shared(&key, &fresh);
             store.insert(key, Arc::clone(&fresh)).await;
             return self.count(Ok(fresh), CacheResult::Bypass);
         }
@@ -237,16 +290,16 @@ impl ResponseCache {
         let entry = store
             .entry(key)
             .or_try_insert_with(async {
-                if let Some(g) = self.load_l2(&key).await {
+                if let Some(v) = self.load_shared(&key, &fits).await {
                     from_l2.store(true, Ordering::Relaxed);
-                    return Ok(Arc::new(g));
+                    return Ok(Arc::new(v));
                 }
                 let fresh = Arc::new(generate.await?);
-                self.store_l2(&key, &fresh).await;
+                self.store_shared(&key, &fresh);
                 Ok(fresh)
             })
             .await
-            .map_err(|e: Arc<GenerateError>| (*e).clone());
+            .map_err(|e: Arc<E>| (*e).clone());
         match entry {
             Ok(entry) => {
                 // An answer another replica generated is a hit too: nobody paid for it here.
@@ -268,78 +321,109 @@ impl ResponseCache {
 
     /// A cached answer, without generating on a miss (the streaming path). Counts a hit when
     /// found; the caller counts the miss when it stores the fresh answer.
-    pub async fn lookup(&self, key: &CacheKey) -> Option<Arc<Generation>> {
+    pub async fn lookup(&self, key: &CacheKey, fits: impl Fn(&V) -> bool) -> Option<Arc<V>> {
         let store = self.store.as_ref()?;
         let found = match store.get(key).await {
             Some(g) => Some(g),
             None => {
-                let g = Arc::new(self.load_l2(key).await?);
+                let g = Arc::new(self.load_shared(key, &fits).await?);
                 store.insert(*key, Arc::clone(&g)).await;
                 Some(g)
             }
         };
         if found.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            self.metrics
-                .cache_requests
-                .with_label_values(&["hit"])
-                .inc();
+            self.metrics.cache_request(CacheResult::Hit.label());
         }
         found
     }
 
     /// Stores a fresh answer in both levels (the streaming path), counting the lookup's result.
-    pub async fn store_fresh(&self, key: CacheKey, g: Generation, result: CacheResult) {
+    pub async fn store_fresh(&self, key: CacheKey, value: V, result: CacheResult) {
         if result == CacheResult::Miss {
             self.misses.fetch_add(1, Ordering::Relaxed);
         }
-        self.metrics
-            .cache_requests
-            .with_label_values(&[result.label()])
-            .inc();
+        self.metrics.cache_request(result.label());
         if let Some(store) = &self.store {
-            let g = Arc::new(g);
-            self.store_l2(&key, &g).await;
-            store.insert(key, g).await;
+            let value = Arc::new(value);
+            self.store_shared(&key, &value);
+            store.insert(key, value).await;
         }
     }
 
-    async fn load_l2(&self, key: &CacheKey) -> Option<Generation> {
-        let redis = self.redis.as_ref()?;
-        let bytes = redis.get(&l2_key(key)).await.ok()??;
-        l2_decode(&bytes)
+    async fn load_shared(&self, key: &CacheKey, fits: &impl Fn(&V) -> bool) -> Option<V> {
+        let shared = self.shared.as_ref()?;
+        let sealed = shared.redis.get(&shared.key(key)).await.ok()??;
+        let value = shared
+            .open(key, &sealed)
+            .and_then(V::decode)
+            .filter(|v| fits(v));
+        if value.is_none() {
+            // Tampered, foreign or stale: not served; the fresh answer overwrites it.
+            self.metrics.cache_l2_rejected.inc();
+            tracing::warn!("a shared cache value failed its integrity or request check; ignored");
+        }
+        value
     }
 
-    async fn store_l2(&self, key: &CacheKey, g: &Generation) {
-        if let Some(redis) = &self.redis {
+    /// Writes to the shared level without making the response wait for Redis.
+    fn store_shared(&self, key: &CacheKey, value: &V) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let payload = value.encode();
+        if payload.is_empty() || payload.len() > L2_MAX_VALUE_BYTES {
+            return;
+        }
+        let sealed = shared.seal(key, &payload);
+        let redis_key = shared.key(key);
+        let redis = Arc::clone(&shared.redis);
+        let ttl = self.ttl;
+        crate::telemetry::spawn_named("cache-l2-write", async move {
             // Best effort: a failure is counted and logged by the backend, and the answer is
             // still served from this replica's memory.
-            let _ = redis.set_px(&l2_key(key), l2_encode(g), self.ttl).await;
-        }
+            let _ = redis.set_px(&redis_key, sealed, ttl).await;
+        });
     }
 
-    fn count(
+    fn count<E>(
         &self,
-        outcome: Result<Arc<Generation>, GenerateError>,
+        outcome: Result<Arc<V>, E>,
         result: CacheResult,
-    ) -> Result<(Arc<Generation>, CacheResult), GenerateError> {
-        self.metrics
-            .cache_requests
-            .with_label_values(&[result.label()])
-            .inc();
+    ) -> Result<(Arc<V>, CacheResult), E> {
+        self.metrics.cache_request(result.label());
         outcome.map(|g| (g, result))
     }
 
-    /// Drops every entry (the admin purge). Returns how many there were.
-    pub async fn purge(&self) -> u64 {
+    /// Drops every entry (the admin purge): this replica's memory level at once, and the shared
+    /// level for every replica by moving to a new namespace generation. Returns how many entries
+    /// this replica held. Fails only when the shared level could not be purged: the caller must
+    /// not report a purge that did not happen.
+    pub async fn purge(&self) -> Result<u64, crate::redis::RedisError> {
         let Some(store) = &self.store else {
-            return 0;
+            return Ok(0);
         };
+        let mut result = Ok(());
+        if let Some(shared) = &self.shared {
+            match shared
+                .redis
+                .run("cache_purge", |mut c| async move {
+                    redis::cmd("INCR")
+                        .arg(GENERATION_KEY)
+                        .query_async::<u64>(&mut c)
+                        .await
+                })
+                .await
+            {
+                Ok(generation) => shared.generation.store(generation, Ordering::Relaxed),
+                Err(e) => result = Err(e),
+            }
+        }
         store.run_pending_tasks().await;
         let n = store.entry_count();
         store.invalidate_all();
         store.run_pending_tasks().await;
-        n
+        result.map(|()| n)
     }
 
     pub async fn stats(&self) -> CacheStats {
@@ -364,88 +448,107 @@ impl ResponseCache {
     }
 }
 
+async fn read_generation(redis: &RedisBackend) -> Option<u64> {
+    redis
+        .run("cache_generation", |mut c| async move {
+            redis::cmd("GET")
+                .arg(GENERATION_KEY)
+                .query_async::<Option<u64>>(&mut c)
+                .await
+        })
+        .await
+        .ok()
+        .map(|g| g.unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::{Engine, UsageBody};
     use std::sync::atomic::AtomicUsize;
 
-    fn cache(ttl: Duration, scope: CacheScope) -> ResponseCache {
+    #[derive(Debug, Clone, PartialEq)]
+    struct Text(String);
+
+    impl CacheValue for Text {
+        fn weight(&self) -> u32 {
+            self.0.len() as u32 + 32
+        }
+        fn encode(&self) -> Vec<u8> {
+            self.0.as_bytes().to_vec()
+        }
+        fn decode(bytes: &[u8]) -> Option<Self> {
+            String::from_utf8(bytes.to_vec()).ok().map(Text)
+        }
+    }
+
+    fn text(s: &str) -> Text {
+        Text(s.into())
+    }
+
+    fn cache(ttl: Duration) -> ResponseCache<Text> {
         ResponseCache::new(
             &CacheConfig {
                 ttl,
                 max_bytes: 1 << 20,
-                scope,
+                scope: CacheScope::Global,
+                hmac_key: None,
             },
             Arc::new(Metrics::new().unwrap()),
             None,
         )
     }
 
+    const KEY: CacheKey = [7; 32];
+    fn any(_: &Text) -> bool {
+        true
+    }
+
     #[test]
-    fn second_level_values_are_versioned_and_unknown_versions_are_misses() {
-        let g = generation("x");
-        assert_eq!(l2_decode(&l2_encode(&g)), Some(g.clone()));
-        let future = serde_json::to_vec(&serde_json::json!({"v": 2, "generation": g})).unwrap();
-        assert_eq!(l2_decode(&future), None);
-        assert_eq!(l2_decode(b"garbage"), None);
-    }
-
-    fn generation(code: &str) -> Generation {
-        Generation {
-            id: "gen_1".into(),
-            code: code.into(),
-            language: "csharp".into(),
-            engine: "unity".into(),
-            script_name: "A".into(),
-            file_name: "A.cs".into(),
-            provider: "simulator".into(),
-            model: "m".into(),
-            cached: false,
-            usage: UsageBody {
-                input_tokens: 1,
-                output_tokens: 2,
-            },
-            warnings: vec![],
-            latency_ms: 0,
-            answer: "the whole answer".into(),
-            truncated: false,
-        }
-    }
-
-    fn request(prompt: &str) -> GenerateRequest {
-        GenerateRequest {
-            prompt: prompt.into(),
-            engine: Engine::Unity,
-            provider: ProviderChoice::Auto,
-            model: None,
-            max_tokens: 100,
-            temperature: Some(0.2),
-            stream: false,
-            warnings: vec![],
-            system: None,
-        }
+    fn shared_values_are_bound_to_their_key_and_tamper_evident() {
+        let level = SharedLevel {
+            redis: RedisBackend::disconnected(Arc::new(Metrics::new().unwrap())),
+            mac: <Hmac<Sha256> as KeyInit>::new_from_slice(b"k").unwrap(),
+            generation: AtomicU64::new(0),
+        };
+        let sealed = level.seal(&KEY, b"payload");
+        assert_eq!(level.open(&KEY, &sealed), Some(&b"payload"[..]));
+        // Another key, a flipped byte, a truncated value, an oversized one: all refused.
+        assert_eq!(level.open(&[8; 32], &sealed), None);
+        let mut flipped = sealed.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert_eq!(level.open(&KEY, &flipped), None);
+        assert_eq!(level.open(&KEY, &sealed[..30]), None);
+        let big = level.seal(&KEY, &vec![b'x'; L2_MAX_VALUE_BYTES + 1]);
+        assert_eq!(level.open(&KEY, &big), None);
+        // Unsigned JSON, as the previous format stored it, is refused too.
+        assert_eq!(level.open(&KEY, br#"{"v":1,"generation":{}}"#), None);
     }
 
     #[tokio::test]
     async fn concurrent_identical_misses_run_one_generation() {
-        let c = Arc::new(cache(Duration::from_secs(60), CacheScope::Global));
+        let c = Arc::new(cache(Duration::from_secs(60)));
         let calls = Arc::new(AtomicUsize::new(0));
-        let key = c.key(&request("door"), &Caller::Anonymous);
+        let (release, gate) = tokio::sync::watch::channel(false);
         let tasks: Vec<_> = (0..32)
             .map(|_| {
                 let c = Arc::clone(&c);
                 let calls = Arc::clone(&calls);
-                tokio::spawn(async move {
-                    c.get_or_generate(key, true, async {
+                let mut gate = gate.clone();
+                crate::telemetry::spawn_named("test-task", async move {
+                    c.get_or_generate(KEY, true, any, async move {
                         calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok(generation("x"))
+                        let _ = gate.wait_for(|open| *open).await;
+                        Ok::<_, ()>(text("x"))
                     })
                     .await
                 })
             })
             .collect();
+        // Let every task reach the cache before the leader's generation finishes.
+        for _ in 0..64 {
+            tokio::task::yield_now().await;
+        }
+        release.send(true).unwrap();
         let mut results = Vec::new();
         for t in tasks {
             results.push(t.await.unwrap().unwrap().1);
@@ -463,16 +566,13 @@ mod tests {
 
     #[tokio::test]
     async fn errors_are_not_stored() {
-        let c = cache(Duration::from_secs(60), CacheScope::Global);
-        let key = c.key(&request("door"), &Caller::Anonymous);
+        let c = cache(Duration::from_secs(60));
         let err = c
-            .get_or_generate(key, true, async {
-                Err(GenerateError::Invalid("boom".into()))
-            })
+            .get_or_generate(KEY, true, any, async { Err::<Text, _>("boom") })
             .await;
         assert!(err.is_err());
         let (_, r) = c
-            .get_or_generate(key, true, async { Ok(generation("fresh")) })
+            .get_or_generate(KEY, true, any, async { Ok::<_, &str>(text("fresh")) })
             .await
             .unwrap();
         assert_eq!(r, CacheResult::Miss);
@@ -480,80 +580,38 @@ mod tests {
 
     #[tokio::test]
     async fn no_cache_skips_the_read_but_stores_and_ttl_zero_bypasses() {
-        let c = cache(Duration::from_secs(60), CacheScope::Global);
-        let key = c.key(&request("door"), &Caller::Anonymous);
-        c.get_or_generate(key, true, async { Ok(generation("old")) })
+        let c = cache(Duration::from_secs(60));
+        c.get_or_generate(KEY, true, any, async { Ok::<_, ()>(text("old")) })
             .await
             .unwrap();
         let (g, r) = c
-            .get_or_generate(key, false, async { Ok(generation("new")) })
+            .get_or_generate(KEY, false, any, async { Ok::<_, ()>(text("new")) })
             .await
             .unwrap();
-        assert_eq!((g.code.as_str(), r), ("new", CacheResult::Bypass));
+        assert_eq!((g.0.as_str(), r), ("new", CacheResult::Bypass));
         let (g, r) = c
-            .get_or_generate(key, true, async { Ok(generation("unused")) })
+            .get_or_generate(KEY, true, any, async { Ok::<_, ()>(text("unused")) })
             .await
             .unwrap();
-        assert_eq!((g.code.as_str(), r), ("new", CacheResult::Hit));
+        assert_eq!((g.0.as_str(), r), ("new", CacheResult::Hit));
 
-        let off = cache(Duration::ZERO, CacheScope::Global);
+        let off = cache(Duration::ZERO);
         let (_, r) = off
-            .get_or_generate(key, true, async { Ok(generation("x")) })
+            .get_or_generate(KEY, true, any, async { Ok::<_, ()>(text("x")) })
             .await
             .unwrap();
         assert_eq!(r, CacheResult::Bypass);
         assert!(!off.enabled());
     }
 
-    #[test]
-    fn keys_separate_every_field_and_the_caller_only_in_key_scope() {
-        let global = cache(Duration::from_secs(1), CacheScope::Global);
-        let per_key = cache(Duration::from_secs(1), CacheScope::Key);
-        let base = request("door");
-        let alice = Caller::User("alice".into());
-        let bob = Caller::User("bob".into());
-        assert_eq!(global.key(&base, &alice), global.key(&base, &bob));
-        assert_ne!(per_key.key(&base, &alice), per_key.key(&base, &bob));
-        let variants = [
-            GenerateRequest {
-                prompt: "door2".into(),
-                ..base.clone()
-            },
-            GenerateRequest {
-                engine: Engine::Godot,
-                ..base.clone()
-            },
-            GenerateRequest {
-                provider: ProviderChoice::Only(crate::providers::ProviderId::Simulator),
-                ..base.clone()
-            },
-            GenerateRequest {
-                model: Some("m".into()),
-                ..base.clone()
-            },
-            GenerateRequest {
-                max_tokens: 101,
-                ..base.clone()
-            },
-            GenerateRequest {
-                temperature: None,
-                ..base.clone()
-            },
-        ];
-        for v in variants {
-            assert_ne!(global.key(&v, &alice), global.key(&base, &alice), "{v:?}");
-        }
-    }
-
     #[tokio::test]
     async fn purge_empties_the_cache() {
-        let c = cache(Duration::from_secs(60), CacheScope::Global);
-        let key = c.key(&request("door"), &Caller::Anonymous);
-        c.get_or_generate(key, true, async { Ok(generation("x")) })
+        let c = cache(Duration::from_secs(60));
+        c.get_or_generate(KEY, true, any, async { Ok::<_, ()>(text("x")) })
             .await
             .unwrap();
         assert_eq!(c.stats().await.entries, 1);
-        assert_eq!(c.purge().await, 1);
+        assert_eq!(c.purge().await.unwrap(), 1);
         assert_eq!(c.stats().await.entries, 0);
     }
 }

@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::auth::split_keys;
 use crate::cache::{CacheConfig, CacheScope};
-use crate::providers::ProviderId;
+use crate::providers::{ProviderId, UpstreamConfig};
 use crate::ratelimit::{Quota, Quotas, TrustedProxies};
 use crate::resilience::{BreakerConfig, RetryPolicy};
 use crate::sanitize::{Policy, PolicyMode};
+use crate::telemetry::LogFormat;
 
 /// Where configuration values come from. The process environment in production, a map in tests.
 pub trait Source {
@@ -52,21 +54,6 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
-/// One upstream provider's connection settings. Present only when its API key is set.
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    pub api_key: SecretString,
-    pub base_url: String,
-    /// The models a caller may ask for; the first one is used when the request names none.
-    pub models: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Pretty,
-    Json,
-}
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
@@ -76,6 +63,12 @@ pub struct Config {
     /// Just the `SPARK_API_KEYS` keys (the file is re-read on rotation).
     pub inline_api_keys: Vec<SecretString>,
     pub api_keys_file: Option<PathBuf>,
+    /// Lets a key-file reload leave no user key (revoking every key at once).
+    pub api_keys_allow_empty: bool,
+    /// Browser origins allowed by CORS (`scheme://host[:port]`); empty: no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Failed authentications per client address and minute before it is braked (0: off).
+    pub auth_failures_per_min: u32,
     pub anthropic: Option<UpstreamConfig>,
     pub openai: Option<UpstreamConfig>,
     /// The order `provider: "auto"` tries providers in.
@@ -90,6 +83,8 @@ pub struct Config {
     pub export_body_limit: usize,
     pub max_inflight: usize,
     pub sanitizer: Policy,
+    /// User ids whose system messages replace the engine prompt (the master key always may).
+    pub system_prompt_override: Vec<String>,
     pub breaker: BreakerConfig,
     pub retry: RetryPolicy,
     pub cache: CacheConfig,
@@ -136,6 +131,33 @@ impl Config {
             .unwrap_or_default();
         let inline_api_keys = api_keys.clone();
         let api_keys_file = r.string("SPARK_API_KEYS_FILE").map(PathBuf::from);
+        let cors_origins: Vec<String> = r
+            .string("SPARK_CORS_ORIGINS")
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for origin in &cors_origins {
+            if !is_origin(origin) {
+                r.problem(format!(
+                    "SPARK_CORS_ORIGINS: {origin:?} is not an origin such as https://editor.example.com (no path, no wildcard)"
+                ));
+            }
+        }
+        let auth_failures_per_min = r.parse(
+            "SPARK_AUTH_FAILURES_PER_MIN",
+            30,
+            "a whole number from 0 (off) to 1000000",
+            |s| s.parse::<u32>().ok().filter(|v| *v <= 1_000_000),
+        );
+        let api_keys_allow_empty =
+            r.parse("SPARK_API_KEYS_ALLOW_EMPTY", false, "true or false", |s| {
+                s.parse::<bool>().ok()
+            });
         if let Some(path) = &api_keys_file {
             match std::fs::read_to_string(path) {
                 Ok(text) => api_keys.extend(split_keys(&text)),
@@ -268,11 +290,7 @@ impl Config {
             "SPARK_LOG_FORMAT",
             LogFormat::Pretty,
             "json or pretty",
-            |s| match s {
-                "json" => Some(LogFormat::Json),
-                "pretty" => Some(LogFormat::Pretty),
-                _ => None,
-            },
+            LogFormat::parse,
         );
 
         let defaults = BreakerConfig::default();
@@ -320,7 +338,7 @@ impl Config {
             max_delay: r.duration("SPARK_RETRY_MAX_DELAY", retry_defaults.max_delay),
         };
         let cache = CacheConfig {
-            ttl: r.duration("SPARK_CACHE_TTL", Duration::from_secs(3600)),
+            ttl: r.duration_up_to("SPARK_CACHE_TTL", Duration::from_secs(3600), MAX_CACHE_TTL),
             max_bytes: r.size("SPARK_CACHE_MAX_BYTES", 256 << 20) as u64,
             scope: r.parse(
                 "SPARK_CACHE_SCOPE",
@@ -328,7 +346,25 @@ impl Config {
                 "global or key",
                 CacheScope::parse,
             ),
+            hmac_key: r.secret("SPARK_CACHE_HMAC_KEY"),
         };
+        if cache
+            .hmac_key
+            .as_ref()
+            .is_some_and(|k| k.expose_secret().len() < 32)
+        {
+            r.problem("SPARK_CACHE_HMAC_KEY: must be at least 32 characters".into());
+        }
+        let system_prompt_override: Vec<String> = r
+            .string("SPARK_SYSTEM_PROMPT_OVERRIDE")
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
 
         let quota = |r: &mut Reader, name: &str, default: &str| {
             r.parse(
@@ -386,7 +422,11 @@ impl Config {
                 "SPARK_DEFAULT_MAX_TOKENS ({default_max_tokens}) must not exceed SPARK_MAX_TOKENS ({max_tokens_cap})"
             ));
         }
-        if master_key.is_none() && api_keys.is_empty() && !bind.ip().is_loopback() {
+        if master_key.is_none()
+            && api_keys.is_empty()
+            && api_keys_file.is_none()
+            && !bind.ip().is_loopback()
+        {
             r.problem(format!(
                 "SPARK_BIND: refusing to listen on {bind} with authentication off; set SPARK_MASTER_API_KEY or SPARK_API_KEYS, or bind a loopback address"
             ));
@@ -403,6 +443,9 @@ impl Config {
             api_keys,
             inline_api_keys,
             api_keys_file,
+            api_keys_allow_empty,
+            auth_failures_per_min,
+            cors_origins,
             anthropic,
             openai,
             provider_order,
@@ -415,6 +458,7 @@ impl Config {
             generate_body_limit,
             export_body_limit,
             max_inflight,
+            system_prompt_override,
             sanitizer: Policy {
                 mode,
                 threshold,
@@ -435,9 +479,26 @@ impl Config {
         })
     }
 
-    /// Authentication is off only when no key of any kind is configured.
+    /// Problems that do not stop the gateway but an operator must hear about (start-up and
+    /// `check-config` print them).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(w) = crate::auth::weak_secret_warnings(&self.api_keys) {
+            out.push(format!("SPARK_API_KEYS: {w}"));
+        }
+        if self.redis_url.is_some() && self.cache.hmac_key.is_none() && !self.cache.ttl.is_zero() {
+            out.push(
+                "SPARK_CACHE_HMAC_KEY is unset: replicas sharing REDIS_URL will not share cached answers"
+                    .to_owned(),
+            );
+        }
+        out
+    }
+
+    /// Authentication is off only when no key source of any kind is configured. Decided once:
+    /// a key file that later empties never turns it off.
     pub fn auth_enabled(&self) -> bool {
-        self.master_key.is_some() || !self.api_keys.is_empty()
+        self.master_key.is_some() || !self.api_keys.is_empty() || self.api_keys_file.is_some()
     }
 
     /// The effective configuration as `NAME=value` pairs, every secret replaced by `<redacted>`.
@@ -474,6 +535,15 @@ impl Config {
                     .as_ref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|| "<unset>".into()),
+            ),
+            ("SPARK_CORS_ORIGINS", self.cors_origins.join(",")),
+            (
+                "SPARK_AUTH_FAILURES_PER_MIN",
+                self.auth_failures_per_min.to_string(),
+            ),
+            (
+                "SPARK_API_KEYS_ALLOW_EMPTY",
+                self.api_keys_allow_empty.to_string(),
             ),
             (
                 "AUTH",
@@ -562,6 +632,11 @@ impl Config {
                 format!("{}B", self.cache.max_bytes),
             ),
             ("SPARK_CACHE_SCOPE", self.cache.scope.as_str().into()),
+            ("SPARK_CACHE_HMAC_KEY", secret(&self.cache.hmac_key)),
+            (
+                "SPARK_SYSTEM_PROMPT_OVERRIDE",
+                format!("<{} users>", self.system_prompt_override.len()),
+            ),
             (
                 "SPARK_RATE_LIMIT_GENERATE",
                 self.rate_limits.generate.to_string(),
@@ -592,26 +667,9 @@ impl Config {
                 "SPARK_SANITIZER_THRESHOLD",
                 self.sanitizer.threshold.to_string(),
             ),
-            (
-                "SPARK_LOG_FORMAT",
-                match self.log_format {
-                    LogFormat::Json => "json",
-                    LogFormat::Pretty => "pretty",
-                }
-                .into(),
-            ),
+            ("SPARK_LOG_FORMAT", self.log_format.as_str().into()),
         ]
     }
-}
-
-/// Keys are separated by commas or new lines; blank lines and `#` comments are skipped so a
-/// Kubernetes secret file can carry notes.
-pub(crate) fn split_keys(text: &str) -> Vec<SecretString> {
-    text.split([',', '\n'])
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && !k.starts_with('#'))
-        .map(|k| SecretString::from(k.to_owned()))
-        .collect()
 }
 
 struct Reader<'a> {
@@ -658,13 +716,20 @@ impl Reader<'_> {
         }
     }
 
+    /// A duration of at most [`MAX_DURATION`]: a larger one would overflow `Instant + Duration`
+    /// on the request path, and no timeout of a request gateway needs more than a day.
     fn duration(&mut self, name: &str, default: Duration) -> Duration {
-        self.parse(
-            name,
-            default,
-            "a duration such as 500ms, 30s, 5m or 1h",
-            parse_duration,
-        )
+        self.duration_up_to(name, default, MAX_DURATION)
+    }
+
+    fn duration_up_to(&mut self, name: &str, default: Duration, max: Duration) -> Duration {
+        let expected = format!(
+            "a duration such as 500ms, 30s, 5m or 1h, at most {}",
+            fmt_duration(max)
+        );
+        self.parse(name, default, &expected, |s| {
+            parse_duration(s).filter(|d| *d <= max)
+        })
     }
 
     fn size(&mut self, name: &str, default: usize) -> usize {
@@ -687,6 +752,16 @@ impl Reader<'_> {
             .to_owned();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             self.problem(format!("{url_var}: {base_url:?} is not an http(s) URL"));
+        } else if base_url.starts_with("http://") && !is_loopback_url(&base_url) {
+            // The provider key would cross the network in clear text.
+            let allowed = self
+                .string("SPARK_ALLOW_INSECURE_UPSTREAM")
+                .is_some_and(|v| v == "true");
+            if !allowed {
+                self.problem(format!(
+                    "{url_var}: plain http:// to a non-loopback host sends the provider key in clear text; use https:// or set SPARK_ALLOW_INSECURE_UPSTREAM=true"
+                ));
+            }
         }
         let models: Vec<String> = self
             .string(models_var)
@@ -706,6 +781,38 @@ impl Reader<'_> {
         })
     }
 }
+
+/// `scheme://host[:port]` with nothing after it: what a browser sends as `Origin`.
+fn is_origin(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+/// Whether an `http://` URL names a loopback host (`localhost`, `127.0.0.0/8`, `[::1]`).
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The longest duration any variable accepts (`SPARK_CACHE_TTL`: [`MAX_CACHE_TTL`]).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// `500ms`, `30s`, `5m`, `1h`; a bare `0` means zero.
 pub fn parse_duration(s: &str) -> Option<Duration> {
@@ -823,6 +930,72 @@ mod tests {
         let printed = format!("{:?} {:?}", c.redacted(), c);
         assert!(!printed.contains("very-secret"), "{printed}");
         assert!(printed.contains("<redacted>"));
+    }
+
+    #[test]
+    fn every_duration_is_bounded_so_none_can_overflow_an_instant() {
+        let err = Config::from_source(&src(&[
+            ("SPARK_UPSTREAM_TIMEOUT", "9999999999h"),
+            ("SPARK_REQUEST_DEADLINE", "25h"),
+            ("SPARK_BREAKER_OPEN_MAX", "9999999999h"),
+            ("SPARK_CACHE_TTL", "721h"),
+        ]))
+        .unwrap_err();
+        let text = err.to_string();
+        for var in [
+            "SPARK_UPSTREAM_TIMEOUT",
+            "SPARK_REQUEST_DEADLINE",
+            "SPARK_BREAKER_OPEN_MAX",
+            "SPARK_CACHE_TTL",
+        ] {
+            assert!(text.contains(var), "{var}: {text}");
+        }
+        assert!(
+            Config::from_source(&src(&[
+                ("SPARK_REQUEST_DEADLINE", "24h"),
+                ("SPARK_CACHE_TTL", "720h")
+            ]))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn plain_http_upstreams_are_refused_unless_loopback_or_allowed() {
+        let with = |url: &str, allow: &str| {
+            Config::from_source(&src(&[
+                ("ANTHROPIC_API_KEY", "sk-ant-x"),
+                ("ANTHROPIC_BASE_URL", url),
+                ("SPARK_ALLOW_INSECURE_UPSTREAM", allow),
+            ]))
+        };
+        assert!(with("http://api.example.com", "").is_err());
+        assert!(with("http://10.0.0.5:8000", "").is_err());
+        assert!(with("http://api.example.com", "true").is_ok());
+        assert!(with("https://api.example.com", "").is_ok());
+        for loopback in [
+            "http://127.0.0.1:9",
+            "http://localhost:8080/",
+            "http://[::1]:9",
+        ] {
+            assert!(with(loopback, "").is_ok(), "{loopback}");
+        }
+    }
+
+    #[test]
+    fn cors_origins_must_be_bare_origins() {
+        assert!(
+            Config::from_source(&src(&[(
+                "SPARK_CORS_ORIGINS",
+                "https://editor.example.com, http://localhost:3000"
+            )]))
+            .is_ok()
+        );
+        for bad in ["*", "https://a.example.com/path", "editor.example.com"] {
+            assert!(
+                Config::from_source(&src(&[("SPARK_CORS_ORIGINS", bad)])).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

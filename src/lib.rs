@@ -7,12 +7,18 @@
 //! - [`auth`]: API keys as SHA-256 digests, compared in constant time;
 //! - [`ratelimit`]: per-key GCRA limits, in memory or shared through Redis;
 //! - [`sanitize`]: prompt normalization and injection detection;
-//! - [`generate`]: engines, the generation service, code extraction and naming;
+//! - [`engine`]: the seven engines and their naming rules, a leaf shared by the steps below;
+//! - [`generate`]: the generation service: validation, cache key, calls, code extraction;
 //! - [`cache`]: the response cache, single-flight on misses;
 //! - [`resilience`]: circuit breakers, retries and fallback within one deadline;
 //! - [`providers`]: Anthropic, OpenAI and the built-in simulator behind one trait;
-//! - [`error`]: API.md's error table; [`config`]: typed configuration; [`state`]: `AppState`;
-//! - [`telemetry`]: logging set-up.
+//! - [`redis`]: the one Redis connection the limiter and the cache share;
+//! - [`config`]: typed configuration; [`state`]: `AppState`; `api::error`: API.md's error table;
+//! - [`telemetry`]: metrics, the error tracker, logging set-up.
+//!
+//! The module graph is a DAG (checked by `tests/module_graph.rs`): `engine`, `telemetry` and
+//! `sanitize` are leaves, `config` and `state` sit above every service module, and only `api`
+//! (and this file) know axum.
 //!
 //! `main.rs` is a shim: it parses the command line, reads the config and calls [`serve`].
 
@@ -20,11 +26,12 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
-pub mod error;
+pub mod engine;
 pub mod export;
 pub mod generate;
 pub mod providers;
 pub mod ratelimit;
+pub mod redis;
 pub mod resilience;
 pub mod sanitize;
 pub mod state;
@@ -52,17 +59,17 @@ pub async fn serve(
     // Upkeep for as long as the server runs: the limiter forgets idle keys so its memory
     // follows active keys, not every key ever seen.
     // It also re-reads the API key file four times a second, so a rotated key takes effect
-    // within a second without a restart.
+    // within a second without a restart. The read is blocking I/O, so it runs on a blocking
+    // thread; the ring logs and counts a refused reload itself, once per change.
     let upkeep_state = state.clone();
-    let upkeep = tokio::spawn(async move {
+    let upkeep = telemetry::spawn_named("upkeep", async move {
         let mut keys_tick = tokio::time::interval(std::time::Duration::from_millis(250));
         let mut limiter_tick = tokio::time::interval(std::time::Duration::from_secs(30));
         loop {
             tokio::select! {
                 _ = keys_tick.tick() => {
-                    if let Err(e) = upkeep_state.key_ring().reload(false) {
-                        tracing::error!(error = %e, "API key file not reloaded; the keys in force stay");
-                    }
+                    let state = upkeep_state.clone();
+                    let _ = tokio::task::spawn_blocking(move || state.key_ring().reload(false)).await;
                 }
                 _ = limiter_tick.tick() => upkeep_state.limiter().maintain(),
             }

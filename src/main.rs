@@ -4,8 +4,9 @@ use std::io::{BufRead, Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use spark_gateway::config::{Config, LogFormat};
+use spark_gateway::config::Config;
 use spark_gateway::sanitize::{self, Policy};
+use spark_gateway::telemetry::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -95,6 +96,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             "AUTHENTICATION IS OFF: no SPARK_MASTER_API_KEY or SPARK_API_KEYS is set; serving on loopback only"
         );
     }
+    for w in config.warnings() {
+        tracing::warn!(warning = %w, "configuration warning");
+    }
     if config.anthropic.is_none() && config.openai.is_none() {
         tracing::warn!(
             "no provider key is set (ANTHROPIC_API_KEY, OPENAI_API_KEY): the built-in simulator answers every request"
@@ -108,9 +112,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     reload_keys_on_sighup(state.clone());
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(spark_gateway::serve(listener, state.clone(), async {
-        let _ = stopped.await;
-    }));
+    let mut server = spark_gateway::telemetry::spawn_named(
+        "server",
+        spark_gateway::serve(listener, state.clone(), async {
+            let _ = stopped.await;
+        }),
+    );
     tokio::select! {
         result = &mut server => {
             // The server ended without a signal: that is an error (the listener failed).
@@ -140,17 +147,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
 /// SIGHUP re-reads `SPARK_API_KEYS_FILE` at once (it is also watched for changes).
 fn reload_keys_on_sighup(state: spark_gateway::AppState) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    spark_gateway::telemetry::spawn_named("sighup", async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
             return;
         };
         while hup.recv().await.is_some() {
-            match state.key_ring().reload(true) {
-                Ok(_) => tracing::info!("API keys reloaded on SIGHUP"),
-                Err(e) => {
-                    tracing::error!(error = %e, "API keys not reloaded; the keys in force stay")
-                }
+            // The ring logs a refusal itself; success is worth a line of its own here.
+            let ring = state.clone();
+            if let Ok(Ok(reloaded)) =
+                tokio::task::spawn_blocking(move || ring.key_ring().reload(true)).await
+            {
+                tracing::info!(?reloaded, "API keys reloaded on SIGHUP");
             }
         }
     });
@@ -188,6 +196,9 @@ fn check_config() -> ExitCode {
             let mut out = std::io::stdout().lock();
             for (name, value) in c.redacted() {
                 let _ = writeln!(out, "{name}={value}");
+            }
+            for w in c.warnings() {
+                eprintln!("warning: {w}");
             }
             ExitCode::SUCCESS
         }

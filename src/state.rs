@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::auth::{KeyRing, KeyStore};
+use crate::auth::{AuthBrake, KeyRing, KeyStore};
 use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::generate::{GenerateService, Limits};
@@ -16,8 +16,9 @@ use crate::providers::Provider;
 use crate::providers::anthropic::Anthropic;
 use crate::providers::openai::OpenAi;
 use crate::providers::simulator::Simulator;
-use crate::ratelimit::redis::{RedisBackend, RedisLimiter};
+use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::{Limiter, MemoryLimiter};
+use crate::redis::RedisBackend;
 use crate::resilience::ProviderRouter;
 use crate::telemetry::{ErrorTracker, Metrics};
 use secrecy::ExposeSecret;
@@ -44,6 +45,8 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     config: Config,
     keys: KeyRing,
+    /// Failed authentications per client address.
+    brake: AuthBrake,
     generator: GenerateService,
     metrics: Arc<Metrics>,
     limiter: Arc<dyn Limiter>,
@@ -64,6 +67,10 @@ impl AppState {
     /// The keys in force now (they change when the key file is rotated).
     pub fn keys(&self) -> Arc<KeyStore> {
         self.0.keys.current()
+    }
+
+    pub fn auth_brake(&self) -> &AuthBrake {
+        &self.0.brake
     }
 
     pub fn key_ring(&self) -> &KeyRing {
@@ -109,8 +116,11 @@ impl AppState {
 }
 
 /// One reqwest client for every upstream: one connection pool, rustls, bounded connect time.
+/// Redirects are never followed: reqwest strips only `Authorization` on a cross-host redirect, so
+/// Anthropic's `x-api-key` would follow a 3xx anywhere. A 3xx is an upstream error instead.
 fn http_client() -> Result<reqwest::Client, InitError> {
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(concat!("spark-gateway/", env!("CARGO_PKG_VERSION")))
@@ -178,18 +188,22 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
             stream_idle: config.upstream_timeout,
         },
         config.sanitizer,
+        config.system_prompt_override.clone(),
         Arc::clone(&metrics),
     );
     let keys = KeyRing::new(
         config.master_key.clone(),
         config.inline_api_keys.clone(),
         config.api_keys_file.clone(),
+        config.api_keys_allow_empty,
+        Some(metrics.key_reload_failures.clone()),
     )
     .map_err(InitError::Keys)?;
     Ok(AppState(Arc::new(Inner {
         inflight: Arc::new(Semaphore::new(config.max_inflight)),
         started: std::time::Instant::now(),
         keys,
+        brake: AuthBrake::new(config.auth_failures_per_min),
         generator,
         metrics,
         limiter,

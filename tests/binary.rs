@@ -72,7 +72,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero_with_json_logs() {
     let slow = {
         let client = client.clone();
         let url = format!("{base}/api/spark/generate");
-        tokio::spawn(async move {
+        spark_gateway::telemetry::spawn_named("test-request", async move {
             client
                 .post(url)
                 .header("x-api-key", KEY)
@@ -144,4 +144,79 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero_with_json_logs() {
         "no key material"
     );
     assert!(!logs.contains(MARKER), "no prompt text");
+}
+
+/// Issue 15, finding 1: with only `SPARK_API_KEYS_FILE` configured, emptying the file used to
+/// turn authentication off within 250 ms. Now the emptied file is refused: requests without a key
+/// stay 401, the keys in force keep working, and the refusal is counted.
+#[tokio::test]
+async fn an_emptied_key_file_keeps_auth_on_and_the_old_keys_working() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let file = std::env::temp_dir().join(format!("spark-binary-keys-{port}"));
+    std::fs::write(&file, format!("# rotation 1\n{KEY}\n")).unwrap();
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SPARK_BIND", format!("127.0.0.1:{port}"))
+        .env("SPARK_API_KEYS_FILE", &file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/livez")).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "no start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let generate = |key: Option<&'static str>| {
+        let mut req = client
+            .post(format!("{base}/api/spark/generate"))
+            .json(&serde_json::json!({"prompt": "a door"}));
+        if let Some(key) = key {
+            req = req.header("x-api-key", key);
+        }
+        req.send()
+    };
+    assert_eq!(generate(None).await.unwrap().status(), 401);
+    assert_eq!(generate(Some(KEY)).await.unwrap().status(), 200);
+
+    let failures = || async {
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("spark_key_reload_failures_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Two different emptied contents: each is a change the poller sees and refuses.
+    for emptied in ["", "# every key removed\n"] {
+        let before = failures().await;
+        std::fs::write(&file, emptied).unwrap();
+        // The file is polled four times a second: wait until the refusal is counted, bounded.
+        let mut refused = false;
+        for _ in 0..100 {
+            if failures().await > before {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(refused, "the emptied file was refused and counted");
+        for _ in 0..3 {
+            assert_eq!(generate(None).await.unwrap().status(), 401, "{emptied:?}");
+            assert_eq!(generate(Some(KEY)).await.unwrap().status(), 200);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&file);
 }

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
+use super::error::ApiError;
 use crate::providers::ProviderId;
 use crate::state::AppState;
 
@@ -21,22 +21,28 @@ pub async fn errors(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-pub async fn purge_cache(State(state): State<AppState>) -> Json<Value> {
-    let purged = state.generator().cache().purge().await;
+/// `POST /api/admin/cache/purge`: this replica's memory and, with Redis, every replica's shared
+/// level. A purge that could not reach Redis is an error, never a silent partial success.
+pub async fn purge_cache(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let purged =
+        state.generator().cache().purge().await.map_err(|e| {
+            ApiError::Internal(format!("the shared cache could not be purged: {e}"))
+        })?;
     tracing::info!(purged, "response cache purged");
-    Json(json!({ "purged": purged }))
+    Ok(Json(json!({ "purged": purged })))
 }
 
 pub async fn reset_breaker(
     State(state): State<AppState>,
     Path(provider): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let breaker = ProviderId::parse(&provider)
-        .and_then(|id| state.generator().router().breaker(id))
+    let (id, breaker) = ProviderId::parse(&provider)
+        .and_then(|id| Some((id, state.generator().router().breaker(id)?)))
         .ok_or_else(|| {
-            ApiError::InvalidRequest(format!("no configured provider named {provider:?}"))
+            ApiError::InvalidRequest("no configured provider has that name".to_owned())
         })?;
     breaker.reset();
-    tracing::info!(provider = %provider, "circuit breaker reset");
+    let provider = id.as_str();
+    tracing::info!(provider, "circuit breaker reset");
     Ok(Json(json!({ "provider": provider, "circuit": "closed" })))
 }

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use super::error::ApiError;
 use crate::state::AppState;
 
 /// `X-API-Key`, or `Authorization: Bearer` as OpenAI SDKs send it.
@@ -22,14 +22,28 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Authenticates the caller. An address that failed too often this minute is refused first,
+/// without its key being checked; a failure is counted against the address.
 pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    match state.keys().authenticate(presented_key(req.headers())) {
+    let keys = state.keys();
+    let addr = (!keys.is_open()).then(|| super::ratelimit::client_ip(&state, &req));
+    if let Some(retry_after) = addr.and_then(|a| state.auth_brake().check(a)) {
+        state.metrics().auth_blocked.inc();
+        return ApiError::RateLimited { retry_after }.into_response();
+    }
+    match keys.authenticate(presented_key(req.headers())) {
         Some(caller) => {
             tracing::Span::current().record("caller", caller.label());
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        None => ApiError::Unauthorized.into_response(),
+        None => {
+            state.metrics().auth_failures.inc();
+            if let Some(a) = addr {
+                state.auth_brake().failed(a);
+            }
+            ApiError::Unauthorized.into_response()
+        }
     }
 }
 

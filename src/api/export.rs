@@ -4,8 +4,8 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+use super::error::ApiError;
 use super::json::AppJson;
-use crate::error::ApiError;
 use crate::export::{self, Export, ExportParams, content_disposition, header_safe};
 
 pub async fn export(AppJson(params): AppJson<ExportParams>) -> Result<Response, ApiError> {

@@ -10,12 +10,59 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::StreamExt;
 
+use super::error::{ApiError, render_body};
 use super::json::AppJson;
 use super::middleware::RequestId;
 use crate::auth::Caller;
-use crate::error::{ApiError, render_body};
-use crate::generate::{GenerateParams, StreamItem};
+use crate::generate::{GenerateParams, Generation, StreamItem};
 use crate::state::AppState;
+
+/// The 200 body of `POST /api/spark/generate` (API.md), rendered from the domain value.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationBody<'a> {
+    id: &'a str,
+    code: &'a str,
+    language: &'static str,
+    engine: &'static str,
+    script_name: &'a str,
+    file_name: &'a str,
+    provider: &'static str,
+    model: &'a str,
+    cached: bool,
+    usage: UsageBody,
+    warnings: &'a [String],
+    latency_ms: u64,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageBody {
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+impl<'a> From<&'a Generation> for GenerationBody<'a> {
+    fn from(g: &'a Generation) -> Self {
+        GenerationBody {
+            id: &g.id,
+            code: &g.code,
+            language: g.engine.language(),
+            engine: g.engine.as_str(),
+            script_name: &g.script_name,
+            file_name: &g.file_name,
+            provider: g.provider.as_str(),
+            model: &g.model,
+            cached: g.cached,
+            usage: UsageBody {
+                input_tokens: g.usage.input_tokens,
+                output_tokens: g.usage.output_tokens,
+            },
+            warnings: &g.warnings,
+            latency_ms: g.latency_ms,
+        }
+    }
+}
 
 pub async fn generate(
     State(state): State<AppState>,
@@ -26,7 +73,7 @@ pub async fn generate(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let service = state.generator();
-    let request = service.validate(params)?;
+    let request = service.validate(params, &caller)?;
     let wants_sse = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -36,7 +83,7 @@ pub async fn generate(
 
     if request.stream || wants_sse {
         let (stream, provider, cache) = service
-            .generate_stream(&request, &caller, read_cache, started)
+            .generate_stream(&request, read_cache, started)
             .await?;
         span.record("provider", provider.as_str());
         span.record("cache", cache.label());
@@ -47,25 +94,22 @@ pub async fn generate(
             .into_response();
         let h = resp.headers_mut();
         h.insert("x-cache", HeaderValue::from_static(cache.header()));
-        if let Ok(v) = HeaderValue::from_str(&provider) {
-            h.insert("x-provider", v);
-        }
+        h.insert("x-provider", HeaderValue::from_static(provider.as_str()));
         return Ok(resp);
     }
 
-    let (generation, cache) = service
-        .generate(&request, &caller, read_cache, started)
-        .await?;
+    let (generation, cache) = service.generate(&request, read_cache, started).await?;
     span.record("provider", generation.provider.as_str());
     span.record("cache", cache.label());
-    let provider = HeaderValue::from_str(&generation.provider)
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     Ok((
         [
             ("x-cache", HeaderValue::from_static(cache.header())),
-            ("x-provider", provider),
+            (
+                "x-provider",
+                HeaderValue::from_static(generation.provider.as_str()),
+            ),
         ],
-        Json(generation),
+        Json(GenerationBody::from(&generation)),
     )
         .into_response())
 }
@@ -77,7 +121,9 @@ fn sse_event(item: StreamItem, request_id: &str) -> Event {
         StreamItem::Delta(text) => Event::default()
             .event("delta")
             .json_data(serde_json::json!({ "text": text })),
-        StreamItem::Done(generation) => Event::default().event("done").json_data(&*generation),
+        StreamItem::Done(generation) => Event::default()
+            .event("done")
+            .json_data(GenerationBody::from(&*generation)),
         StreamItem::Error(e) => {
             let api = ApiError::from(e);
             tracing::warn!(code = api.code(), cause = %api, "stream ended with an error");

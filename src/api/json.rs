@@ -9,7 +9,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 
-use crate::error::ApiError;
+use super::error::ApiError;
 
 /// The body limit of the route, set next to its `DefaultBodyLimit` so a 413 can say it.
 #[derive(Debug, Clone, Copy)]

@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use crate::error::{ApiError, ErrorBody, render_body};
+use super::error::{ApiError, ErrorBody, render_body};
 use crate::state::AppState;
 use crate::telemetry::Severity;
 
@@ -67,6 +67,9 @@ pub async fn request_context(
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let method = req.method().clone();
+    // The OpenAI-compatible API answers in OpenAI's error shape, unknown `/v1/` paths included
+    // (an SDK pointed at the gateway must be able to parse every answer it gets).
+    let openai_shape = req.uri().path().starts_with("/v1/");
     let span = tracing::info_span!(
         "request",
         request_id = %id,
@@ -81,7 +84,7 @@ pub async fn request_context(
 
     let error = resp.extensions_mut().remove::<ErrorBody>();
     if let Some(err) = &error {
-        let body = if route.starts_with("/v1/") {
+        let body = if openai_shape {
             // OpenAI's shape, and OpenAI's status for content it refuses (400, not 422).
             if resp.status() == axum::http::StatusCode::UNPROCESSABLE_ENTITY {
                 *resp.status_mut() = axum::http::StatusCode::BAD_REQUEST;
@@ -108,8 +111,12 @@ pub async fn request_context(
     for (name, value) in SECURITY_HEADERS {
         headers.insert(name, HeaderValue::from_static(value));
     }
-    // File downloads choose their own cache policy; everything else must not be stored.
-    if !headers.contains_key(header::CACHE_CONTROL) {
+    // File downloads choose their own cache policy; everything else must not be stored. An
+    // event stream says `no-cache` by itself (axum's default), which still allows storing it.
+    let is_stream = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if is_stream || !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
 
@@ -119,9 +126,16 @@ pub async fn request_context(
     // `Span::record` re-parses and re-serializes the span's fields, a cost paid per request.
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     if let Some(err) = &error {
+        // A caller's mistake is grouped by code and route alone: its message may carry what the
+        // caller sent, and nothing a caller sends is stored. Our own failures keep their cause.
+        let cause = if status >= 500 {
+            err.cause.as_str()
+        } else {
+            ""
+        };
         state
             .errors()
-            .record(err.code, &route, &err.cause, Severity::of_code(err.code));
+            .record(err.code, &route, cause, Severity::of_code(err.code));
     }
     let status_label = status.to_string();
     let metrics = state.metrics();

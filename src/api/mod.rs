@@ -5,6 +5,8 @@
 
 mod admin;
 mod auth;
+mod chat;
+pub mod error;
 mod export;
 mod generate;
 mod health;
@@ -38,6 +40,46 @@ fn wants_fresh(headers: &axum::http::HeaderMap) -> bool {
             v.split(',')
                 .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
         })
+}
+
+/// CORS for the configured browser origins: an exact allow-list (never `*`), no credentials,
+/// the headers a browser client needs to send and to read. `None` when no origin is configured:
+/// then no CORS header is ever sent.
+fn cors(config: &crate::config::Config) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let name = HeaderName::from_static;
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([
+                name("x-api-key"),
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                name("x-request-id"),
+            ])
+            .expose_headers([
+                name("x-request-id"),
+                name("x-cache"),
+                name("x-provider"),
+                name("x-ratelimit-limit"),
+                name("x-ratelimit-remaining"),
+                name("x-ratelimit-reset"),
+                name("x-spark-warnings"),
+                header::RETRY_AFTER,
+                header::CONTENT_DISPOSITION,
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 /// Builds the router. The stack, outermost first (the order DESIGN.md gives):
@@ -131,6 +173,9 @@ pub fn router(state: AppState) -> Router {
                     state.clone(),
                     middleware::request_context,
                 ))
+                // Inside the request context (so a preflight has an id and the security
+                // headers) and outside auth (a browser's preflight carries no key).
+                .option_layer(cors(state.config()))
                 .layer(SetSensitiveRequestHeadersLayer::new([
                     header::AUTHORIZATION,
                     header::HeaderName::from_static("x-api-key"),

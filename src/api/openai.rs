@@ -16,10 +16,11 @@ use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use super::chat::{ChatParams, completion_body, finish_reason, to_params, usage_body};
+use super::error::ApiError;
 use super::json::AppJson;
 use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::generate::{ChatParams, Generation, StreamItem};
+use crate::generate::StreamItem;
 use crate::state::AppState;
 
 fn unix_now() -> u64 {
@@ -31,31 +32,11 @@ fn unix_now() -> u64 {
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
     let data: Vec<Value> = state
         .generator()
-        .chat_models()
+        .models()
         .into_iter()
         .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
         .collect();
     Json(json!({"object": "list", "data": data}))
-}
-
-fn completion_body(g: &Generation) -> Value {
-    json!({
-        "id": format!("chatcmpl-{}", g.id.trim_start_matches("gen_")),
-        "object": "chat.completion",
-        "created": unix_now(),
-        "model": g.model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": g.answer, "refusal": null},
-            "logprobs": null,
-            "finish_reason": if g.truncated { "length" } else { "stop" },
-        }],
-        "usage": {
-            "prompt_tokens": g.usage.input_tokens,
-            "completion_tokens": g.usage.output_tokens,
-            "total_tokens": g.usage.input_tokens + g.usage.output_tokens,
-        },
-    })
 }
 
 pub async fn chat_completions(
@@ -66,22 +47,21 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let service = state.generator();
-    let request = service.validate_chat(chat)?;
+    let request = service.validate(to_params(service, chat)?, &caller)?;
     let read_cache = !super::wants_fresh(&headers);
 
     if !request.stream {
-        let (generation, cache) = service
-            .generate(&request, &caller, read_cache, started)
-            .await?;
-        let mut resp = Json(completion_body(&generation)).into_response();
+        let (generation, cache) = service.generate(&request, read_cache, started).await?;
+        let mut resp = Json(completion_body(&generation, unix_now())).into_response();
         resp.headers_mut()
             .insert("x-cache", HeaderValue::from_static(cache.header()));
         return Ok(resp);
     }
 
     let (stream, provider, cache) = service
-        .generate_stream(&request, &caller, read_cache, started)
+        .generate_stream(&request, read_cache, started)
         .await?;
+    let provider = provider.as_str();
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     let chunk = move |model: &str, delta: Value, finish: Value| {
@@ -89,24 +69,18 @@ pub async fn chat_completions(
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
     let first = chunk(
-        &provider,
+        provider,
         json!({"role": "assistant", "content": ""}),
         Value::Null,
     );
     let head = futures_util::stream::once(async move { vec![first.to_string()] });
     let body = stream.map(move |item| match item {
-        StreamItem::Delta(text) => vec![chunk(&provider, json!({"content": text}), Value::Null).to_string()],
+        StreamItem::Delta(text) => vec![chunk(provider, json!({"content": text}), Value::Null).to_string()],
         StreamItem::Done(g) => {
-            let finish = if g.truncated { "length" } else { "stop" };
-            let mut last = chunk(&g.model, json!({}), json!(finish));
-            let usage = json!({
-                "prompt_tokens": g.usage.input_tokens,
-                "completion_tokens": g.usage.output_tokens,
-                "total_tokens": g.usage.input_tokens + g.usage.output_tokens,
-            });
+            let mut last = chunk(&g.model, json!({}), json!(finish_reason(&g)));
             let mut usage_chunk = last.clone();
             usage_chunk["choices"] = json!([]);
-            usage_chunk["usage"] = usage;
+            usage_chunk["usage"] = usage_body(&g);
             last["usage"] = Value::Null;
             vec![last.to_string(), usage_chunk.to_string(), "[DONE]".to_owned()]
         }

@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
+use super::error::ApiError;
 use crate::state::AppState;
 
 pub async fn livez() -> Json<Value> {

@@ -12,10 +12,31 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::error::ApiError;
 use crate::auth::Caller;
-use crate::error::ApiError;
 use crate::ratelimit::{LimitKey, RouteClass, ceil_secs};
 use crate::state::AppState;
+
+/// The client's address: the peer, or what `X-Forwarded-For` says when the peer is a trusted
+/// proxy. Every `X-Forwarded-For` line counts, joined in order (a proxy may add a line rather
+/// than extend the first).
+pub fn client_ip(state: &AppState, req: &Request) -> IpAddr {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let lines: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let joined = (!lines.is_empty()).then(|| lines.join(","));
+    state
+        .config()
+        .trusted_proxies
+        .client_ip(peer, joined.as_deref())
+}
 
 pub async fn limit(
     State((state, class)): State<(AppState, RouteClass)>,
@@ -24,21 +45,12 @@ pub async fn limit(
 ) -> Response {
     let key = match req.extensions().get::<Caller>() {
         Some(Caller::User(user)) => LimitKey::User(user.clone()),
+        // Exempt: no budget applies, so no X-RateLimit-* headers either (API.md).
         Some(Caller::Master) if state.config().rate_limits.master_exempt => {
             return next.run(req).await;
         }
         Some(Caller::Master) => LimitKey::Master,
-        Some(Caller::Anonymous) | None => {
-            let peer = req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-            let forwarded = req
-                .headers()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok());
-            LimitKey::Ip(state.config().trusted_proxies.client_ip(peer, forwarded))
-        }
+        Some(Caller::Anonymous) | None => LimitKey::Ip(client_ip(&state, &req)),
     };
     let decision = state.limiter().check(class, &key).await;
     let mut resp = if decision.allowed {

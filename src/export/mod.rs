@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 pub use naming::{MAX_NAME_CHARS, ScriptName, is_reserved_word};
 
-use crate::generate::{Engine, detect_script_name, snake_case};
+use crate::engine::{Engine, FileCase, detect_script_name, snake_case};
 
 /// Most files a bundle may hold.
 pub const MAX_BUNDLE_FILES: usize = 50;
@@ -160,8 +160,8 @@ fn script_files(
 ) -> Vec<OutFile> {
     warnings.extend(engine_warnings(name, code, engine));
     let stem = match engine.file_case() {
-        crate::generate::FileCase::Pascal => name.as_str().to_owned(),
-        crate::generate::FileCase::Snake => snake_case(name.as_str()),
+        FileCase::Pascal => name.as_str().to_owned(),
+        FileCase::Snake => snake_case(name.as_str()),
     };
     if engine == Engine::Unreal {
         return match split_unreal(code, name.as_str()) {

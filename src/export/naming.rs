@@ -6,7 +6,7 @@
 //! identifier of the engine's language: no separators, dots, quotes, controls, reserved device
 //! names or over-long names can get through, whatever the engine.
 
-use crate::generate::Engine;
+use crate::engine::Engine;
 
 /// Longest script name accepted, in characters. Far above any real class name and well under
 /// every file system's limit once an extension is added.

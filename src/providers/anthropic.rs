@@ -10,12 +10,12 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use super::UpstreamConfig;
 use super::http_util::{error_kind, json_error_class, read_body, send_checked};
 use super::{
     Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId, Step,
     Usage, completion_stream,
 };
-use crate::config::UpstreamConfig;
 
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 

@@ -19,10 +19,24 @@ use futures_util::Stream;
 
 use async_trait::async_trait;
 
-use crate::generate::Engine;
+use secrecy::SecretString;
+
+use crate::engine::Engine;
+
+/// One upstream provider's connection settings. Present only when its API key is set.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub api_key: SecretString,
+    pub base_url: String,
+    /// The models a caller may ask for; the first one is used when the request names none.
+    pub models: Vec<String>,
+}
 
 /// The providers the gateway knows. Also the value of every `provider` label and field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ProviderId {
     Anthropic,
     OpenAi,
@@ -70,7 +84,7 @@ pub struct CompletionRequest {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,

@@ -14,12 +14,12 @@ use async_openai::types::chat::{
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::UpstreamConfig;
 use super::http_util::{error_kind, json_error_class, read_body, send_checked};
 use super::{
     Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId, Step,
     Usage, completion_stream,
 };
-use crate::config::UpstreamConfig;
 
 pub struct OpenAi {
     http: reqwest::Client,
@@ -201,7 +201,7 @@ fn parse_response(bytes: &[u8]) -> Result<Completion, ProviderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::Engine;
+    use crate::engine::Engine;
 
     fn req(model: &str) -> CompletionRequest {
         CompletionRequest {

@@ -14,7 +14,7 @@ use super::{
     Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId,
     StreamEvent, Usage,
 };
-use crate::generate::{Engine, name_from_prompt};
+use crate::engine::{Engine, name_from_prompt};
 
 pub const SIMULATOR_MODEL: &str = "spark-simulator-1";
 
@@ -441,7 +441,8 @@ return {name}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::{detect_script_name, extract_code};
+    use crate::engine::detect_script_name;
+    use crate::generate::extract_code;
 
     #[test]
     fn every_engine_answer_extracts_to_code_whose_name_matches_the_prompt() {

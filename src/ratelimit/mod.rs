@@ -239,14 +239,27 @@ impl TrustedProxies {
             return peer;
         };
         for hop in header.rsplit(',').map(str::trim) {
-            match hop.parse::<IpAddr>() {
-                Ok(ip) if self.contains(ip) => continue,
-                Ok(ip) => return ip,
-                Err(_) => return peer,
+            match parse_hop(hop) {
+                Some(ip) if self.contains(ip) => continue,
+                Some(ip) => return ip,
+                None => return peer,
             }
         }
         peer
     }
+}
+
+/// One `X-Forwarded-For` hop: `ip`, `ip:port` or `[v6]:port` (some proxies append the port).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sock) = hop.parse::<std::net::SocketAddr>() {
+        return Some(sock.ip());
+    }
+    hop.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse::<IpAddr>().ok())
 }
 
 #[cfg(test)]

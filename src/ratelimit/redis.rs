@@ -1,23 +1,18 @@
-//! Redis, shared by every replica: the connection, the GCRA script, and the limiter on top.
+//! The rate limiter shared by every replica: one GCRA step per request as a Lua script on the
+//! shared [`RedisBackend`].
 //!
-//! One [`RedisBackend`] serves the limiter and the second-level response cache. It connects in the
-//! background (a gateway must start while Redis is down), hands out clones of the `redis` crate's
-//! `ConnectionManager` (which reconnects by itself), bounds every operation by a short timeout so
-//! Redis can never hold a request, and keeps a health flag that the health endpoint reads. The
-//! limiter falls back to its memory twin on any Redis error and counts it in
-//! `spark_redis_fallback_total{op="ratelimit"}`.
+//! The limiter falls back to its memory twin on any Redis error (counted in
+//! `spark_redis_fallback_total{op="ratelimit"}`): a Redis outage degrades global accuracy, it
+//! never turns limiting off.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use super::{Decision, LimitKey, Limiter, MemoryLimiter, Quotas, RouteClass};
-use crate::telemetry::Metrics;
+use crate::redis::{RedisBackend, RedisError};
 
 /// GCRA with the server's clock (no replica clock skew), one key per limit (cluster-safe), and an
 /// expiry so idle keys vanish. Returns {allowed, remaining, retry_after_us, reset_after_us}.
@@ -38,134 +33,26 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 10
 return {1, math.floor((now - (new_tat - tolerance)) / interval), 0, new_tat - now}
 ";
 
-pub struct RedisBackend {
-    conn: RwLock<Option<ConnectionManager>>,
-    healthy: AtomicBool,
-    timeout: Duration,
-    gcra: redis::Script,
-    metrics: Arc<Metrics>,
+/// The shared limiter: Redis first, the memory twin when Redis fails.
+pub struct RedisLimiter {
+    backend: Arc<RedisBackend>,
+    script: redis::Script,
+    fallback: MemoryLimiter,
+    quotas: Quotas,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RedisError {
-    #[error("not connected")]
-    NotConnected,
-    #[error("timed out")]
-    Timeout,
-    #[error("{0}")]
-    Redis(#[from] redis::RedisError),
-}
-
-impl RedisBackend {
-    /// Starts connecting in the background; until it succeeds every operation falls back.
-    /// Must be called inside a tokio runtime.
-    pub fn connect(
-        url: &SecretString,
-        timeout: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Result<Arc<Self>, String> {
-        // Parse now so a malformed URL is a start-up error, not an endless retry loop. The URL
-        // holds a password: errors never include it.
-        let client = redis::Client::open(url.expose_secret())
-            .map_err(|_| "REDIS_URL is not a valid redis:// URL".to_owned())?;
-        let backend = Arc::new(RedisBackend {
-            conn: RwLock::new(None),
-            healthy: AtomicBool::new(false),
-            timeout,
-            gcra: redis::Script::new(GCRA),
-            metrics,
-        });
-        let weak = Arc::downgrade(&backend);
-        tokio::spawn(async move {
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(1)))
-                .set_response_timeout(Some(timeout))
-                .set_number_of_retries(2)
-                .set_max_delay(Duration::from_secs(1));
-            loop {
-                let Some(backend) = weak.upgrade() else {
-                    return;
-                };
-                match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
-                    Ok(conn) => {
-                        if let Ok(mut slot) = backend.conn.write() {
-                            *slot = Some(conn);
-                        }
-                        backend.healthy.store(true, Ordering::Relaxed);
-                        tracing::info!("connected to Redis");
-                        return;
-                    }
-                    Err(_) => {
-                        backend.healthy.store(false, Ordering::Relaxed);
-                        drop(backend);
-                        tracing::warn!("Redis unreachable; serving on local state, retrying in 1s");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        });
-        Ok(backend)
-    }
-
-    pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
-    fn conn(&self) -> Option<ConnectionManager> {
-        self.conn.read().ok().and_then(|c| c.clone())
-    }
-
-    /// Runs one operation under the timeout and keeps the health flag current.
-    async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, RedisError>
-    where
-        F: FnOnce(ConnectionManager) -> Fut,
-        Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
-    {
-        let result = match self.conn() {
-            None => Err(RedisError::NotConnected),
-            Some(conn) => match tokio::time::timeout(self.timeout, f(conn)).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(RedisError::Redis(e)),
-                Err(_) => Err(RedisError::Timeout),
-            },
-        };
-        match &result {
-            Ok(_) => self.healthy.store(true, Ordering::Relaxed),
-            Err(e) => {
-                self.healthy.store(false, Ordering::Relaxed);
-                self.metrics.redis_fallback.with_label_values(&[op]).inc();
-                tracing::debug!(op, error = %e, "Redis operation failed; using local state");
-            }
+impl RedisLimiter {
+    pub fn new(backend: Arc<RedisBackend>, quotas: Quotas) -> Self {
+        RedisLimiter {
+            backend,
+            script: redis::Script::new(GCRA),
+            fallback: MemoryLimiter::new(quotas.clone()),
+            quotas,
         }
-        result
     }
+}
 
-    /// `GET`, for the second-level cache.
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
-        self.run("cache_get", |mut c| async move {
-            redis::cmd("GET")
-                .arg(key)
-                .query_async::<Option<Vec<u8>>>(&mut c)
-                .await
-        })
-        .await
-    }
-
-    /// `SET key value PX ttl`, for the second-level cache.
-    pub async fn set_px(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), RedisError> {
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.run("cache_set", |mut c| async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(ms)
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await
-    }
-
+impl RedisLimiter {
     /// One GCRA step. `EVALSHA`, reloading the script on `NOSCRIPT` (the crate's `Script` does
     /// both).
     async fn gcra(
@@ -177,40 +64,24 @@ impl RedisBackend {
         let interval_us = i64::try_from(interval.as_micros())
             .unwrap_or(i64::MAX)
             .max(1);
-        self.run("ratelimit", |mut c| async move {
-            let v: Vec<i64> = self
-                .gcra
-                .key(key)
-                .arg(interval_us)
-                .arg(burst)
-                .invoke_async(&mut c)
-                .await?;
-            match v.as_slice() {
-                [a, b, c, d] => Ok([*a, *b, *c, *d]),
-                _ => Err(redis::RedisError::from((
-                    redis::ErrorKind::UnexpectedReturnType,
-                    "unexpected GCRA reply",
-                ))),
-            }
-        })
-        .await
-    }
-}
-
-/// The shared limiter: Redis first, the memory twin when Redis fails.
-pub struct RedisLimiter {
-    backend: Arc<RedisBackend>,
-    fallback: MemoryLimiter,
-    quotas: Quotas,
-}
-
-impl RedisLimiter {
-    pub fn new(backend: Arc<RedisBackend>, quotas: Quotas) -> Self {
-        RedisLimiter {
-            backend,
-            fallback: MemoryLimiter::new(quotas.clone()),
-            quotas,
-        }
+        self.backend
+            .run("ratelimit", |mut c| async move {
+                let v: Vec<i64> = self
+                    .script
+                    .key(key)
+                    .arg(interval_us)
+                    .arg(burst)
+                    .invoke_async(&mut c)
+                    .await?;
+                match v.as_slice() {
+                    [a, b, c, d] => Ok([*a, *b, *c, *d]),
+                    _ => Err(redis::RedisError::from((
+                        redis::ErrorKind::UnexpectedReturnType,
+                        "unexpected GCRA reply",
+                    ))),
+                }
+            })
+            .await
     }
 }
 
@@ -229,11 +100,7 @@ impl Limiter for RedisLimiter {
         let digest = Sha256::digest(key.id().as_bytes());
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         let redis_key = format!("spark:rl:{}:{hex}", class.as_str());
-        match self
-            .backend
-            .gcra(&redis_key, quota.interval(), quota.burst)
-            .await
-        {
+        match self.gcra(&redis_key, quota.interval(), quota.burst).await {
             Ok([allowed, remaining, retry_us, reset_us]) => Decision {
                 allowed: allowed == 1,
                 limit: quota.limit,

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Buckets for LLM calls: 50 ms to 60 s.
@@ -44,6 +44,14 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub errors: IntCounterVec,
     pub redis_fallback: IntCounterVec,
+    /// Shared-cache values refused by the integrity or request check.
+    pub cache_l2_rejected: IntCounter,
+    /// Key-file reloads refused (malformed, unreadable, or emptying the key set).
+    pub key_reload_failures: IntCounter,
+    /// Requests whose presented key did not authenticate.
+    pub auth_failures: IntCounter,
+    /// Requests refused by the per-address brake on failed authentications.
+    pub auth_blocked: IntCounter,
 }
 
 impl Metrics {
@@ -67,7 +75,28 @@ impl Metrics {
             registry.register(Box::new(h.clone()))?;
             Ok(h)
         };
+        let plain = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
         let metrics = Metrics {
+            cache_l2_rejected: plain(
+                "spark_cache_shared_rejected_total",
+                "Shared (Redis) cache values ignored because their signature, size or content did not check out.",
+            )?,
+            key_reload_failures: plain(
+                "spark_key_reload_failures_total",
+                "API key file reloads refused; the keys in force stayed.",
+            )?,
+            auth_failures: plain(
+                "spark_auth_failures_total",
+                "Requests with a missing or unknown API key.",
+            )?,
+            auth_blocked: plain(
+                "spark_auth_blocked_total",
+                "Requests refused with 429 because their address failed authentication too often.",
+            )?,
             http_requests: counter(
                 "http_requests_total",
                 "HTTP responses by route template, method and status.",
@@ -184,6 +213,28 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+
+    /// One generation's end: `outcome` is `success` or an API error code.
+    pub fn generation_done(&self, provider: &str, engine: &str, outcome: &str, cached: bool) {
+        let cached = if cached { "true" } else { "false" };
+        self.generation
+            .with_label_values(&[provider, engine, outcome, cached])
+            .inc();
+    }
+
+    pub fn tokens_used(&self, provider: &str, input: u64, output: u64) {
+        self.tokens
+            .with_label_values(&[provider, "input"])
+            .inc_by(input);
+        self.tokens
+            .with_label_values(&[provider, "output"])
+            .inc_by(output);
+    }
+
+    /// `result` is `hit`, `miss` or `bypass` (`CacheResult::label`).
+    pub fn cache_request(&self, result: &'static str) {
+        self.cache_requests.with_label_values(&[result]).inc();
     }
 
     pub fn observe_upstream(&self, provider: &str, status: &str, took: Duration) {

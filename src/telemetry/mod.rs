@@ -15,7 +15,45 @@ use std::io::IsTerminal;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// How log lines are written (`SPARK_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "json" => Some(LogFormat::Json),
+            "pretty" => Some(LogFormat::Pretty),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Json => "json",
+            LogFormat::Pretty => "pretty",
+        }
+    }
+}
+
+/// Spawns a background task inside a span named after it, so its log lines say which task wrote
+/// them. The one place the crate calls `tokio::spawn` (clippy's `disallowed-methods` bans it
+/// elsewhere): a detached task with no name is how work gets lost without a trace.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the one sanctioned spawn; everything else goes through here"
+)]
+pub fn spawn_named<F>(name: &'static str, task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use tracing::Instrument;
+    tokio::spawn(task.instrument(tracing::info_span!("task", name)))
+}
 
 /// Keeps the log writer thread alive; dropping it flushes the lines still queued. Hold it for as
 /// long as the process logs.

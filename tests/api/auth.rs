@@ -104,7 +104,7 @@ async fn a_rotated_key_file_takes_effect_within_a_second_without_failing_other_k
         let stop = std::sync::Arc::clone(&stop);
         let client = app.client.clone();
         let url = app.url("/api/spark/generate");
-        tokio::spawn(async move {
+        spark_gateway::telemetry::spawn_named("test-request", async move {
             let (mut ok, mut failed) = (0u32, 0u32);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let status = client

@@ -2,6 +2,9 @@
 //! OpenAI, configured through a map (never the process environment).
 
 use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use spark_gateway::config::Config;
@@ -12,6 +15,8 @@ pub const ALICE_KEY: &str = "user-alice-alicesecret0123456789";
 pub const BOB_KEY: &str = "user-bob-bobsecret-0123456789xyz";
 pub const ANTHROPIC_KEY: &str = "sk-ant-test-upstream-key-ABCDEF";
 pub const OPENAI_KEY: &str = "sk-openai-test-upstream-key-GHIJKL";
+/// The key replicas sharing a Redis sign their cache values with.
+pub const SHARED_HMAC_KEY: &str = "shared-cache-hmac-key-0123456789abcdef";
 
 pub struct TestApp {
     pub address: String,
@@ -98,11 +103,10 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         .await
         .expect("bind");
     let address = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(spark_gateway::serve(
-        listener,
-        state,
-        std::future::pending(),
-    ));
+    spark_gateway::telemetry::spawn_named(
+        "test-gateway",
+        spark_gateway::serve(listener, state, std::future::pending()),
+    );
     TestApp {
         address,
         client: reqwest::Client::new(),
@@ -182,4 +186,118 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> V
             .is_some_and(|m| !m.is_empty())
     );
     body
+}
+
+/// A `redis-server` of the test's own on a free port, killed when dropped.
+pub struct TestRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl TestRedis {
+    /// A redis-server of the test's own on a free port. A missing `redis-server` fails the test:
+    /// a Redis test that passes without Redis proves nothing (`.ci/run` installs it).
+    pub async fn start() -> TestRedis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = TestRedis { port, child: None };
+        assert!(
+            r.spawn().await,
+            "redis-server could not be started; install it (.ci/run does)"
+        );
+        r
+    }
+
+    pub async fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(child) = child else { return false };
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// The keys matching `pattern`.
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut c = self.connection().await;
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut c)
+            .await
+            .unwrap()
+    }
+
+    /// Waits (bounded) until at least `n` keys match `pattern`.
+    pub async fn wait_for_keys(&self, pattern: &str, n: usize) -> Vec<String> {
+        for _ in 0..200 {
+            let keys = self.keys(pattern).await;
+            if keys.len() >= n {
+                return keys;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("fewer than {n} keys match {pattern}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits (bounded) until the gateway's health says `want` for the limiter.
+pub async fn wait_for_redis(app: &TestApp, ok: bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let h: Value = app.health().await.1;
+        if h["checks"]["rateLimiter"]["ok"] == ok {
+            return h;
+        }
+        last = h;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("rate limiter ok never became {ok}: {last}");
 }

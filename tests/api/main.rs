@@ -8,6 +8,7 @@
 )]
 
 mod auth;
+mod cache_integrity;
 mod export;
 mod headers;
 mod helpers;
@@ -16,5 +17,6 @@ mod openai_compat;
 mod providers;
 mod ratelimit;
 mod resilience;
+mod security;
 mod streaming;
 mod validation;

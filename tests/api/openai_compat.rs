@@ -64,9 +64,10 @@ async fn models_list_every_allowed_model_and_a_claude_model_routes_to_anthropic(
     assert_eq!(body["usage"]["total_tokens"], 975);
     let sent: Value =
         serde_json::from_slice(&app.anthropic.received_requests().await.unwrap()[0].body).unwrap();
-    assert_eq!(
-        sent["system"], "Answer in C#.",
-        "the caller's system prompt replaces the engine's"
+    let system = sent["system"].as_str().unwrap();
+    assert!(
+        system.starts_with("You are a senior Unity developer") && system.ends_with("Answer in C#."),
+        "a user's system text follows the engine prompt, never replaces it: {system}"
     );
     assert_eq!(sent["model"], "claude-sonnet-4-5");
     assert_eq!(sent["max_tokens"], 500);

@@ -282,7 +282,9 @@ async fn slow_upstream(closed: Arc<AtomicBool>, pace: Duration) -> String {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    spark_gateway::telemetry::spawn_named("test-upstream", async move {
+        axum::serve(listener, app).await.unwrap()
+    });
     format!("http://{addr}")
 }
 

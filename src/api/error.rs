@@ -213,6 +213,13 @@ impl IntoResponse for ApiError {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
         }
+        if matches!(self, ApiError::Unauthorized) {
+            // RFC 6750: a 401 names the scheme the client should use.
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"spark\""),
+            );
+        }
         resp.extensions_mut().insert(self.body());
         resp
     }

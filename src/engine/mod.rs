@@ -1,13 +1,24 @@
-//! The seven game engines: language, file conventions and the system prompt for each.
+//! The seven game engines: language, file conventions and the system prompt for each, and the
+//! naming rules ([`naming`]) that turn code into a script and file name.
+//!
+//! A leaf of the module graph: generation, export and the providers all depend on it and it
+//! depends on none of them.
 //!
 //! One table in code so generation, naming and export agree on what "a Godot script" is. The
 //! system prompts ask for exactly what extraction expects back: one complete script in one fenced
 //! block tagged with the engine's language (Unreal: a header and a source block, each opened by a
 //! comment naming its file), so the answer needs no guessing downstream.
 
+mod naming;
+
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub use naming::{
+    detect_script_name, file_name, has_unreal_source_part, name_from_prompt, snake_case,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Engine {
     Unity,
     Unreal,
@@ -61,7 +72,7 @@ impl Engine {
             None => Ok(Engine::Unity),
             Some(e) => Engine::parse(e).ok_or_else(|| {
                 format!(
-                    "unknown engine {e:?}; expected one of {}",
+                    "unknown engine; expected one of {}",
                     Engine::ALL.map(Engine::as_str).join(", ")
                 )
             }),

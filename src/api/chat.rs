@@ -1,0 +1,133 @@
+//! The OpenAI chat translation: a `/v1/chat/completions` body to the generation service's fields,
+//! and a [`Generation`] back to OpenAI's completion and chunk shapes.
+//!
+//! Kept next to `openai.rs` because it is wire format, not business logic: the model picks the
+//! provider (`claude-*` Anthropic, `gpt-*`/`o*` OpenAI, `simulator`, `spark-auto` the fallback
+//! order), system and developer messages become the caller's system text (sanitized like the
+//! prompt, and appended to the engine prompt unless the caller may replace it), and the
+//! conversation becomes the prompt.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::generate::{GenerateError, GenerateParams, GenerateService, Generation, ProviderChoice};
+
+/// `POST /v1/chat/completions` as OpenAI SDKs send it. Fields this gateway does not use (`n`,
+/// `top_p`, `user`, …) are accepted and ignored, as OpenAI-compatible servers do.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ChatParams {
+    pub model: Option<String>,
+    pub messages: Option<Vec<ChatMessage>>,
+    pub max_tokens: Option<i64>,
+    pub max_completion_tokens: Option<i64>,
+    pub temperature: Option<f64>,
+    pub stream: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    /// A string, or an array of parts of which the `text` ones are read.
+    pub content: Option<Value>,
+}
+
+fn message_text(content: &Option<Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter(|p| p["type"] == "text")
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+fn invalid(msg: &str) -> GenerateError {
+    GenerateError::Invalid(msg.to_owned())
+}
+
+/// The generation fields a chat body asks for.
+pub fn to_params(
+    service: &GenerateService,
+    chat: ChatParams,
+) -> Result<GenerateParams, GenerateError> {
+    let model = chat
+        .model
+        .filter(|m| !m.trim().is_empty())
+        .ok_or_else(|| invalid("model is required"))?;
+    let (provider, model) = match service.provider_for_model(&model)? {
+        ProviderChoice::Auto => ("auto", None),
+        ProviderChoice::Only(p) if model == "simulator" => (p.as_str(), None),
+        ProviderChoice::Only(p) => (p.as_str(), Some(model)),
+    };
+    let messages = chat.messages.unwrap_or_default();
+    if messages.is_empty() {
+        return Err(invalid("messages must hold at least one message"));
+    }
+    let mut system = Vec::new();
+    let mut turns = Vec::new();
+    for m in &messages {
+        let text = message_text(&m.content);
+        match m.role.as_str() {
+            "system" | "developer" => system.push(text),
+            "user" => turns.push(("User", text)),
+            "assistant" => turns.push(("Assistant", text)),
+            _ => {
+                return Err(invalid(
+                    "a message role is not supported; expected system, developer, user or assistant",
+                ));
+            }
+        }
+    }
+    if !turns.iter().any(|(who, _)| *who == "User") {
+        return Err(invalid("messages must hold a user message"));
+    }
+    let prompt = match turns.as_slice() {
+        [("User", only)] => only.clone(),
+        _ => turns
+            .iter()
+            .map(|(who, text)| format!("{who}: {text}"))
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+    };
+    Ok(GenerateParams {
+        prompt: Some(prompt),
+        engine: None,
+        provider: Some(provider.to_owned()),
+        model,
+        max_tokens: chat.max_completion_tokens.or(chat.max_tokens),
+        temperature: chat.temperature,
+        stream: chat.stream,
+        system: (!system.is_empty()).then(|| system.join("\n\n")),
+    })
+}
+
+pub fn usage_body(g: &Generation) -> Value {
+    json!({
+        "prompt_tokens": g.usage.input_tokens,
+        "completion_tokens": g.usage.output_tokens,
+        "total_tokens": g.usage.input_tokens + g.usage.output_tokens,
+    })
+}
+
+pub fn finish_reason(g: &Generation) -> &'static str {
+    if g.truncated { "length" } else { "stop" }
+}
+
+pub fn completion_body(g: &Generation, created: u64) -> Value {
+    json!({
+        "id": format!("chatcmpl-{}", g.id.trim_start_matches("gen_")),
+        "object": "chat.completion",
+        "created": created,
+        "model": g.model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": g.answer, "refusal": null},
+            "logprobs": null,
+            "finish_reason": finish_reason(g),
+        }],
+        "usage": usage_body(g),
+    })
+}

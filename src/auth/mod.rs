@@ -1,0 +1,502 @@
+//! Who is calling: API keys held as SHA-256 digests and checked in constant time.
+//!
+//! The first step after the request id in DESIGN.md's request path. This module knows nothing of
+//! HTTP: `api::auth` reads the header and hands the presented key here. Keys are never stored in
+//! clear, so a heap dump or a debug print of the state shows only digests. User keys have the
+//! form `user-{userId}-{secret}`; the user id is not secret, so it selects the candidate digests
+//! and only the digest comparison has to be constant-time.
+
+mod brake;
+
+use std::collections::HashMap;
+
+pub use brake::AuthBrake;
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+type KeyDigest = [u8; 32];
+
+/// The authenticated caller, carried in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Auth is off (no key configured): the caller is known only by its address.
+    Anonymous,
+    /// A user key. The id is safe to log and to use as a rate-limit key; the secret is not kept.
+    User(String),
+    /// The master key: admin rights.
+    Master,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Caller::Master)
+    }
+
+    /// A label for logs: the user id, `master` or `anonymous`. Never key material.
+    pub fn label(&self) -> &str {
+        match self {
+            Caller::Anonymous => "anonymous",
+            Caller::User(id) => id,
+            Caller::Master => "master",
+        }
+    }
+}
+
+/// The configured keys, as digests.
+#[derive(Default)]
+pub struct KeyStore {
+    master: Option<KeyDigest>,
+    users: HashMap<String, Vec<KeyDigest>>,
+    /// Set by the [`KeyRing`] from its latched mode; a store built directly is on when it holds
+    /// any key.
+    auth_on: bool,
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("master", &self.master.is_some())
+            .field("users", &self.users.len())
+            .finish()
+    }
+}
+
+impl KeyStore {
+    /// Builds the store. Keys were validated by the config; a malformed one is skipped here
+    /// rather than trusted.
+    pub fn new(master: Option<&SecretString>, users: &[SecretString]) -> Self {
+        let mut store = KeyStore {
+            master: master.map(|m| digest(m.expose_secret())),
+            users: HashMap::new(),
+            auth_on: master.is_some() || !users.is_empty(),
+        };
+        for key in users {
+            let key = key.expose_secret();
+            if let Some((user, _)) = split_user_key(key) {
+                store
+                    .users
+                    .entry(user.to_owned())
+                    .or_default()
+                    .push(digest(key));
+            }
+        }
+        store
+    }
+
+    /// True when authentication is off: every caller is [`Caller::Anonymous`]. Decided by
+    /// configuration, never by how many keys happen to be loaded.
+    pub fn is_open(&self) -> bool {
+        !self.auth_on
+    }
+
+    /// The caller a presented key belongs to, or `None`. With auth off every caller is anonymous.
+    pub fn authenticate(&self, presented: Option<&str>) -> Option<Caller> {
+        if self.is_open() {
+            return Some(Caller::Anonymous);
+        }
+        let presented = presented?;
+        let d = digest(presented);
+        // Both comparisons always run, so the time taken does not tell a user key from the master.
+        let is_master = self
+            .master
+            .as_ref()
+            .is_some_and(|m| bool::from(m.ct_eq(&d)));
+        let user = split_user_key(presented).and_then(|(user, _)| {
+            let candidates = self.users.get(user)?;
+            let mut hit = subtle::Choice::from(0u8);
+            for c in candidates {
+                hit |= c.ct_eq(&d);
+            }
+            bool::from(hit).then(|| user.to_owned())
+        });
+        if is_master {
+            Some(Caller::Master)
+        } else {
+            user.map(Caller::User)
+        }
+    }
+}
+
+fn digest(key: &str) -> KeyDigest {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Splits `user-{userId}-{secret}`. The user id is letters, digits, `_` and `.`, so the first
+/// hyphen after it starts the secret, which may contain anything.
+fn split_user_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("user-")?;
+    let (user, secret) = rest.split_once('-')?;
+    let user_ok = !user.is_empty()
+        && user.len() <= 64
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    (user_ok && !secret.is_empty()).then_some((user, secret))
+}
+
+/// Keys are separated by commas or new lines; blank lines and `#` comments are skipped so a
+/// Kubernetes secret file can carry notes.
+pub fn split_keys(text: &str) -> Vec<SecretString> {
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && !k.starts_with('#'))
+        .map(|k| SecretString::from(k.to_owned()))
+        .collect()
+}
+
+/// An estimate of a secret's strength in bits: its length times log2 of the alphabet its
+/// character classes suggest (lowercase, uppercase, digits, other printable). Generous to the
+/// secret: a real entropy is never higher than this.
+pub fn secret_bits(secret: &str) -> f64 {
+    let mut alphabet = 0u32;
+    if secret.chars().any(|c| c.is_ascii_lowercase()) {
+        alphabet += 26;
+    }
+    if secret.chars().any(|c| c.is_ascii_uppercase()) {
+        alphabet += 26;
+    }
+    if secret.chars().any(|c| c.is_ascii_digit()) {
+        alphabet += 10;
+    }
+    if secret.chars().any(|c| !c.is_ascii_alphanumeric()) {
+        alphabet += 32;
+    }
+    secret.chars().count() as f64 * f64::from(alphabet.max(1)).log2()
+}
+
+/// The weakest acceptable secret, in bits (a warning below it, not a refusal).
+pub const MIN_SECRET_BITS: f64 = 96.0;
+
+/// Warnings about weak user secrets: how many keys, never which.
+pub fn weak_secret_warnings(keys: &[SecretString]) -> Option<String> {
+    let weak = keys
+        .iter()
+        .filter_map(|k| split_user_key(k.expose_secret()))
+        .filter(|(_, secret)| secret_bits(secret) < MIN_SECRET_BITS)
+        .count();
+    (weak > 0).then(|| {
+        format!(
+            "{weak} user key(s) have a secret weaker than {MIN_SECRET_BITS} bits by its alphabet and length; \
+             issue longer random secrets (for example 32 hex characters from a CSPRNG = 128 bits)"
+        )
+    })
+}
+
+/// Why a configured user key is unusable, without repeating the key.
+pub fn check_user_key_format(key: &str) -> Result<(), &'static str> {
+    let Some((_, secret)) = split_user_key(key) else {
+        return Err(
+            "expected user-{userId}-{secret}, the user id made of letters, digits, '_' and '.'",
+        );
+    };
+    if secret.chars().count() < 16 {
+        return Err("the secret part must be at least 16 characters");
+    }
+    if secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the secret part must not contain spaces or control characters");
+    }
+    Ok(())
+}
+
+/// The key store in force, reloadable without a restart: keys from `SPARK_API_KEYS` stay, keys
+/// from `SPARK_API_KEYS_FILE` are re-read when the file changes (Kubernetes updates mounted
+/// secrets in place) or on SIGHUP.
+///
+/// Fails closed. Whether authentication is on is decided once, at start-up, from what is
+/// configured (a master key, inline keys, or a key file), and no reload can turn it off. A file
+/// that cannot be read, holds a malformed key, or would leave no user key at all (unless
+/// `SPARK_API_KEYS_ALLOW_EMPTY=true`) is refused as a whole: the keys in force stay, one ERROR
+/// line is written and `spark_key_reload_failures_total` rises, once per change of the file, not
+/// once per poll. Reloads are serialized, so a SIGHUP and the file watcher racing each other
+/// cannot install an older key set over a newer one. Reading the file is blocking I/O: callers
+/// on the async runtime run [`KeyRing::reload`] on a blocking thread.
+pub struct KeyRing {
+    current: std::sync::RwLock<std::sync::Arc<KeyStore>>,
+    master: Option<SecretString>,
+    inline: Vec<SecretString>,
+    file: Option<std::path::PathBuf>,
+    /// Latched at start-up: with auth on, an empty key set means nobody gets in, never everyone.
+    auth_on: bool,
+    allow_empty: bool,
+    /// Held for the whole read-check-install of a reload; also the SHA-256 of the file content
+    /// last seen (installed or refused), to notice a change cheaply and report each once.
+    seen: std::sync::Mutex<Option<[u8; 32]>>,
+    failures: Option<prometheus::IntCounter>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// The file did not change since it was last seen.
+    Unchanged,
+    /// A new key set is in force, with this many user keys.
+    Installed { user_keys: usize },
+}
+
+impl KeyRing {
+    /// `inline` are the `SPARK_API_KEYS` keys; the file's keys are read here. Fails when the
+    /// initial key set is unusable (the same checks a reload makes).
+    pub fn new(
+        master: Option<SecretString>,
+        inline: Vec<SecretString>,
+        file: Option<std::path::PathBuf>,
+        allow_empty: bool,
+        failures: Option<prometheus::IntCounter>,
+    ) -> Result<Self, String> {
+        let auth_on = master.is_some() || !inline.is_empty() || file.is_some();
+        let ring = KeyRing {
+            current: std::sync::RwLock::new(std::sync::Arc::new(KeyStore::default())),
+            master,
+            inline,
+            file,
+            auth_on,
+            allow_empty,
+            seen: std::sync::Mutex::new(None),
+            failures,
+        };
+        ring.reload(true)?;
+        Ok(ring)
+    }
+
+    pub fn current(&self) -> std::sync::Arc<KeyStore> {
+        self.current
+            .read()
+            .map(|c| std::sync::Arc::clone(&c))
+            .unwrap_or_else(|p| std::sync::Arc::clone(&p.into_inner()))
+    }
+
+    /// Whether authentication is on; fixed for the life of the process.
+    pub fn auth_on(&self) -> bool {
+        self.auth_on
+    }
+
+    /// Re-reads the key file; with `force` false, only when its content changed. A refused
+    /// reload is logged and counted here (once per content) and returned as an error.
+    pub fn reload(&self, force: bool) -> Result<Reload, String> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keys = self.inline.clone();
+        if let Some(path) = &self.file {
+            let text = match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) => {
+                    // An unreadable file has no content to remember: report it at most once
+                    // until it becomes readable again.
+                    let reported = *seen == Some([0; 32]);
+                    *seen = Some([0; 32]);
+                    return Err(self.refuse(
+                        format!("cannot read {}: {}", path.display(), e.kind()),
+                        force || !reported,
+                    ));
+                }
+            };
+            let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+            if !force && *seen == Some(digest) {
+                return Ok(Reload::Unchanged);
+            }
+            *seen = Some(digest);
+            let from_file = split_keys(&text);
+            for key in &from_file {
+                check_user_key_format(key.expose_secret()).map_err(|why| {
+                    self.refuse(
+                        format!("{}: a key is malformed: {why}", path.display()),
+                        true,
+                    )
+                })?;
+            }
+            keys.extend(from_file);
+        }
+        if keys.is_empty() && self.file.is_some() && !self.allow_empty {
+            return Err(self.refuse(
+                "the key file holds no user key; refusing to revoke every key at once \
+                 (set SPARK_API_KEYS_ALLOW_EMPTY=true to allow it)"
+                    .to_owned(),
+                true,
+            ));
+        }
+        let mut store = KeyStore::new(self.master.as_ref(), &keys);
+        store.auth_on = self.auth_on;
+        let user_keys = keys.len();
+        if let Ok(mut current) = self.current.write() {
+            *current = std::sync::Arc::new(store);
+        }
+        if self.file.is_some() && !force {
+            tracing::info!(user_keys, "API keys reloaded from SPARK_API_KEYS_FILE");
+        }
+        Ok(Reload::Installed { user_keys })
+    }
+
+    /// Logs and counts a refused reload (when `report`), and returns the reason.
+    fn refuse(&self, why: String, report: bool) -> String {
+        if report {
+            tracing::error!(reason = %why, "API key reload refused; the keys in force stay");
+            if let Some(c) = &self.failures {
+                c.inc();
+            }
+        }
+        why
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> KeyStore {
+        KeyStore::new(
+            Some(&SecretString::from("master-0123456789abcdef")),
+            &[
+                SecretString::from("user-alice-aaaaaaaaaaaaaaaa"),
+                SecretString::from("user-alice-bbbbbbbbbbbbbbbb"),
+                SecretString::from("user-bob-cccccccccc-ccccccc"),
+            ],
+        )
+    }
+
+    #[test]
+    fn user_and_master_keys_authenticate() {
+        let s = store();
+        assert_eq!(
+            s.authenticate(Some("user-alice-aaaaaaaaaaaaaaaa")),
+            Some(Caller::User("alice".into()))
+        );
+        // A second key for the same user (rotation) works too.
+        assert_eq!(
+            s.authenticate(Some("user-alice-bbbbbbbbbbbbbbbb")),
+            Some(Caller::User("alice".into()))
+        );
+        assert_eq!(
+            s.authenticate(Some("user-bob-cccccccccc-ccccccc")),
+            Some(Caller::User("bob".into()))
+        );
+        assert_eq!(
+            s.authenticate(Some("master-0123456789abcdef")),
+            Some(Caller::Master)
+        );
+    }
+
+    #[test]
+    fn unknown_wrong_and_missing_keys_fail() {
+        let s = store();
+        assert_eq!(s.authenticate(None), None);
+        assert_eq!(s.authenticate(Some("")), None);
+        assert_eq!(s.authenticate(Some("user-alice-wrongwrongwrongwr")), None);
+        assert_eq!(s.authenticate(Some("user-mallory-aaaaaaaaaaaaaaaa")), None);
+        // Another user's secret under alice's id is not alice.
+        assert_eq!(s.authenticate(Some("user-alice-cccccccccc-ccccccc")), None);
+        assert_eq!(s.authenticate(Some("master-0123456789abcdeF")), None);
+    }
+
+    #[test]
+    fn open_store_lets_everyone_in_anonymously() {
+        let s = KeyStore::new(None, &[]);
+        assert!(s.is_open());
+        assert_eq!(s.authenticate(None), Some(Caller::Anonymous));
+    }
+
+    #[test]
+    fn debug_output_holds_no_digest_or_key() {
+        let printed = format!("{:?}", store());
+        assert!(!printed.contains("alice"));
+        assert!(!printed.contains("aaaa"));
+    }
+
+    #[test]
+    fn secret_strength_follows_alphabet_and_length() {
+        assert!(secret_bits("0123456789abcdef") < MIN_SECRET_BITS); // 16 hex: ~82 bits
+        assert!(secret_bits("0123456789abcdef0123456789abcdef") >= MIN_SECRET_BITS);
+        assert!(secret_bits(&"a".repeat(21)) < MIN_SECRET_BITS);
+        let keys = [
+            SecretString::from("user-alice-0123456789abcdef"),
+            SecretString::from("user-bob-Zx9Qm2Lp7Vt4Rk8Wn3Hs6Jd1"),
+        ];
+        let w = weak_secret_warnings(&keys).unwrap();
+        assert!(w.starts_with("1 user key"));
+        assert!(!w.contains("alice") && !w.contains("0123"));
+    }
+
+    #[test]
+    fn key_format_rules() {
+        assert!(check_user_key_format("user-alice-0123456789abcdef").is_ok());
+        assert!(check_user_key_format("user-al-ice-0123456789abcdef").is_ok()); // id "al"
+        assert!(check_user_key_format("user-alice-short").is_err());
+        assert!(check_user_key_format("alice-0123456789abcdef").is_err());
+        assert!(check_user_key_format("user--0123456789abcdef").is_err());
+        assert!(check_user_key_format("user-al ice-0123456789abcdef").is_err());
+    }
+
+    fn ring_with_file(text: &str, master: bool) -> (KeyRing, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("spark-keys-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, text).unwrap();
+        let ring = KeyRing::new(
+            master.then(|| SecretString::from("master-0123456789abcdef")),
+            vec![],
+            Some(path.clone()),
+            false,
+            None,
+        )
+        .unwrap();
+        (ring, path)
+    }
+
+    #[test]
+    fn an_emptied_key_file_never_turns_auth_off_or_revokes_everyone() {
+        for master in [false, true] {
+            let (ring, path) = ring_with_file("user-alice-aaaaaaaaaaaaaaaa\n", master);
+            for emptied in ["", "# only a comment\n", "\n\n"] {
+                std::fs::write(&path, emptied).unwrap();
+                assert!(ring.reload(false).is_err(), "{emptied:?}");
+                let keys = ring.current();
+                assert!(!keys.is_open());
+                assert_eq!(keys.authenticate(None), None);
+                assert_eq!(
+                    keys.authenticate(Some("user-alice-aaaaaaaaaaaaaaaa")),
+                    Some(Caller::User("alice".into()))
+                );
+            }
+            std::fs::remove_file(&path).unwrap();
+            assert!(
+                ring.reload(false).is_err(),
+                "a vanished file is refused too"
+            );
+            assert!(!ring.current().is_open());
+        }
+    }
+
+    #[test]
+    fn a_refused_reload_is_counted_once_per_content() {
+        let path = std::env::temp_dir().join(format!("spark-keys-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, "user-alice-aaaaaaaaaaaaaaaa").unwrap();
+        let counter = prometheus::IntCounter::new("f", "f").unwrap();
+        let ring = KeyRing::new(
+            None,
+            vec![],
+            Some(path.clone()),
+            false,
+            Some(counter.clone()),
+        )
+        .unwrap();
+        std::fs::write(&path, "user-bob-short").unwrap();
+        for _ in 0..10 {
+            let _ = ring.reload(false);
+        }
+        assert_eq!(counter.get(), 1);
+        std::fs::write(&path, "user-carol-cccccccccccccccc").unwrap();
+        assert_eq!(ring.reload(false), Ok(Reload::Installed { user_keys: 1 }));
+        assert_eq!(ring.reload(false), Ok(Reload::Unchanged));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn an_empty_file_is_allowed_only_when_configured_and_auth_stays_on() {
+        let path = std::env::temp_dir().join(format!("spark-keys-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, "user-alice-aaaaaaaaaaaaaaaa").unwrap();
+        let ring = KeyRing::new(None, vec![], Some(path.clone()), true, None).unwrap();
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(ring.reload(false), Ok(Reload::Installed { user_keys: 0 }));
+        assert!(!ring.current().is_open(), "no key lets nobody in");
+        assert_eq!(ring.current().authenticate(None), None);
+        std::fs::remove_file(&path).unwrap();
+    }
+}
