@@ -406,7 +406,7 @@ mod tests {
     fn secret_strength_follows_alphabet_and_length() {
         assert!(secret_bits("0123456789abcdef") < MIN_SECRET_BITS); // 16 hex: ~82 bits
         assert!(secret_bits("0123456789abcdef0123456789abcdef") >= MIN_SECRET_BITS);
-        assert!(secret_bits(&"a".repeat(21)) < MIN_SECRET_BITS);
+        assert!(secret_bits(&"a".repeat(20)) < MIN_SECRET_BITS); // 20 × log2(26) ≈ 94
         let keys = [
             SecretString::from("user-alice-0123456789abcdef"),
             SecretString::from("user-bob-Zx9Qm2Lp7Vt4Rk8Wn3Hs6Jd1"),

@@ -53,6 +53,17 @@ impl TestApp {
         (status, resp.json().await.expect("health body"))
     }
 
+    /// POSTs an OpenAI chat body with the given key as a Bearer token.
+    pub async fn chat(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request failed")
+    }
+
     /// POSTs a generate body with Alice's key.
     pub async fn post_generate(&self, body: &Value) -> reqwest::Response {
         self.post_generate_as(ALICE_KEY, body).await
@@ -300,4 +311,19 @@ pub async fn wait_for_redis(app: &TestApp, ok: bool) -> Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("rate limiter ok never became {ok}: {last}");
+}
+
+/// Two gateways sharing `redis` (same cache signing key), each connected before it is returned.
+pub async fn two_replicas(redis: &TestRedis) -> (TestApp, TestApp) {
+    let url = redis.url();
+    let config = [
+        ("REDIS_URL", url.as_str()),
+        ("SPARK_CACHE_TTL", "1h"),
+        ("SPARK_CACHE_HMAC_KEY", SHARED_HMAC_KEY),
+    ];
+    let a = spawn_app_with(&config).await;
+    let b = spawn_app_with(&config).await;
+    wait_for_redis(&a, true).await;
+    wait_for_redis(&b, true).await;
+    (a, b)
 }
