@@ -4,9 +4,8 @@ use std::io::{BufRead, Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use spark_gateway::config::Config;
+use spark_gateway::config::{Config, EnvSource};
 use spark_gateway::sanitize::{self, Policy};
-use spark_gateway::telemetry::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -52,17 +51,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn log_format_from_env() -> LogFormat {
-    match std::env::var("SPARK_LOG_FORMAT").as_deref() {
-        Ok("json") => LogFormat::Json,
-        _ => LogFormat::Pretty,
-    }
-}
-
 fn serve() -> ExitCode {
     // Logging first, so even a configuration error is written in the requested format.
     // Held to the end of `serve`: its drop flushes the lines still queued for the writer thread.
-    let _logs = spark_gateway::telemetry::init(log_format_from_env());
+    let (format, filter) = Config::logging(&EnvSource);
+    let _logs = spark_gateway::telemetry::init(format, &filter);
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -281,7 +274,8 @@ fn sanitize_cmd(json: bool, jsonl: bool) -> ExitCode {
 
 fn healthcheck(url: Option<String>) -> ExitCode {
     let base = url.unwrap_or_else(|| {
-        let bind = std::env::var("SPARK_BIND").unwrap_or_else(|_| "127.0.0.1:8080".into());
+        let bind =
+            Config::bind(&EnvSource).map_or_else(|| "127.0.0.1:8080".to_owned(), |b| b.to_string());
         // A wildcard bind is reached on loopback from inside the container.
         let bind = bind
             .replace("0.0.0.0", "127.0.0.1")

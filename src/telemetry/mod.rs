@@ -70,13 +70,13 @@ const QUEUED_LINES: usize = 64 * 1024;
 /// never waits on a write to stderr, which in a container is a pipe that a slow log collector can
 /// fill. Measured under load (BENCHMARKS.md), writing each request line in place cost throughput
 /// at the knee; under a flood beyond `QUEUED_LINES` lines are dropped, never requests.
-pub fn init(format: LogFormat) -> LogGuard {
+pub fn init(format: LogFormat, filter: &str) -> LogGuard {
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(QUEUED_LINES)
         .thread_name("spark-log-writer")
         .finish(std::io::stderr());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

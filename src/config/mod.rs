@@ -1,0 +1,626 @@
+//! Typed configuration, read once at start-up from the environment (12-factor).
+//!
+//! Every variable is declared once, in [`vars::VARS`] (name, default, kind, secret, help). The
+//! [`Reader`] reads only declared variables, takes their defaults and bounds from the table, and
+//! records what it read, so `check-config` prints exactly the values in force (secrets as
+//! `<redacted>`) without a second list to keep in step. Reading goes through the small [`Source`]
+//! trait so tests hand in a map instead of mutating the process environment, and
+//! [`Config::from_source`] collects *every* problem before failing, so an operator fixes a bad
+//! deployment in one pass instead of one variable per restart.
+
+mod parse;
+pub mod vars;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+pub use parse::{fmt_duration, parse_duration, parse_size};
+pub use vars::{
+    DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_OPENAI_BASE_URL, Kind, MAX_CACHE_TTL, MAX_DURATION, VARS,
+    Var,
+};
+
+use crate::auth::split_keys;
+use crate::cache::{CacheConfig, CacheScope};
+use crate::providers::{ProviderId, UpstreamConfig};
+use crate::ratelimit::{Quota, Quotas, TrustedProxies};
+use crate::resilience::{BreakerConfig, RetryPolicy};
+use crate::sanitize::{Policy, PolicyMode};
+use crate::telemetry::LogFormat;
+use parse::{is_loopback_url, is_origin, split_list};
+
+/// Where configuration values come from. The process environment in production, a map in tests.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct EnvSource;
+
+impl Source for EnvSource {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Source for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned()
+    }
+}
+
+impl Source for BTreeMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        BTreeMap::get(self, name).cloned()
+    }
+}
+
+/// Every problem found while reading the configuration, each naming its variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .problems.join("\n  - "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub master_key: Option<SecretString>,
+    /// User keys from `SPARK_API_KEYS` and `SPARK_API_KEYS_FILE`, not yet hashed.
+    pub api_keys: Vec<SecretString>,
+    /// Just the `SPARK_API_KEYS` keys (the file is re-read on rotation).
+    pub inline_api_keys: Vec<SecretString>,
+    pub api_keys_file: Option<PathBuf>,
+    /// Lets a key-file reload leave no user key (revoking every key at once).
+    pub api_keys_allow_empty: bool,
+    /// Browser origins allowed by CORS (`scheme://host[:port]`); empty: no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Failed authentications per client address and minute before it is braked (0: off).
+    pub auth_failures_per_min: u32,
+    pub anthropic: Option<UpstreamConfig>,
+    pub openai: Option<UpstreamConfig>,
+    /// The order `provider: "auto"` tries providers in.
+    pub provider_order: Vec<ProviderId>,
+    pub upstream_timeout: Duration,
+    pub request_deadline: Duration,
+    pub simulator_latency: Duration,
+    pub simulator_failure_rate: f64,
+    pub max_tokens_cap: u32,
+    pub default_max_tokens: u32,
+    pub generate_body_limit: usize,
+    pub export_body_limit: usize,
+    pub max_inflight: usize,
+    pub sanitizer: Policy,
+    /// User ids whose system messages replace the engine prompt (the master key always may).
+    pub system_prompt_override: Vec<String>,
+    pub breaker: BreakerConfig,
+    pub retry: RetryPolicy,
+    pub cache: CacheConfig,
+    pub rate_limits: Quotas,
+    pub trusted_proxies: TrustedProxies,
+    pub redis_url: Option<SecretString>,
+    pub redis_timeout: Duration,
+    pub sentry_dsn: Option<SecretString>,
+    pub shutdown_delay: Duration,
+    pub shutdown_grace: Duration,
+    /// Mounts `GET /api/debug/panic`, for drills and tests of the panic path. Never in production.
+    pub panic_route: bool,
+    pub log_format: LogFormat,
+    /// `RUST_LOG`: which log lines are written.
+    pub log_filter: String,
+    /// What was read, in table order, secrets redacted: `check-config` prints this.
+    read: Vec<(&'static str, String)>,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&EnvSource)
+    }
+
+    /// Just the logging variables (`SPARK_LOG_FORMAT`, `RUST_LOG`), for setting up logging before
+    /// the rest is read, so even a configuration error is written in the requested format. A bad
+    /// format means pretty; a bad filter is reported by the full read.
+    pub fn logging(src: &dyn Source) -> (LogFormat, String) {
+        let mut r = Reader::new(src);
+        let format = LogFormat::parse(&r.choice("SPARK_LOG_FORMAT")).unwrap_or(LogFormat::Pretty);
+        (format, r.text("RUST_LOG").unwrap_or_default())
+    }
+
+    /// Just `SPARK_BIND` (for `healthcheck`, which must not fail on an unrelated variable).
+    pub fn bind(src: &dyn Source) -> Option<SocketAddr> {
+        Reader::new(src).parsed("SPARK_BIND", "a socket address", |s| s.parse().ok())
+    }
+
+    /// Reads and validates every variable, reporting all problems together.
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let mut r = Reader::new(src);
+
+        let bind = r
+            .parsed("SPARK_BIND", "a socket address such as 0.0.0.0:8080", |s| {
+                s.parse::<SocketAddr>().ok()
+            })
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let master_key = r.secret("SPARK_MASTER_API_KEY");
+        if master_key
+            .as_ref()
+            .is_some_and(|m| m.expose_secret().len() < 16)
+        {
+            r.problem("SPARK_MASTER_API_KEY: must be at least 16 characters".into());
+        }
+        let inline_api_keys: Vec<SecretString> = r
+            .secret("SPARK_API_KEYS")
+            .map(|s| split_keys(s.expose_secret()))
+            .unwrap_or_default();
+        let api_keys_file = r.text("SPARK_API_KEYS_FILE").map(PathBuf::from);
+        let mut api_keys = inline_api_keys.clone();
+        if let Some(path) = &api_keys_file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => api_keys.extend(split_keys(&text)),
+                Err(e) => r.problem(format!(
+                    "SPARK_API_KEYS_FILE: cannot read {}: {}",
+                    path.display(),
+                    e.kind()
+                )),
+            }
+        }
+        for key in &api_keys {
+            if let Err(why) = crate::auth::check_user_key_format(key.expose_secret()) {
+                // The key itself is never echoed: only where it is and what is wrong with it.
+                r.problem(format!("SPARK_API_KEYS: a key is malformed: {why}"));
+            }
+        }
+        let api_keys_allow_empty = r.bool("SPARK_API_KEYS_ALLOW_EMPTY");
+        let auth_failures_per_min = r.int("SPARK_AUTH_FAILURES_PER_MIN") as u32;
+        let cors_origins = r.list("SPARK_CORS_ORIGINS");
+        for origin in &cors_origins {
+            if !is_origin(origin) {
+                r.problem(format!(
+                    "SPARK_CORS_ORIGINS: {origin:?} is not an origin such as https://editor.example.com (no path, no wildcard)"
+                ));
+            }
+        }
+        let trusted_proxies = r
+            .parsed_with("SPARK_TRUSTED_PROXIES", TrustedProxies::parse)
+            .unwrap_or_default();
+
+        let allow_insecure = r.bool("SPARK_ALLOW_INSECURE_UPSTREAM");
+        let anthropic = r.upstream(
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_BASE_URL",
+            "SPARK_ANTHROPIC_MODELS",
+            allow_insecure,
+        );
+        let openai = r.upstream(
+            "OPENAI_API_KEY",
+            "OPENAI_BASE_URL",
+            "SPARK_OPENAI_MODELS",
+            allow_insecure,
+        );
+        let provider_order = r.provider_order(anthropic.is_some(), openai.is_some());
+        let upstream_timeout = r.duration("SPARK_UPSTREAM_TIMEOUT");
+        let request_deadline = r.duration("SPARK_REQUEST_DEADLINE");
+        let simulator_latency = r.duration("SPARK_SIMULATOR_LATENCY");
+        let simulator_failure_rate = r.float("SPARK_SIMULATOR_FAILURE_RATE");
+
+        let max_tokens_cap = r.int("SPARK_MAX_TOKENS") as u32;
+        let default_max_tokens = r.int("SPARK_DEFAULT_MAX_TOKENS") as u32;
+        let sanitizer = Policy {
+            max_chars: r.int("SPARK_MAX_PROMPT_CHARS") as usize,
+            mode: PolicyMode::parse(&r.choice("SPARK_SANITIZER_MODE")).unwrap_or(PolicyMode::Block),
+            threshold: r.float("SPARK_SANITIZER_THRESHOLD"),
+        };
+        let generate_body_limit = r.size("SPARK_GENERATE_BODY_LIMIT");
+        let export_body_limit = r.size("SPARK_EXPORT_BODY_LIMIT");
+        let max_inflight = r.int("SPARK_MAX_INFLIGHT") as usize;
+        let system_prompt_override = r.list("SPARK_SYSTEM_PROMPT_OVERRIDE");
+
+        let breaker = BreakerConfig {
+            consecutive_failures: r.int("SPARK_BREAKER_CONSECUTIVE_FAILURES") as u32,
+            failure_rate: r.float("SPARK_BREAKER_FAILURE_RATE"),
+            min_calls: r.int("SPARK_BREAKER_MIN_CALLS") as u32,
+            window: r.duration("SPARK_BREAKER_WINDOW"),
+            open_base: r.duration("SPARK_BREAKER_OPEN"),
+            open_max: r.duration("SPARK_BREAKER_OPEN_MAX"),
+            half_open_probes: r.int("SPARK_BREAKER_HALF_OPEN_PROBES") as u32,
+        };
+        if breaker.open_max < breaker.open_base {
+            r.problem("SPARK_BREAKER_OPEN_MAX must not be shorter than SPARK_BREAKER_OPEN".into());
+        }
+        let retry = RetryPolicy {
+            attempts: r.int("SPARK_RETRY_ATTEMPTS") as u32,
+            base_delay: r.duration("SPARK_RETRY_BASE_DELAY"),
+            max_delay: r.duration("SPARK_RETRY_MAX_DELAY"),
+        };
+
+        let cache = CacheConfig {
+            ttl: r.duration("SPARK_CACHE_TTL"),
+            max_bytes: r.size("SPARK_CACHE_MAX_BYTES") as u64,
+            scope: CacheScope::parse(&r.choice("SPARK_CACHE_SCOPE")).unwrap_or(CacheScope::Global),
+            hmac_key: r.secret("SPARK_CACHE_HMAC_KEY"),
+        };
+        if cache
+            .hmac_key
+            .as_ref()
+            .is_some_and(|k| k.expose_secret().len() < 32)
+        {
+            r.problem("SPARK_CACHE_HMAC_KEY: must be at least 32 characters".into());
+        }
+        let rate_limits = Quotas {
+            generate: r.quota("SPARK_RATE_LIMIT_GENERATE"),
+            export: r.quota("SPARK_RATE_LIMIT_EXPORT"),
+            openai: r.quota("SPARK_RATE_LIMIT_OPENAI"),
+            overrides: r
+                .parsed_with("SPARK_RATE_LIMIT_OVERRIDES", Quotas::parse_overrides)
+                .unwrap_or_default(),
+            master_exempt: r.bool("SPARK_RATE_LIMIT_MASTER_EXEMPT"),
+        };
+        let redis_url = r.secret("REDIS_URL");
+        let redis_timeout = r.duration("SPARK_REDIS_TIMEOUT");
+        let sentry_dsn = r.secret("SENTRY_DSN");
+        let shutdown_delay = r.duration("SPARK_SHUTDOWN_DELAY");
+        let shutdown_grace = r.duration("SPARK_SHUTDOWN_GRACE");
+        let panic_route = r.bool("SPARK_ENABLE_PANIC_ROUTE");
+        let log_format =
+            LogFormat::parse(&r.choice("SPARK_LOG_FORMAT")).unwrap_or(LogFormat::Pretty);
+        let log_filter = r.text("RUST_LOG").unwrap_or_default();
+        if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
+            r.problem(format!(
+                "RUST_LOG: {log_filter:?} is not a valid log filter"
+            ));
+        }
+
+        if request_deadline < upstream_timeout {
+            r.problem(format!(
+                "SPARK_REQUEST_DEADLINE ({}) must not be shorter than SPARK_UPSTREAM_TIMEOUT ({})",
+                fmt_duration(request_deadline),
+                fmt_duration(upstream_timeout)
+            ));
+        }
+        if default_max_tokens > max_tokens_cap {
+            r.problem(format!(
+                "SPARK_DEFAULT_MAX_TOKENS ({default_max_tokens}) must not exceed SPARK_MAX_TOKENS ({max_tokens_cap})"
+            ));
+        }
+        if master_key.is_none()
+            && api_keys.is_empty()
+            && api_keys_file.is_none()
+            && !bind.ip().is_loopback()
+        {
+            r.problem(format!(
+                "SPARK_BIND: refusing to listen on {bind} with authentication off; set SPARK_MASTER_API_KEY or SPARK_API_KEYS, or bind a loopback address"
+            ));
+        }
+
+        if !r.problems.is_empty() {
+            return Err(ConfigError {
+                problems: r.problems,
+            });
+        }
+        Ok(Config {
+            bind,
+            master_key,
+            api_keys,
+            inline_api_keys,
+            api_keys_file,
+            api_keys_allow_empty,
+            cors_origins,
+            auth_failures_per_min,
+            anthropic,
+            openai,
+            provider_order,
+            upstream_timeout,
+            request_deadline,
+            simulator_latency,
+            simulator_failure_rate,
+            max_tokens_cap,
+            default_max_tokens,
+            generate_body_limit,
+            export_body_limit,
+            max_inflight,
+            sanitizer,
+            system_prompt_override,
+            breaker,
+            retry,
+            cache,
+            rate_limits,
+            trusted_proxies,
+            redis_url,
+            redis_timeout,
+            sentry_dsn,
+            shutdown_delay,
+            shutdown_grace,
+            panic_route,
+            log_format,
+            log_filter,
+            read: r.read,
+        })
+    }
+
+    /// Problems that do not stop the gateway but an operator must hear about (start-up and
+    /// `check-config` print them).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(w) = crate::auth::weak_secret_warnings(&self.api_keys) {
+            out.push(format!("SPARK_API_KEYS: {w}"));
+        }
+        if self.redis_url.is_some() && self.cache.hmac_key.is_none() && !self.cache.ttl.is_zero() {
+            out.push(
+                "SPARK_CACHE_HMAC_KEY is unset: replicas sharing REDIS_URL will not share cached answers"
+                    .to_owned(),
+            );
+        }
+        out
+    }
+
+    /// Authentication is off only when no key source of any kind is configured. Decided once:
+    /// a key file that later empties never turns it off.
+    pub fn auth_enabled(&self) -> bool {
+        self.master_key.is_some() || !self.api_keys.is_empty() || self.api_keys_file.is_some()
+    }
+
+    /// The effective configuration as `NAME=value` pairs in the table's order, every secret
+    /// replaced by `<redacted>`, followed by what was derived (`AUTH`).
+    pub fn redacted(&self) -> Vec<(&'static str, String)> {
+        let mut out = self.read.clone();
+        out.push((
+            "AUTH",
+            if self.auth_enabled() { "on" } else { "off" }.into(),
+        ));
+        out
+    }
+}
+
+/// Reads declared variables, records what it read, collects problems.
+struct Reader<'a> {
+    src: &'a dyn Source,
+    problems: Vec<String>,
+    read: Vec<(&'static str, String)>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(src: &'a dyn Source) -> Self {
+        Reader {
+            src,
+            problems: Vec::new(),
+            read: Vec::new(),
+        }
+    }
+
+    fn problem(&mut self, p: String) {
+        self.problems.push(p);
+    }
+
+    /// The declared variable's set value, or its default; recorded for `check-config`.
+    fn raw(&mut self, name: &str) -> (Option<&'static Var>, Option<String>) {
+        let Some(var) = vars::find(name) else {
+            // A bug, not an operator's mistake; reported rather than panicking.
+            self.problem(format!("{name}: read but not declared in config::vars"));
+            return (None, None);
+        };
+        let set = self
+            .src
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
+        let value = set.or_else(|| var.default.map(str::to_owned));
+        let shown = match (&value, var.secret()) {
+            (None, _) => "<unset>".to_owned(),
+            (Some(_), true) => "<redacted>".to_owned(),
+            (Some(v), false) => v.clone(),
+        };
+        self.read.push((var.name, shown));
+        (Some(var), value)
+    }
+
+    fn text(&mut self, name: &str) -> Option<String> {
+        self.raw(name).1
+    }
+
+    fn secret(&mut self, name: &str) -> Option<SecretString> {
+        self.raw(name).1.map(SecretString::from)
+    }
+
+    fn list(&mut self, name: &str) -> Vec<String> {
+        self.text(name).map(|s| split_list(&s)).unwrap_or_default()
+    }
+
+    /// A text value parsed at the read site; `None` when unset or (with a problem) invalid.
+    fn parsed<T>(
+        &mut self,
+        name: &str,
+        expected: &str,
+        f: impl Fn(&str) -> Option<T>,
+    ) -> Option<T> {
+        let raw = self.text(name)?;
+        let parsed = f(&raw);
+        if parsed.is_none() {
+            self.problem(format!("{name}: {raw:?} is not {expected}"));
+        }
+        parsed
+    }
+
+    /// Like [`Reader::parsed`] for parsers that say why a value is wrong.
+    fn parsed_with<T>(&mut self, name: &str, f: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        let raw = self.text(name)?;
+        match f(&raw) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                self.problem(format!("{name}: {why}"));
+                None
+            }
+        }
+    }
+
+    /// A value of the declared kind. An invalid value is a problem and the default stands in,
+    /// so reading goes on and reports the next problem too.
+    fn typed<T>(&mut self, name: &str, f: impl Fn(&str, Kind) -> Option<T>) -> Option<T> {
+        let (var, value) = self.raw(name);
+        let (var, value) = (var?, value?);
+        if let Some(v) = f(&value, var.kind) {
+            return Some(v);
+        }
+        self.problem(format!("{name}: {value:?} is not {}", expected(var.kind)));
+        var.default.and_then(|d| f(d, var.kind))
+    }
+
+    fn duration(&mut self, name: &str) -> Duration {
+        self.typed(name, |s, kind| match kind {
+            Kind::Duration { max } => parse_duration(s).filter(|d| *d <= max),
+            _ => None,
+        })
+        .unwrap_or_default()
+    }
+
+    fn size(&mut self, name: &str) -> usize {
+        self.typed(name, |s, _| parse_size(s)).unwrap_or_default()
+    }
+
+    fn bool(&mut self, name: &str) -> bool {
+        self.typed(name, |s, _| s.parse::<bool>().ok())
+            .unwrap_or_default()
+    }
+
+    fn int(&mut self, name: &str) -> u64 {
+        self.typed(name, |s, kind| match kind {
+            Kind::Int { min, max } => s.parse::<u64>().ok().filter(|v| (min..=max).contains(v)),
+            _ => None,
+        })
+        .unwrap_or_default()
+    }
+
+    fn float(&mut self, name: &str) -> f64 {
+        self.typed(name, |s, kind| match kind {
+            Kind::Float { min, max, open_min } => s
+                .parse::<f64>()
+                .ok()
+                .filter(|v| *v <= max && (*v > min || (!open_min && *v == min))),
+            _ => None,
+        })
+        .unwrap_or_default()
+    }
+
+    fn choice(&mut self, name: &str) -> String {
+        self.typed(name, |s, kind| match kind {
+            Kind::Choice(options) => options.contains(&s).then(|| s.to_owned()),
+            _ => None,
+        })
+        .unwrap_or_default()
+    }
+
+    fn quota(&mut self, name: &str) -> Quota {
+        let default = vars::find(name)
+            .and_then(|v| v.default)
+            .and_then(Quota::parse)
+            .unwrap_or(Quota {
+                limit: 60,
+                period: Duration::from_secs(60),
+                burst: 60,
+            });
+        self.parsed(
+            name,
+            "a quota such as 10/min or 600/min,burst=60",
+            Quota::parse,
+        )
+        .unwrap_or(default)
+    }
+
+    /// A provider's settings: present only when its key is set.
+    fn upstream(
+        &mut self,
+        key_var: &str,
+        url_var: &str,
+        models_var: &str,
+        allow_insecure: bool,
+    ) -> Option<UpstreamConfig> {
+        let key = self.secret(key_var);
+        let base_url = self
+            .text(url_var)
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_owned();
+        let models = self.list(models_var);
+        let key = key?;
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            self.problem(format!("{url_var}: {base_url:?} is not an http(s) URL"));
+        } else if base_url.starts_with("http://") && !is_loopback_url(&base_url) && !allow_insecure
+        {
+            // The provider key would cross the network in clear text.
+            self.problem(format!(
+                "{url_var}: plain http:// to a non-loopback host sends the provider key in clear text; use https:// or set SPARK_ALLOW_INSECURE_UPSTREAM=true"
+            ));
+        }
+        if models.is_empty() {
+            self.problem(format!("{models_var}: must list at least one model"));
+        }
+        Some(UpstreamConfig {
+            api_key: key,
+            base_url,
+            models,
+        })
+    }
+
+    fn provider_order(&mut self, anthropic: bool, openai: bool) -> Vec<ProviderId> {
+        let Some(list) = self.text("SPARK_PROVIDER_ORDER") else {
+            let mut order = Vec::new();
+            if anthropic {
+                order.push(ProviderId::Anthropic);
+            }
+            if openai {
+                order.push(ProviderId::OpenAi);
+            }
+            if order.is_empty() {
+                order.push(ProviderId::Simulator);
+            }
+            return order;
+        };
+        let mut order = Vec::new();
+        for name in split_list(&list) {
+            match ProviderId::parse(&name) {
+                Some(ProviderId::Anthropic) if !anthropic => self.problem(
+                    "SPARK_PROVIDER_ORDER: names anthropic, but ANTHROPIC_API_KEY is not set".into(),
+                ),
+                Some(ProviderId::OpenAi) if !openai => self.problem(
+                    "SPARK_PROVIDER_ORDER: names openai, but OPENAI_API_KEY is not set".into(),
+                ),
+                Some(p) if order.contains(&p) => {
+                    self.problem(format!("SPARK_PROVIDER_ORDER: {name} is listed twice"))
+                }
+                Some(p) => order.push(p),
+                None => self.problem(format!(
+                    "SPARK_PROVIDER_ORDER: unknown provider {name:?}; expected anthropic, openai or simulator"
+                )),
+            }
+        }
+        if order.is_empty() {
+            self.problem("SPARK_PROVIDER_ORDER: must name at least one provider".into());
+        }
+        order
+    }
+}
+
+/// What a value of `kind` looks like, for error messages.
+fn expected(kind: Kind) -> String {
+    match kind {
+        Kind::Text | Kind::Secret => "valid".to_owned(),
+        Kind::Bool => "true or false".to_owned(),
+        Kind::Duration { max } => format!(
+            "a duration such as 500ms, 30s, 5m or 1h, at most {}",
+            fmt_duration(max)
+        ),
+        Kind::Size => "a size such as 512KiB or 256MiB".to_owned(),
+        Kind::Int { min, max } => format!("a whole number from {min} to {max}"),
+        Kind::Float { min, max, open_min } => {
+            let low = if open_min { "above" } else { "from" };
+            format!("a number {low} {min} to {max}")
+        }
+        Kind::Choice(options) => options.join(", "),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,198 @@
+//! Reading, validation and printing of the configuration.
+
+use super::*;
+
+fn src(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn defaults_give_a_loopback_simulator_gateway_with_auth_off() {
+    let c = Config::from_source(&src(&[])).unwrap();
+    assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.provider_order, vec![ProviderId::Simulator]);
+    assert!(!c.auth_enabled());
+    assert_eq!(c.sanitizer.max_chars, 10_000);
+    assert_eq!(c.generate_body_limit, 64 * 1024);
+    assert_eq!(c.request_deadline, Duration::from_secs(30));
+}
+
+#[test]
+fn every_problem_is_reported_together_and_names_its_variable() {
+    let err = Config::from_source(&src(&[
+        ("SPARK_BIND", "nonsense"),
+        ("SPARK_UPSTREAM_TIMEOUT", "20 parsecs"),
+        ("SPARK_PROVIDER_ORDER", "anthropic,mistral"),
+    ]))
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("SPARK_BIND"), "{text}");
+    assert!(text.contains("SPARK_UPSTREAM_TIMEOUT"), "{text}");
+    assert!(text.contains("ANTHROPIC_API_KEY is not set"), "{text}");
+    assert!(text.contains("\"mistral\""), "{text}");
+    assert!(text.contains("must name at least one provider"), "{text}");
+    assert_eq!(err.problems.len(), 5);
+}
+
+#[test]
+fn public_bind_without_keys_refuses_to_start() {
+    let err = Config::from_source(&src(&[("SPARK_BIND", "0.0.0.0:8080")])).unwrap_err();
+    assert!(err.to_string().contains("authentication off"));
+    let ok = Config::from_source(&src(&[
+        ("SPARK_BIND", "0.0.0.0:8080"),
+        ("SPARK_MASTER_API_KEY", "master-key-0123456789"),
+    ]));
+    assert!(ok.is_ok());
+}
+
+#[test]
+fn malformed_user_key_is_reported_without_echoing_it() {
+    let err =
+        Config::from_source(&src(&[("SPARK_API_KEYS", "not-a-user-key-SECRETVALUE")])).unwrap_err();
+    assert!(err.to_string().contains("SPARK_API_KEYS"));
+    assert!(!err.to_string().contains("SECRETVALUE"));
+}
+
+#[test]
+fn provider_keys_set_the_default_order_and_never_print() {
+    let c = Config::from_source(&src(&[
+        ("ANTHROPIC_API_KEY", "sk-ant-very-secret"),
+        ("OPENAI_API_KEY", "sk-openai-very-secret"),
+        ("ANTHROPIC_BASE_URL", "http://127.0.0.1:9/"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        c.provider_order,
+        vec![ProviderId::Anthropic, ProviderId::OpenAi]
+    );
+    assert_eq!(c.anthropic.as_ref().unwrap().base_url, "http://127.0.0.1:9");
+    let printed = format!("{:?} {:?}", c.redacted(), c);
+    assert!(!printed.contains("very-secret"), "{printed}");
+    assert!(printed.contains("<redacted>"));
+}
+
+#[test]
+fn every_duration_is_bounded_so_none_can_overflow_an_instant() {
+    let err = Config::from_source(&src(&[
+        ("SPARK_UPSTREAM_TIMEOUT", "9999999999h"),
+        ("SPARK_REQUEST_DEADLINE", "25h"),
+        ("SPARK_BREAKER_OPEN_MAX", "9999999999h"),
+        ("SPARK_CACHE_TTL", "721h"),
+    ]))
+    .unwrap_err();
+    let text = err.to_string();
+    for var in [
+        "SPARK_UPSTREAM_TIMEOUT",
+        "SPARK_REQUEST_DEADLINE",
+        "SPARK_BREAKER_OPEN_MAX",
+        "SPARK_CACHE_TTL",
+    ] {
+        assert!(text.contains(var), "{var}: {text}");
+    }
+    assert!(
+        Config::from_source(&src(&[
+            ("SPARK_REQUEST_DEADLINE", "24h"),
+            ("SPARK_CACHE_TTL", "720h")
+        ]))
+        .is_ok()
+    );
+}
+
+#[test]
+fn plain_http_upstreams_are_refused_unless_loopback_or_allowed() {
+    let with = |url: &str, allow: &str| {
+        Config::from_source(&src(&[
+            ("ANTHROPIC_API_KEY", "sk-ant-x"),
+            ("ANTHROPIC_BASE_URL", url),
+            ("SPARK_ALLOW_INSECURE_UPSTREAM", allow),
+        ]))
+    };
+    assert!(with("http://api.example.com", "").is_err());
+    assert!(with("http://10.0.0.5:8000", "").is_err());
+    assert!(with("http://api.example.com", "true").is_ok());
+    assert!(with("https://api.example.com", "").is_ok());
+    for loopback in [
+        "http://127.0.0.1:9",
+        "http://localhost:8080/",
+        "http://[::1]:9",
+    ] {
+        assert!(with(loopback, "").is_ok(), "{loopback}");
+    }
+}
+
+#[test]
+fn cors_origins_must_be_bare_origins() {
+    assert!(
+        Config::from_source(&src(&[(
+            "SPARK_CORS_ORIGINS",
+            "https://editor.example.com, http://localhost:3000"
+        )]))
+        .is_ok()
+    );
+    for bad in ["*", "https://a.example.com/path", "editor.example.com"] {
+        assert!(
+            Config::from_source(&src(&[("SPARK_CORS_ORIGINS", bad)])).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn every_declared_variable_is_read_and_printed_once() {
+    let c = Config::from_source(&src(&[])).unwrap();
+    let printed: Vec<&str> = c.redacted().iter().map(|(n, _)| *n).collect();
+    for var in VARS {
+        assert_eq!(
+            printed.iter().filter(|n| **n == var.name).count(),
+            1,
+            "{} is declared but not read exactly once",
+            var.name
+        );
+    }
+    assert_eq!(printed.len(), VARS.len() + 1, "only AUTH is derived");
+}
+
+#[test]
+fn every_default_is_valid_for_its_kind() {
+    for var in VARS {
+        if let Some(default) = var.default {
+            let c = Config::from_source(&src(&[(var.name, default)]));
+            assert!(c.is_ok(), "{}={default}: {:?}", var.name, c.err());
+        }
+    }
+}
+
+#[test]
+fn the_readme_documents_exactly_the_declared_variables() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Configuration")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap();
+    let mut documented = std::collections::BTreeSet::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let first_cell = line.split('|').nth(1).unwrap_or("");
+        for name in first_cell.split('`').skip(1).step_by(2) {
+            documented.insert(name.to_owned());
+        }
+    }
+    let declared: std::collections::BTreeSet<String> =
+        VARS.iter().map(|v| v.name.to_owned()).collect();
+    let missing: Vec<_> = declared.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&declared).collect();
+    assert!(missing.is_empty(), "read but not in README: {missing:?}");
+    assert!(unknown.is_empty(), "in README but not read: {unknown:?}");
+}
+
+#[test]
+fn an_undeclared_read_is_a_problem_not_a_panic() {
+    let empty = src(&[]);
+    let mut r = Reader::new(&empty);
+    assert_eq!(r.text("SPARK_NOT_A_VARIABLE"), None);
+    assert_eq!(r.problems.len(), 1);
+}
