@@ -12,6 +12,7 @@
 
 mod detect;
 mod normalize;
+mod rules;
 
 use serde::Serialize;
 

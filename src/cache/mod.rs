@@ -22,11 +22,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, KeyInit};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
 use crate::redis::RedisBackend;
+use shared::{GENERATION_KEY, L2_MAX_VALUE_BYTES, SharedLevel, read_generation};
+
+mod shared;
 use crate::telemetry::Metrics;
 
 /// Whether callers share cached answers.
@@ -109,65 +112,6 @@ pub struct CacheStats {
     pub entries: u64,
     pub weighted_bytes: u64,
     pub hit_rate: f64,
-}
-
-/// The largest shared value accepted, read or written: a generation is bounded by the provider's
-/// token cap, so anything bigger did not come from a gateway.
-const L2_MAX_VALUE_BYTES: usize = 4 << 20;
-/// The prefix of the second-level wire format; bumped when the framing changes.
-const L2_MAGIC: &[u8; 4] = b"spk2";
-const GENERATION_KEY: &str = "spark:cache:gen";
-
-/// The shared second level: Redis, authenticated values, a purge generation.
-struct SharedLevel {
-    redis: Arc<RedisBackend>,
-    mac: Hmac<Sha256>,
-    /// The namespace generation last read from Redis; every key carries it.
-    generation: AtomicU64,
-}
-
-impl SharedLevel {
-    fn key(&self, key: &CacheKey) -> String {
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        format!(
-            "spark:cache:{}:{hex}",
-            self.generation.load(Ordering::Relaxed)
-        )
-    }
-
-    fn tag(&self, key: &CacheKey, payload: &[u8]) -> [u8; 32] {
-        let mut mac = self.mac.clone();
-        mac.update(key);
-        mac.update(payload);
-        mac.finalize().into_bytes().into()
-    }
-
-    /// `magic ‖ tag ‖ payload`, the tag binding the payload to its key so a value cannot be
-    /// moved to another key either.
-    fn seal(&self, key: &CacheKey, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + 32 + payload.len());
-        out.extend_from_slice(L2_MAGIC);
-        out.extend_from_slice(&self.tag(key, payload));
-        out.extend_from_slice(payload);
-        out
-    }
-
-    fn open<'a>(&self, key: &CacheKey, sealed: &'a [u8]) -> Option<&'a [u8]> {
-        if sealed.len() > L2_MAX_VALUE_BYTES + 36 || sealed.len() < 36 {
-            return None;
-        }
-        let (magic, rest) = sealed.split_at(4);
-        let (tag, payload) = rest.split_at(32);
-        if magic != L2_MAGIC {
-            return None;
-        }
-        let mut mac = self.mac.clone();
-        mac.update(key);
-        mac.update(payload);
-        // Constant-time comparison: the tag must not be guessable byte by byte.
-        mac.verify_slice(tag).ok()?;
-        Some(payload)
-    }
 }
 
 pub struct ResponseCache<V> {
@@ -448,170 +392,5 @@ impl<V: CacheValue> ResponseCache<V> {
     }
 }
 
-async fn read_generation(redis: &RedisBackend) -> Option<u64> {
-    redis
-        .run("cache_generation", |mut c| async move {
-            redis::cmd("GET")
-                .arg(GENERATION_KEY)
-                .query_async::<Option<u64>>(&mut c)
-                .await
-        })
-        .await
-        .ok()
-        .map(|g| g.unwrap_or(0))
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    #[derive(Debug, Clone, PartialEq)]
-    struct Text(String);
-
-    impl CacheValue for Text {
-        fn weight(&self) -> u32 {
-            self.0.len() as u32 + 32
-        }
-        fn encode(&self) -> Vec<u8> {
-            self.0.as_bytes().to_vec()
-        }
-        fn decode(bytes: &[u8]) -> Option<Self> {
-            String::from_utf8(bytes.to_vec()).ok().map(Text)
-        }
-    }
-
-    fn text(s: &str) -> Text {
-        Text(s.into())
-    }
-
-    fn cache(ttl: Duration) -> ResponseCache<Text> {
-        ResponseCache::new(
-            &CacheConfig {
-                ttl,
-                max_bytes: 1 << 20,
-                scope: CacheScope::Global,
-                hmac_key: None,
-            },
-            Arc::new(Metrics::new().unwrap()),
-            None,
-        )
-    }
-
-    const KEY: CacheKey = [7; 32];
-    fn any(_: &Text) -> bool {
-        true
-    }
-
-    #[test]
-    fn shared_values_are_bound_to_their_key_and_tamper_evident() {
-        let level = SharedLevel {
-            redis: RedisBackend::disconnected(Arc::new(Metrics::new().unwrap())),
-            mac: <Hmac<Sha256> as KeyInit>::new_from_slice(b"k").unwrap(),
-            generation: AtomicU64::new(0),
-        };
-        let sealed = level.seal(&KEY, b"payload");
-        assert_eq!(level.open(&KEY, &sealed), Some(&b"payload"[..]));
-        // Another key, a flipped byte, a truncated value, an oversized one: all refused.
-        assert_eq!(level.open(&[8; 32], &sealed), None);
-        let mut flipped = sealed.clone();
-        *flipped.last_mut().unwrap() ^= 1;
-        assert_eq!(level.open(&KEY, &flipped), None);
-        assert_eq!(level.open(&KEY, &sealed[..30]), None);
-        let big = level.seal(&KEY, &vec![b'x'; L2_MAX_VALUE_BYTES + 1]);
-        assert_eq!(level.open(&KEY, &big), None);
-        // Unsigned JSON, as the previous format stored it, is refused too.
-        assert_eq!(level.open(&KEY, br#"{"v":1,"generation":{}}"#), None);
-    }
-
-    #[tokio::test]
-    async fn concurrent_identical_misses_run_one_generation() {
-        let c = Arc::new(cache(Duration::from_secs(60)));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let (release, gate) = tokio::sync::watch::channel(false);
-        let tasks: Vec<_> = (0..32)
-            .map(|_| {
-                let c = Arc::clone(&c);
-                let calls = Arc::clone(&calls);
-                let mut gate = gate.clone();
-                crate::telemetry::spawn_named("test-task", async move {
-                    c.get_or_generate(KEY, true, any, async move {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        let _ = gate.wait_for(|open| *open).await;
-                        Ok::<_, ()>(text("x"))
-                    })
-                    .await
-                })
-            })
-            .collect();
-        // Let every task reach the cache before the leader's generation finishes.
-        for _ in 0..64 {
-            tokio::task::yield_now().await;
-        }
-        release.send(true).unwrap();
-        let mut results = Vec::new();
-        for t in tasks {
-            results.push(t.await.unwrap().unwrap().1);
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(
-            results.iter().filter(|r| **r == CacheResult::Miss).count(),
-            1
-        );
-        assert_eq!(
-            results.iter().filter(|r| **r == CacheResult::Hit).count(),
-            31
-        );
-    }
-
-    #[tokio::test]
-    async fn errors_are_not_stored() {
-        let c = cache(Duration::from_secs(60));
-        let err = c
-            .get_or_generate(KEY, true, any, async { Err::<Text, _>("boom") })
-            .await;
-        assert!(err.is_err());
-        let (_, r) = c
-            .get_or_generate(KEY, true, any, async { Ok::<_, &str>(text("fresh")) })
-            .await
-            .unwrap();
-        assert_eq!(r, CacheResult::Miss);
-    }
-
-    #[tokio::test]
-    async fn no_cache_skips_the_read_but_stores_and_ttl_zero_bypasses() {
-        let c = cache(Duration::from_secs(60));
-        c.get_or_generate(KEY, true, any, async { Ok::<_, ()>(text("old")) })
-            .await
-            .unwrap();
-        let (g, r) = c
-            .get_or_generate(KEY, false, any, async { Ok::<_, ()>(text("new")) })
-            .await
-            .unwrap();
-        assert_eq!((g.0.as_str(), r), ("new", CacheResult::Bypass));
-        let (g, r) = c
-            .get_or_generate(KEY, true, any, async { Ok::<_, ()>(text("unused")) })
-            .await
-            .unwrap();
-        assert_eq!((g.0.as_str(), r), ("new", CacheResult::Hit));
-
-        let off = cache(Duration::ZERO);
-        let (_, r) = off
-            .get_or_generate(KEY, true, any, async { Ok::<_, ()>(text("x")) })
-            .await
-            .unwrap();
-        assert_eq!(r, CacheResult::Bypass);
-        assert!(!off.enabled());
-    }
-
-    #[tokio::test]
-    async fn purge_empties_the_cache() {
-        let c = cache(Duration::from_secs(60));
-        c.get_or_generate(KEY, true, any, async { Ok::<_, ()>(text("x")) })
-            .await
-            .unwrap();
-        assert_eq!(c.stats().await.entries, 1);
-        assert_eq!(c.purge().await.unwrap(), 1);
-        assert_eq!(c.stats().await.entries, 0);
-    }
-}
+mod tests;
