@@ -1,42 +1,41 @@
 //! Anthropic's Messages API over plain reqwest.
 //!
 //! No Rust SDK is official and the community ones pin an older reqwest (see CRATES.md), so the
-//! wire types below are ours: `POST {base}/v1/messages` with `x-api-key` and
+//! wire types below are ours (sending, errors and streams are `http.rs`'s): `POST {base}/v1/messages` with `x-api-key` and
 //! `anthropic-version: 2023-06-01`, a `system` string, one user message, and an answer made of
 //! content blocks whose `text` blocks are joined. The key lives in a `SecretString` and is exposed
 //! only while the header is built.
 
-use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::UpstreamConfig;
-use super::http_util::{error_kind, json_error_class, read_body, send_checked};
-use super::{
-    Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId, Step,
-    Usage, completion_stream,
+use super::http::{
+    HttpProvider, Step, WireFormat, completion_stream, error_kind, json_error_class,
 };
+use super::{Completion, CompletionRequest, CompletionStream, ProviderError, ProviderId, Usage};
 
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
-pub struct Anthropic {
-    http: reqwest::Client,
-    api_key: SecretString,
-    url: String,
-    models: Vec<String>,
-}
+/// Anthropic's Messages API as a provider.
+pub type Anthropic = HttpProvider<Messages>;
+
+/// The Messages API wire format.
+pub struct Messages;
 
 const P: ProviderId = ProviderId::Anthropic;
 
-impl Anthropic {
-    /// Sends the request; a non-2xx answer becomes a typed error here. Streaming requests get
-    /// no whole-response timeout (a long answer may stream for minutes); the router bounds the
-    /// wait for the headers and the first event instead.
-    async fn send(
-        &self,
+impl WireFormat for Messages {
+    const ID: ProviderId = P;
+
+    fn url(base: &str) -> String {
+        format!("{base}/v1/messages")
+    }
+
+    fn request(
+        builder: reqwest::RequestBuilder,
+        key: &str,
         req: &CompletionRequest,
         stream: bool,
-    ) -> Result<reqwest::Response, ProviderError> {
+    ) -> reqwest::RequestBuilder {
         let body = MessagesRequest {
             model: &req.model,
             max_tokens: req.max_tokens,
@@ -48,22 +47,22 @@ impl Anthropic {
             temperature: req.temperature,
             stream,
         };
-        let builder = self
-            .http
-            .post(&self.url)
-            .header("x-api-key", self.api_key.expose_secret())
+        builder
+            .header("x-api-key", key)
             .header("anthropic-version", ANTHROPIC_VERSION)
-            .json(&body);
-        send_checked(P, builder, stream, req.timeout).await
+            .json(&body)
     }
 
-    pub fn new(http: reqwest::Client, cfg: &UpstreamConfig) -> Self {
-        Anthropic {
-            http,
-            api_key: cfg.api_key.clone(),
-            url: format!("{}/v1/messages", cfg.base_url),
-            models: cfg.models.clone(),
-        }
+    fn parse(bytes: &[u8]) -> Result<Completion, ProviderError> {
+        parse_response(bytes)
+    }
+
+    fn stream(
+        events: impl futures_util::Stream<Item = Result<super::sse::SseEvent, super::sse::SseError>>
+        + Send
+        + 'static,
+    ) -> CompletionStream {
+        stream_events(events)
     }
 }
 
@@ -104,30 +103,6 @@ struct ContentBlock {
 struct ApiUsage {
     input_tokens: u64,
     output_tokens: u64,
-}
-
-#[async_trait]
-impl Provider for Anthropic {
-    fn id(&self) -> ProviderId {
-        ProviderId::Anthropic
-    }
-
-    fn models(&self) -> &[String] {
-        &self.models
-    }
-
-    async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError> {
-        let resp = self.send(req, false).await?;
-        let bytes = read_body(P, resp, req.timeout).await?;
-        parse_response(&bytes)
-    }
-
-    async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
-        let resp = self.send(req, true).await?;
-        Ok(Box::pin(stream_events(super::sse::events(Box::pin(
-            resp.bytes_stream(),
-        )))))
-    }
 }
 
 /// The Messages API's stream events: `content_block_delta` text becomes deltas,

@@ -7,6 +7,7 @@
 //! the resilience layer above them owns every decision about trying again.
 
 pub mod anthropic;
+pub mod http;
 pub mod openai;
 pub mod simulator;
 pub mod sse;
@@ -224,228 +225,6 @@ pub trait Provider: Send + Sync {
     async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError>;
 }
 
-/// What a provider makes of one upstream event.
-pub(crate) enum Step {
-    /// Nothing to pass on (a ping, a start marker, usage noted in the state).
-    Skip,
-    /// Text for the client.
-    Emit(String),
-    /// The answer is complete.
-    Finish,
-    /// The upstream reported an error: the stream ends with it.
-    Fail(ProviderError),
-}
-
-/// What a stream learns besides its text, for the final [`StreamEvent::Finished`].
-#[derive(Default)]
-pub(crate) struct StreamState {
-    pub model: String,
-    pub usage: Usage,
-    pub truncated: bool,
-}
-
-/// A provider's SSE events as a [`CompletionStream`]. `on_event` reads one event into a
-/// [`Step`]; everything else — ending on `Finish` or an error, a transport break, a stream that
-/// stops before `end` — is the same for every provider and lives here.
-pub(crate) fn completion_stream<F>(
-    provider: ProviderId,
-    events: impl futures_util::Stream<Item = Result<sse::SseEvent, sse::SseError>> + Send + 'static,
-    end: &'static str,
-    on_event: F,
-) -> CompletionStream
-where
-    F: FnMut(&sse::SseEvent, &mut StreamState) -> Step + Send + 'static,
-{
-    use futures_util::StreamExt;
-    let events = Box::pin(events);
-    Box::pin(futures_util::stream::unfold(
-        (events, StreamState::default(), on_event, false),
-        move |(mut events, mut st, mut on_event, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                let ev = match events.next().await {
-                    None => {
-                        let e = ProviderError::Malformed {
-                            provider,
-                            reason: format!("the stream ended before {end}"),
-                        };
-                        return Some((Err(e), (events, st, on_event, true)));
-                    }
-                    Some(Err(e)) => {
-                        let e = ProviderError::Transport {
-                            provider,
-                            reason: e.to_string(),
-                        };
-                        return Some((Err(e), (events, st, on_event, true)));
-                    }
-                    Some(Ok(ev)) => ev,
-                };
-                match on_event(&ev, &mut st) {
-                    Step::Skip => {}
-                    Step::Emit(text) => {
-                        return Some((Ok(StreamEvent::Delta(text)), (events, st, on_event, false)));
-                    }
-                    Step::Finish => {
-                        let fin = StreamEvent::Finished {
-                            model: std::mem::take(&mut st.model),
-                            usage: st.usage,
-                            truncated: st.truncated,
-                        };
-                        return Some((Ok(fin), (events, st, on_event, true)));
-                    }
-                    Step::Fail(e) => return Some((Err(e), (events, st, on_event, true))),
-                }
-            }
-        },
-    ))
-}
-
-/// Largest upstream body read into memory. A real completion of the largest allowed
-/// `max_tokens` is far smaller; anything bigger is a broken or hostile upstream.
-const MAX_UPSTREAM_BODY: usize = 8 << 20;
-
-/// Helpers shared by the HTTP providers.
-pub(crate) mod http_util {
-    use std::time::{Duration, SystemTime};
-
-    use super::{MAX_UPSTREAM_BODY, ProviderError, ProviderId};
-
-    /// Classifies a reqwest failure without keeping its message, which can carry the URL.
-    pub fn transport_error(
-        provider: ProviderId,
-        e: &reqwest::Error,
-        timeout: Duration,
-    ) -> ProviderError {
-        if e.is_timeout() {
-            ProviderError::Timeout { provider, timeout }
-        } else if e.is_connect() {
-            ProviderError::Connect { provider }
-        } else if e.is_body() || e.is_decode() {
-            ProviderError::Malformed {
-                provider,
-                reason: "the body could not be read".into(),
-            }
-        } else {
-            ProviderError::Transport {
-                provider,
-                reason: "request failed".into(),
-            }
-        }
-    }
-
-    /// Sends a request built by a provider. A plain request is bounded by the attempt's timeout;
-    /// a streaming one is not (a long answer may stream for minutes: the router bounds the wait
-    /// for its first event instead). A non-2xx answer becomes a typed error keeping the status,
-    /// the provider's error type and `retry-after`.
-    pub async fn send_checked(
-        provider: ProviderId,
-        builder: reqwest::RequestBuilder,
-        stream: bool,
-        timeout: Duration,
-    ) -> Result<reqwest::Response, ProviderError> {
-        let builder = if stream {
-            builder
-        } else {
-            builder.timeout(timeout)
-        };
-        let resp = builder
-            .send()
-            .await
-            .map_err(|e| transport_error(provider, &e, timeout))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let retry = retry_after(resp.headers());
-        let bytes = read_body(provider, resp, timeout).await?;
-        Err(ProviderError::Status {
-            provider,
-            status: status.as_u16(),
-            kind: error_kind(&bytes),
-            retry_after: retry,
-        })
-    }
-
-    /// Reads a body up to [`MAX_UPSTREAM_BODY`] bytes.
-    pub async fn read_body(
-        provider: ProviderId,
-        mut resp: reqwest::Response,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, ProviderError> {
-        let mut buf = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if buf.len() + chunk.len() > MAX_UPSTREAM_BODY {
-                        return Err(ProviderError::Malformed {
-                            provider,
-                            reason: format!("body larger than {MAX_UPSTREAM_BODY} bytes"),
-                        });
-                    }
-                    buf.extend_from_slice(&chunk);
-                }
-                Ok(None) => return Ok(buf),
-                Err(e) => return Err(transport_error(provider, &e, timeout)),
-            }
-        }
-    }
-
-    /// serde_json's error category as a fixed phrase, so a malformed-answer reason can never
-    /// carry upstream text.
-    pub fn json_error_class(e: &serde_json::Error) -> &'static str {
-        match e.classify() {
-            serde_json::error::Category::Io => "io",
-            serde_json::error::Category::Syntax => "invalid JSON",
-            serde_json::error::Category::Data => "unexpected shape",
-            serde_json::error::Category::Eof => "truncated JSON",
-        }
-    }
-
-    /// `retry-after` as delay-seconds (decimals allowed) or an HTTP date.
-    pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-        let v = headers
-            .get(reqwest::header::RETRY_AFTER)?
-            .to_str()
-            .ok()?
-            .trim();
-        if let Ok(secs) = v.parse::<f64>() {
-            return (secs.is_finite() && secs >= 0.0)
-                .then(|| Duration::from_secs_f64(secs.min(86_400.0)));
-        }
-        let when = httpdate::parse_http_date(v).ok()?;
-        Some(
-            when.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO),
-        )
-    }
-
-    /// The machine-readable error type from a provider's JSON error body, if it has one that
-    /// looks like an identifier. Both Anthropic and OpenAI use `{"error": {"type": …}}`; OpenAI
-    /// also has `code`. Free text is never kept: it can echo the prompt.
-    pub fn error_kind(body: &[u8]) -> String {
-        let v: serde_json::Value = match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(_) => return "unknown".into(),
-        };
-        let err = &v["error"];
-        let candidate = err["code"]
-            .as_str()
-            .or_else(|| err["type"].as_str())
-            .unwrap_or("unknown");
-        if candidate.len() <= 64
-            && candidate
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
-        {
-            candidate.to_owned()
-        } else {
-            "unknown".into()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,40 +260,37 @@ mod tests {
     #[test]
     fn error_kind_keeps_identifiers_and_drops_prose() {
         assert_eq!(
-            http_util::error_kind(
+            http::error_kind(
                 br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
             ),
             "overloaded_error"
         );
         assert_eq!(
-            http_util::error_kind(
+            http::error_kind(
                 br#"{"error":{"message":"m","type":"requests","code":"rate_limit_exceeded"}}"#
             ),
             "rate_limit_exceeded"
         );
         assert_eq!(
-            http_util::error_kind(br#"{"error":{"type":"your prompt was: secret stuff"}}"#),
+            http::error_kind(br#"{"error":{"type":"your prompt was: secret stuff"}}"#),
             "unknown"
         );
-        assert_eq!(
-            http_util::error_kind(b"<html>bad gateway</html>"),
-            "unknown"
-        );
+        assert_eq!(http::error_kind(b"<html>bad gateway</html>"), "unknown");
     }
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {
         let mut h = reqwest::header::HeaderMap::new();
         h.insert("retry-after", "1".parse().unwrap());
-        assert_eq!(http_util::retry_after(&h), Some(Duration::from_secs(1)));
+        assert_eq!(http::retry_after(&h), Some(Duration::from_secs(1)));
         h.insert("retry-after", "0.5".parse().unwrap());
-        assert_eq!(http_util::retry_after(&h), Some(Duration::from_millis(500)));
+        assert_eq!(http::retry_after(&h), Some(Duration::from_millis(500)));
         h.insert(
             "retry-after",
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
-        assert_eq!(http_util::retry_after(&h), Some(Duration::ZERO));
+        assert_eq!(http::retry_after(&h), Some(Duration::ZERO));
         h.insert("retry-after", "soon".parse().unwrap());
-        assert_eq!(http_util::retry_after(&h), None);
+        assert_eq!(http::retry_after(&h), None);
     }
 }

@@ -6,59 +6,56 @@
 //! to the gateway and need the status and `retry-after` of every attempt (CRATES.md). Its types
 //! still give us a checked wire format.
 
+use super::http::{
+    HttpProvider, Step, WireFormat, completion_stream, error_kind, json_error_class,
+};
+use super::{Completion, CompletionRequest, CompletionStream, ProviderError, ProviderId, Usage};
 use async_openai::types::chat::{
     ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
     ChatCompletionRequestUserMessage, CreateChatCompletionRequest, CreateChatCompletionResponse,
     FinishReason,
 };
-use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
 
-use super::UpstreamConfig;
-use super::http_util::{error_kind, json_error_class, read_body, send_checked};
-use super::{
-    Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId, Step,
-    Usage, completion_stream,
-};
+/// OpenAI Chat Completions as a provider.
+pub type OpenAi = HttpProvider<ChatCompletions>;
 
-pub struct OpenAi {
-    http: reqwest::Client,
-    api_key: SecretString,
-    url: String,
-    models: Vec<String>,
-}
+/// The Chat Completions wire format.
+pub struct ChatCompletions;
 
 const P: ProviderId = ProviderId::OpenAi;
 
-impl OpenAi {
-    /// Sends the request (streaming asks for usage in the last chunk); a non-2xx answer becomes a
-    /// typed error here. Streams get no whole-response timeout; the router bounds the wait for
-    /// the headers and the first chunk.
-    async fn send(
-        &self,
+impl WireFormat for ChatCompletions {
+    const ID: ProviderId = P;
+
+    fn url(base: &str) -> String {
+        format!("{base}/chat/completions")
+    }
+
+    /// Streaming asks for usage in the last chunk.
+    fn request(
+        builder: reqwest::RequestBuilder,
+        key: &str,
         req: &CompletionRequest,
         stream: bool,
-    ) -> Result<reqwest::Response, ProviderError> {
+    ) -> reqwest::RequestBuilder {
         let mut body = serde_json::to_value(build_request(req)).unwrap_or_default();
         if stream {
             body["stream"] = serde_json::Value::Bool(true);
             body["stream_options"] = serde_json::json!({"include_usage": true});
         }
-        let builder = self
-            .http
-            .post(&self.url)
-            .bearer_auth(self.api_key.expose_secret())
-            .json(&body);
-        send_checked(P, builder, stream, req.timeout).await
+        builder.bearer_auth(key).json(&body)
     }
 
-    pub fn new(http: reqwest::Client, cfg: &UpstreamConfig) -> Self {
-        OpenAi {
-            http,
-            api_key: cfg.api_key.clone(),
-            url: format!("{}/chat/completions", cfg.base_url),
-            models: cfg.models.clone(),
-        }
+    fn parse(bytes: &[u8]) -> Result<Completion, ProviderError> {
+        parse_response(bytes)
+    }
+
+    fn stream(
+        events: impl futures_util::Stream<Item = Result<super::sse::SseEvent, super::sse::SseError>>
+        + Send
+        + 'static,
+    ) -> CompletionStream {
+        stream_events(events)
     }
 }
 
@@ -91,30 +88,6 @@ pub(crate) fn build_request(req: &CompletionRequest) -> CreateChatCompletionRequ
         temperature: if reasoning { None } else { req.temperature },
         stream: Some(false),
         ..Default::default()
-    }
-}
-
-#[async_trait]
-impl Provider for OpenAi {
-    fn id(&self) -> ProviderId {
-        ProviderId::OpenAi
-    }
-
-    fn models(&self) -> &[String] {
-        &self.models
-    }
-
-    async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError> {
-        let resp = self.send(req, false).await?;
-        let bytes = read_body(P, resp, req.timeout).await?;
-        parse_response(&bytes)
-    }
-
-    async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
-        let resp = self.send(req, true).await?;
-        Ok(Box::pin(stream_events(super::sse::events(Box::pin(
-            resp.bytes_stream(),
-        )))))
     }
 }
 
