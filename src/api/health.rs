@@ -41,11 +41,13 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             continue;
         };
         let s = b.snapshot();
-        any_open |= s.state == CircuitState::Open;
+        let misconfigured = router.misconfigured(id);
+        any_open |= s.state == CircuitState::Open || misconfigured;
         providers.insert(
             id.as_str().to_owned(),
             json!({
                 "circuit": s.state.as_str(),
+                "misconfigured": misconfigured,
                 "consecutiveFailures": s.consecutive_failures,
                 "failureRate": s.failure_rate,
                 "openUntil": s.open_for.map(|d| (std::time::SystemTime::now() + d)

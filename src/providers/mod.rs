@@ -172,6 +172,12 @@ impl ProviderError {
         }
     }
 
+    /// The provider refused our key or endpoint (401, 403, 404): nobody can be served by it
+    /// until an operator acts, so the request falls back at once and health says so.
+    pub fn is_misconfigured(&self) -> bool {
+        matches!(self, ProviderError::Status { status, .. } if matches!(status, 401 | 403 | 404))
+    }
+
     /// Whether the failure says the provider is unwell (counts against its circuit breaker).
     /// A 4xx other than 408/429 is the request's or our configuration's fault, not an outage.
     pub fn is_provider_fault(&self) -> bool {

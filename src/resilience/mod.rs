@@ -7,13 +7,18 @@
 //! what is left of the deadline, and on a retryable failure falls back to the next provider at
 //! once. The last provider of the plan (or the only one, when the caller named it) is retried
 //! with full-jitter exponential back-off, never sooner than the upstream's `retry-after` and never
-//! past the deadline: a wait that would outlive the request is not started. A caller's error (an upstream 400) ends the walk at once: another
-//! provider would refuse it too, and it says nothing about the provider's health.
+//! past the deadline: a wait that would outlive the request is not started. A caller's error (an
+//! upstream 400) ends the walk at once: another provider would refuse it too, and it says nothing
+//! about the provider's health. A refused key or endpoint (401, 403, 404) is the opposite: the
+//! provider cannot serve anyone, so the walk moves to the next provider at once, the breaker
+//! counts a failure, and health shows the provider `misconfigured`. Plain and streaming requests
+//! share the one walk ([`ProviderRouter::walk`]).
 
 pub mod breaker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -76,6 +81,9 @@ pub struct ProviderRouter {
     upstream_timeout: Duration,
     metrics: Arc<Metrics>,
     errors: Arc<ErrorTracker>,
+    /// Set while a provider's last answer refused our key or endpoint (401/403/404): health
+    /// shows it `misconfigured` until an attempt succeeds again.
+    misconfigured: BTreeMap<ProviderId, AtomicBool>,
 }
 
 impl ProviderRouter {
@@ -120,10 +128,15 @@ impl ProviderRouter {
                 .breaker_state
                 .with_label_values(&[id.as_str()])
                 .set(CircuitState::Closed.gauge());
+            metrics
+                .provider_misconfigured
+                .with_label_values(&[id.as_str()])
+                .set(0);
             breakers.insert(id, Arc::new(Breaker::new(breaker.clone(), Some(hook))));
             map.insert(id, p);
         }
         ProviderRouter {
+            misconfigured: map.keys().map(|id| (*id, AtomicBool::new(false))).collect(),
             providers: map,
             breakers,
             retry,
@@ -145,8 +158,15 @@ impl ProviderRouter {
         self.breakers.get(&id)
     }
 
-    /// Asks the plan's providers in turn. `upstream_wait` accumulates the time spent waiting on
-    /// providers (for the overhead metric).
+    /// Whether a provider's key or endpoint was refused (401, 403, 404) by its last answer.
+    pub fn misconfigured(&self, id: ProviderId) -> bool {
+        self.misconfigured
+            .get(&id)
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// Asks the plan's providers in turn for a whole answer. `upstream_wait` accumulates the
+    /// time spent waiting on providers (for the overhead metric).
     pub async fn complete(
         &self,
         plan: &[(ProviderId, String)],
@@ -154,6 +174,81 @@ impl ProviderRouter {
         deadline: Instant,
         upstream_wait: &mut Duration,
     ) -> Result<(ProviderId, Completion), RouteError> {
+        self.walk(
+            plan,
+            base,
+            deadline,
+            upstream_wait,
+            true,
+            |provider, call| async move { provider.complete(&call).await },
+            |completion, permit| {
+                permit.success();
+                completion
+            },
+        )
+        .await
+    }
+
+    /// Opens a streamed completion. Fallback happens only before the first event reaches us:
+    /// each provider gets `min(upstream timeout, time left)` to accept the request and send its
+    /// first event; after that the stream is the caller's, and a failure in it ends the stream
+    /// (and counts against that provider's breaker). Streams are not retried on the same
+    /// provider: a partial answer cannot be taken back.
+    pub async fn stream(
+        &self,
+        plan: &[(ProviderId, String)],
+        base: &CompletionRequest,
+        deadline: Instant,
+        upstream_wait: &mut Duration,
+    ) -> Result<(ProviderId, CompletionStream), RouteError> {
+        use futures_util::StreamExt;
+        self.walk(
+            plan,
+            base,
+            deadline,
+            upstream_wait,
+            false,
+            |provider, call| async move {
+                let mut s = provider.stream(&call).await?;
+                match s.next().await {
+                    Some(Ok(first)) => Ok((first, s)),
+                    Some(Err(e)) => Err(e),
+                    None => Err(ProviderError::Malformed {
+                        provider: provider.id(),
+                        reason: "empty stream".into(),
+                    }),
+                }
+            },
+            |(first, rest), permit| guard_stream(first, rest, permit),
+        )
+        .await
+    }
+
+    /// The one walk through a plan, for whole answers and streams alike. For each provider in
+    /// order: skip it while its circuit is open; otherwise `attempt` it within the smaller of the
+    /// per-attempt timeout and what is left of the deadline. A success is handed to `finish`
+    /// with the breaker permit. A failure is settled with the breaker, then: a caller's error
+    /// ends the walk; a refused key or endpoint (401/403/404) moves on at once; a retryable one
+    /// moves on when a fallback is left, else (with `retry_last`) is retried after a jittered
+    /// back-off that never outlives the deadline.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the two closures are the only difference between the plain and streaming walks"
+    )]
+    async fn walk<T, U, A, Fut>(
+        &self,
+        plan: &[(ProviderId, String)],
+        base: &CompletionRequest,
+        deadline: Instant,
+        upstream_wait: &mut Duration,
+        retry_last: bool,
+        attempt: A,
+        finish: impl Fn(T, breaker::Permit) -> U,
+    ) -> Result<(ProviderId, U), RouteError>
+    where
+        A: Fn(Arc<dyn Provider>, CompletionRequest) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
         let mut last_error: Option<ProviderError> = None;
         let mut earliest_open: Option<Duration> = None;
         for (index, (id, model)) in plan.iter().enumerate() {
@@ -162,7 +257,12 @@ impl ProviderRouter {
                 continue;
             };
             let has_fallback = index + 1 < plan.len();
-            for attempt in 0..self.retry.attempts.max(1) {
+            let attempts = if retry_last {
+                self.retry.attempts.max(1)
+            } else {
+                1
+            };
+            for n in 0..attempts {
                 let permit = match breaker.try_acquire() {
                     Ok(p) => p,
                     Err(refused) => {
@@ -176,20 +276,19 @@ impl ProviderRouter {
                 let call = self.attempt(model, base, deadline)?;
                 let timeout = call.timeout;
                 let started = Instant::now();
-                let outcome = match tokio::time::timeout(timeout, provider.complete(&call)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(ProviderError::Timeout {
+                let outcome = tokio::time::timeout(timeout, attempt(Arc::clone(provider), call))
+                    .await
+                    .unwrap_or(Err(ProviderError::Timeout {
                         provider: *id,
                         timeout,
-                    }),
-                };
+                    }));
                 let took = started.elapsed();
                 *upstream_wait += took;
                 self.observe(*id, outcome.as_ref().err(), took);
                 let error = match outcome {
-                    Ok(c) => {
-                        permit.success();
-                        return Ok((*id, c));
+                    Ok(t) => {
+                        self.set_misconfigured(*id, false);
+                        return Ok((*id, finish(t, permit)));
                     }
                     Err(e) => e,
                 };
@@ -197,12 +296,14 @@ impl ProviderRouter {
                     return Err(end);
                 }
                 let hint = error.retry_after();
+                let retryable = error.is_retryable();
                 last_error = Some(error);
-                if attempt + 1 >= self.retry.attempts || has_fallback {
-                    // With a fallback left, moving on is faster than waiting out a back-off.
+                if !retryable || n + 1 >= attempts || has_fallback {
+                    // With a fallback left, moving on is faster than waiting out a back-off;
+                    // a refused key is not retried on the same provider at all.
                     break;
                 }
-                let delay = self.retry.backoff(attempt, hint);
+                let delay = self.retry.backoff(n, hint);
                 if Instant::now() + delay >= deadline {
                     // Waiting would outlive the request: answer now rather than time out later.
                     break;
@@ -212,6 +313,18 @@ impl ProviderRouter {
         }
         Err(walk_ended(last_error, earliest_open))
     }
+
+    fn set_misconfigured(&self, id: ProviderId, on: bool) {
+        if let Some(flag) = self.misconfigured.get(&id)
+            && flag.swap(on, Ordering::Relaxed) != on
+        {
+            self.metrics
+                .provider_misconfigured
+                .with_label_values(&[id.as_str()])
+                .set(i64::from(on));
+        }
+    }
+
     /// One attempt's request: the model, and the smaller of the per-attempt timeout and what is
     /// left of the deadline (none left ends the walk).
     fn attempt(
@@ -252,87 +365,40 @@ impl ProviderRouter {
         error: &ProviderError,
         timeout: Duration,
     ) -> Option<RouteError> {
-        if error.is_provider_fault() {
+        // An attempt the request's deadline cut short says nothing about the provider: its
+        // timeout was not the provider's to meet.
+        let cut_by_deadline =
+            matches!(error, ProviderError::Timeout { .. }) && timeout < self.upstream_timeout;
+        let misconfigured = error.is_misconfigured();
+        if cut_by_deadline {
+            permit.neutral();
+        } else if error.is_provider_fault() || misconfigured {
             permit.failure();
         } else {
             permit.neutral();
         }
-        tracing::warn!(provider = %id, error = %error, "provider attempt failed");
-        if error.is_retryable() {
+        if misconfigured {
+            self.set_misconfigured(id, true);
+            tracing::error!(provider = %id, error = %error, "provider refused our key or endpoint; falling back");
+        } else {
+            tracing::warn!(provider = %id, error = %error, "provider attempt failed");
+        }
+        if error.is_retryable() || misconfigured {
             self.errors.record(
                 error.kind(),
                 &format!("provider:{id}"),
                 &error.to_string(),
-                Severity::Medium,
+                if misconfigured {
+                    Severity::High
+                } else {
+                    Severity::Medium
+                },
             );
         }
-        if matches!(error, ProviderError::Timeout { .. }) && timeout < self.upstream_timeout {
+        if cut_by_deadline {
             return Some(RouteError::Deadline);
         }
-        (!error.is_retryable()).then(|| RouteError::Provider(error.clone()))
-    }
-
-    /// Opens a streamed completion. Fallback happens only before the first event reaches us:
-    /// each provider gets `min(upstream timeout, time left)` to accept the request and send its
-    /// first event; after that the stream is the caller's, and a failure in it ends the stream
-    /// (and counts against that provider's breaker). Streams are not retried on the same
-    /// provider: a partial answer cannot be taken back.
-    pub async fn stream(
-        &self,
-        plan: &[(ProviderId, String)],
-        base: &CompletionRequest,
-        deadline: Instant,
-        upstream_wait: &mut Duration,
-    ) -> Result<(ProviderId, CompletionStream), RouteError> {
-        use futures_util::StreamExt;
-        let mut last_error: Option<ProviderError> = None;
-        let mut earliest_open: Option<Duration> = None;
-        for (id, model) in plan {
-            let (Some(provider), Some(breaker)) = (self.providers.get(id), self.breakers.get(id))
-            else {
-                continue;
-            };
-            let permit = match breaker.try_acquire() {
-                Ok(p) => p,
-                Err(refused) => {
-                    earliest_open = Some(
-                        earliest_open.map_or(refused.retry_after, |e| e.min(refused.retry_after)),
-                    );
-                    continue;
-                }
-            };
-            let call = self.attempt(model, base, deadline)?;
-            let timeout = call.timeout;
-            let started = Instant::now();
-            let opened = tokio::time::timeout(timeout, async {
-                let mut s = provider.stream(&call).await?;
-                match s.next().await {
-                    Some(Ok(first)) => Ok((first, s)),
-                    Some(Err(e)) => Err(e),
-                    None => Err(ProviderError::Malformed {
-                        provider: *id,
-                        reason: "empty stream".into(),
-                    }),
-                }
-            })
-            .await
-            .unwrap_or(Err(ProviderError::Timeout {
-                provider: *id,
-                timeout,
-            }));
-            let took = started.elapsed();
-            *upstream_wait += took;
-            self.observe(*id, opened.as_ref().err(), took);
-            let error = match opened {
-                Ok((first, rest)) => return Ok((*id, guard_stream(first, rest, permit))),
-                Err(e) => e,
-            };
-            if let Some(end) = self.settle_failure(*id, permit, &error, timeout) {
-                return Err(end);
-            }
-            last_error = Some(error);
-        }
-        Err(walk_ended(last_error, earliest_open))
+        (!error.is_retryable() && !misconfigured).then(|| RouteError::Provider(error.clone()))
     }
 }
 
@@ -378,22 +444,4 @@ fn guard_stream(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_jittered_under_the_ceiling_and_honours_retry_after() {
-        let p = RetryPolicy {
-            attempts: 3,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(300),
-        };
-        for attempt in 0..6 {
-            let d = p.backoff(attempt, None);
-            let ceiling =
-                Duration::from_millis(100 * 2u64.pow(attempt)).min(Duration::from_millis(300));
-            assert!(d <= ceiling, "{attempt}: {d:?}");
-        }
-        assert!(p.backoff(0, Some(Duration::from_secs(1))) >= Duration::from_secs(1));
-    }
-}
+mod tests;

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub overhead: Histogram,
     pub breaker_state: IntGaugeVec,
     pub breaker_transitions: IntCounterVec,
+    /// 1 while a provider's last answer refused our key or endpoint.
+    pub provider_misconfigured: IntGaugeVec,
     pub cache_requests: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub errors: IntCounterVec,
@@ -161,6 +163,17 @@ impl Metrics {
                     Opts::new(
                         "spark_circuit_breaker_state",
                         "Circuit state per provider: 0 closed, 1 half-open, 2 open.",
+                    ),
+                    &["provider"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            provider_misconfigured: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "spark_provider_misconfigured",
+                        "1 while a provider's last answer refused our key or endpoint (401, 403, 404).",
                     ),
                     &["provider"],
                 )?;

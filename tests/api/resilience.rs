@@ -1,7 +1,7 @@
-//! Breakers, retries, fallback, the deadline and the response cache, against wiremock upstreams.
-//! Cool-downs are a few hundred milliseconds of real time: failsafe-style virtual time cannot
-//! reach into a real HTTP exchange, and the breaker's own rules are tested with tokio's paused
-//! clock in `src/resilience/breaker.rs`.
+//! Breakers, retries, fallback, the deadline and the response cache, black-box against wiremock
+//! upstreams. Cool-downs, probes and deadline arithmetic are tested on tokio's paused clock with
+//! fake providers in `src/resilience/tests.rs` and `breaker.rs`; what stays here is what a client
+//! sees through HTTP.
 
 use std::time::{Duration, Instant};
 
@@ -70,118 +70,6 @@ async fn an_open_breaker_sends_traffic_to_the_fallback_and_spares_the_primary() 
     assert_eq!(h["status"], "degraded");
     assert_eq!(h["checks"]["providers"]["anthropic"]["circuit"], "open");
     assert_eq!(h["checks"]["providers"]["openai"]["circuit"], "closed");
-}
-
-#[tokio::test]
-async fn after_the_cool_down_exactly_the_configured_probes_reach_the_primary_and_success_closes() {
-    let app = spawn_app_with(&with(&[("SPARK_BREAKER_HALF_OPEN_PROBES", "2")])).await;
-    Mock::given(path("/v1/messages"))
-        .respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(3)
-        .mount(&app.anthropic)
-        .await;
-    Mock::given(path("/v1/messages"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(anthropic_answer(UNITY_ANSWER))
-                .set_delay(Duration::from_millis(400)),
-        )
-        .mount(&app.anthropic)
-        .await;
-    mount_ok(
-        &app.openai,
-        "/v1/chat/completions",
-        openai_answer(UNITY_ANSWER),
-    )
-    .await;
-
-    for i in 0..3 {
-        app.post_generate(&json!({"prompt": format!("trip {i}")}))
-            .await;
-    }
-    assert_eq!(
-        app.health().await.1["checks"]["providers"]["anthropic"]["circuit"],
-        "open"
-    );
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    assert_eq!(
-        app.health().await.1["checks"]["providers"]["anthropic"]["circuit"],
-        "half_open",
-        "visible without waiting for a call"
-    );
-
-    // Five at once: two become probes (slow successes), three fall back at once.
-    let bodies: Vec<Value> = (0..5)
-        .map(|i| json!({"prompt": format!("probe {i}")}))
-        .collect();
-    let responses = join_all(bodies.iter().map(|b| app.post_generate(b))).await;
-    let mut by_provider = std::collections::BTreeMap::new();
-    for r in responses {
-        assert_eq!(r.status(), 200);
-        *by_provider
-            .entry(r.headers()["x-provider"].to_str().unwrap().to_owned())
-            .or_insert(0) += 1;
-    }
-    assert_eq!(anthropic_calls(&app).await, 3 + 2, "exactly two probes");
-    assert_eq!(by_provider.get("anthropic"), Some(&2));
-    assert_eq!(by_provider.get("openai"), Some(&3));
-
-    let (_, h) = app.health().await;
-    assert_eq!(h["checks"]["providers"]["anthropic"]["circuit"], "closed");
-    assert_eq!(h["status"], "healthy");
-    let resp = app.post_generate(&json!({"prompt": "after close"})).await;
-    assert_eq!(resp.headers()["x-provider"], "anthropic");
-
-    // Each transition is counted, and the gauge is back at closed.
-    let m = app.metrics().await;
-    for to in ["open", "half_open", "closed"] {
-        let line = format!(
-            "spark_circuit_breaker_transitions_total{{provider=\"anthropic\",to=\"{to}\"}} 1"
-        );
-        assert!(m.contains(&line), "{line} missing:\n{m}");
-    }
-    assert!(m.contains("spark_circuit_breaker_state{provider=\"anthropic\"} 0"));
-}
-
-#[tokio::test]
-async fn a_failed_probe_reopens_with_a_longer_cool_down() {
-    let app = spawn_app_with(&with(&[])).await;
-    Mock::given(path("/v1/messages"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&app.anthropic)
-        .await;
-    mount_ok(
-        &app.openai,
-        "/v1/chat/completions",
-        openai_answer(UNITY_ANSWER),
-    )
-    .await;
-    for i in 0..3 {
-        app.post_generate(&json!({"prompt": format!("trip {i}")}))
-            .await;
-    }
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    let resp = app.post_generate(&json!({"prompt": "probe"})).await;
-    assert_eq!(resp.headers()["x-provider"], "openai");
-    assert_eq!(anthropic_calls(&app).await, 4, "one probe");
-    let (_, h) = app.health().await;
-    assert_eq!(h["checks"]["providers"]["anthropic"]["circuit"], "open");
-    // The second cool-down is 600 ms: still open after 350 ms, half-open after 700 ms.
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    assert_eq!(
-        app.health().await.1["checks"]["providers"]["anthropic"]["circuit"],
-        "open"
-    );
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    assert_eq!(
-        app.health().await.1["checks"]["providers"]["anthropic"]["circuit"],
-        "half_open"
-    );
-    let m = app.metrics().await;
-    assert!(
-        m.contains("spark_circuit_breaker_transitions_total{provider=\"anthropic\",to=\"open\"} 2"),
-        "{m}"
-    );
 }
 
 #[tokio::test]
@@ -487,4 +375,40 @@ async fn admin_endpoints_reset_a_breaker_and_purge_the_cache_with_the_master_key
         .await
         .unwrap();
     assert_error(unknown, 400, "invalid_request").await;
+}
+
+/// Issue 16, finding 4: with Anthropic answering 401 on every call and OpenAI healthy, every
+/// `auto` request is answered by OpenAI, and health shows Anthropic misconfigured.
+#[tokio::test]
+async fn a_revoked_provider_key_falls_back_on_every_request_and_health_says_so() {
+    let app = spawn_app_with(&with(&[])).await;
+    Mock::given(path("/v1/messages"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+            "type": "error",
+            "error": {"type": "authentication_error", "message": "invalid x-api-key"}
+        })))
+        .mount(&app.anthropic)
+        .await;
+    mount_ok(
+        &app.openai,
+        "/v1/chat/completions",
+        openai_answer(UNITY_ANSWER),
+    )
+    .await;
+    for i in 0..7 {
+        let resp = app
+            .post_generate(&json!({"prompt": format!("door {i}")}))
+            .await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.headers()["x-provider"], "openai");
+    }
+    let (status, h) = app.health().await;
+    assert_eq!(status, 200);
+    assert_eq!(h["status"], "degraded");
+    assert_eq!(h["checks"]["providers"]["anthropic"]["misconfigured"], true);
+    assert!(
+        app.metrics()
+            .await
+            .contains("spark_provider_misconfigured{provider=\"anthropic\"} 1")
+    );
 }

@@ -1,0 +1,283 @@
+//! The router on tokio's paused clock, with fake providers: fallback, cool-downs and probes,
+//! refused keys, and attempts cut by the deadline. No sleeps and no sockets, so the timings
+//! asserted are exact.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::engine::Engine;
+use crate::providers::{Completion, Usage};
+
+/// What a fake provider does on its next calls: each entry is used once, the last one forever.
+#[derive(Clone)]
+enum Answer {
+    Ok,
+    Status(u16),
+    /// Sleeps this long, then answers 200.
+    Slow(Duration),
+}
+
+struct Fake {
+    id: ProviderId,
+    models: Vec<String>,
+    script: Mutex<Vec<Answer>>,
+    calls: AtomicUsize,
+}
+
+impl Fake {
+    fn new(id: ProviderId, script: &[Answer]) -> Arc<Self> {
+        Arc::new(Fake {
+            id,
+            models: vec!["m".into()],
+            script: Mutex::new(script.to_vec()),
+            calls: AtomicUsize::new(0),
+        })
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn next(&self) -> Answer {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let mut script = self.script.lock().unwrap();
+        if script.len() > 1 {
+            script.remove(0)
+        } else {
+            script[0].clone()
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for Fake {
+    fn id(&self) -> ProviderId {
+        self.id
+    }
+    fn models(&self) -> &[String] {
+        &self.models
+    }
+    async fn complete(&self, _: &CompletionRequest) -> Result<Completion, ProviderError> {
+        let answer = self.next();
+        if let Answer::Slow(d) = answer {
+            tokio::time::sleep(d).await;
+        }
+        match answer {
+            Answer::Ok | Answer::Slow(_) => Ok(Completion {
+                text: "ok".into(),
+                model: "m".into(),
+                usage: Usage::default(),
+                truncated: false,
+            }),
+            Answer::Status(status) => Err(ProviderError::Status {
+                provider: self.id,
+                status,
+                kind: "test".into(),
+                retry_after: None,
+            }),
+        }
+    }
+    async fn stream(&self, _: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
+        unreachable!("these tests ask for whole answers")
+    }
+}
+
+const A: ProviderId = ProviderId::Anthropic;
+const O: ProviderId = ProviderId::OpenAi;
+
+fn router(a: &Arc<Fake>, o: &Arc<Fake>) -> (ProviderRouter, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let errors = Arc::new(ErrorTracker::new(10, metrics.errors.clone(), None));
+    let breaker = BreakerConfig {
+        consecutive_failures: 3,
+        open_base: Duration::from_secs(5),
+        open_max: Duration::from_secs(60),
+        half_open_probes: 1,
+        ..BreakerConfig::default()
+    };
+    let retry = RetryPolicy {
+        attempts: 1,
+        ..RetryPolicy::default()
+    };
+    let providers: Vec<Arc<dyn Provider>> = vec![a.clone(), o.clone()];
+    let r = ProviderRouter::new(
+        providers,
+        &breaker,
+        retry,
+        Duration::from_secs(20),
+        Arc::clone(&metrics),
+        errors,
+    );
+    (r, metrics)
+}
+
+fn plan() -> Vec<(ProviderId, String)> {
+    vec![(A, "m".into()), (O, "m".into())]
+}
+
+fn base() -> CompletionRequest {
+    CompletionRequest {
+        model: String::new(),
+        system: "s".into(),
+        prompt: "p".into(),
+        max_tokens: 10,
+        temperature: None,
+        engine: Engine::Unity,
+        timeout: Duration::from_secs(30),
+    }
+}
+
+async fn ask(r: &ProviderRouter) -> Result<ProviderId, RouteError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    r.complete(&plan(), &base(), deadline, &mut Duration::default())
+        .await
+        .map(|(id, _)| id)
+}
+
+fn circuit(r: &ProviderRouter, id: ProviderId) -> CircuitState {
+    r.breaker(id).unwrap().snapshot().state
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_sends_traffic_to_the_fallback_and_spares_the_primary() {
+    let (a, o) = (
+        Fake::new(A, &[Answer::Status(500)]),
+        Fake::new(O, &[Answer::Ok]),
+    );
+    let (r, _) = router(&a, &o);
+    for _ in 0..3 {
+        assert_eq!(ask(&r).await.unwrap(), O);
+    }
+    assert_eq!(circuit(&r, A), CircuitState::Open);
+    for _ in 0..5 {
+        assert_eq!(ask(&r).await.unwrap(), O);
+    }
+    assert_eq!(a.calls(), 3, "an open circuit is not called");
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_the_cool_down_one_probe_reaches_the_primary_and_success_closes() {
+    let a = Fake::new(
+        A,
+        &[
+            Answer::Status(500),
+            Answer::Status(500),
+            Answer::Status(500),
+            Answer::Ok,
+        ],
+    );
+    let o = Fake::new(O, &[Answer::Ok]);
+    let (r, metrics) = router(&a, &o);
+    for _ in 0..3 {
+        ask(&r).await.unwrap();
+    }
+    tokio::time::advance(Duration::from_millis(4_999)).await;
+    assert_eq!(circuit(&r, A), CircuitState::Open);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(circuit(&r, A), CircuitState::HalfOpen);
+    assert_eq!(ask(&r).await.unwrap(), A, "the probe succeeds");
+    assert_eq!(circuit(&r, A), CircuitState::Closed);
+    let m = metrics.render().unwrap();
+    for to in ["open", "half_open", "closed"] {
+        let line = format!(
+            "spark_circuit_breaker_transitions_total{{provider=\"anthropic\",to=\"{to}\"}} 1"
+        );
+        assert!(m.contains(&line), "{line}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_reopens_with_a_doubled_cool_down() {
+    let (a, o) = (
+        Fake::new(A, &[Answer::Status(503)]),
+        Fake::new(O, &[Answer::Ok]),
+    );
+    let (r, _) = router(&a, &o);
+    for _ in 0..3 {
+        ask(&r).await.unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(
+        ask(&r).await.unwrap(),
+        O,
+        "the probe failed; the fallback answered"
+    );
+    assert_eq!(a.calls(), 4);
+    assert_eq!(circuit(&r, A), CircuitState::Open);
+    tokio::time::advance(Duration::from_millis(9_999)).await;
+    assert_eq!(
+        circuit(&r, A),
+        CircuitState::Open,
+        "the second cool-down is 10 s"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(circuit(&r, A), CircuitState::HalfOpen);
+}
+
+/// Issue 16, finding 4: a provider that refuses our key is skipped at once for the fallback,
+/// counts as a failure, and is reported misconfigured until it answers again.
+#[tokio::test(start_paused = true)]
+async fn a_refused_key_falls_back_at_once_and_marks_the_provider_misconfigured() {
+    for status in [401, 403, 404] {
+        let a = Fake::new(
+            A,
+            &[Answer::Status(status), Answer::Status(status), Answer::Ok],
+        );
+        let o = Fake::new(O, &[Answer::Ok]);
+        let (r, metrics) = router(&a, &o);
+        assert_eq!(ask(&r).await.unwrap(), O, "{status}");
+        assert_eq!(a.calls(), 1, "not retried on the same provider");
+        assert!(r.misconfigured(A));
+        assert!(
+            metrics
+                .render()
+                .unwrap()
+                .contains("spark_provider_misconfigured{provider=\"anthropic\"} 1")
+        );
+        assert_eq!(r.breaker(A).unwrap().snapshot().consecutive_failures, 1);
+        ask(&r).await.unwrap();
+        // The key works again: the flag clears on the first success.
+        assert_eq!(ask(&r).await.unwrap(), A);
+        assert!(!r.misconfigured(A));
+    }
+}
+
+/// Issue 16, finding 5: when the first provider used most of the deadline, the fallback's
+/// shortened attempt timing out says nothing about the fallback: its breaker does not move.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_cut_short_by_the_deadline_is_neutral_to_the_breaker() {
+    let a = Fake::new(A, &[Answer::Status(500)]);
+    let o = Fake::new(O, &[Answer::Slow(Duration::from_secs(60))]);
+    let (r, _) = router(&a, &o);
+    // 25 s of the 30 s deadline are already gone: the fallback gets 5 s, not 20.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let result = r
+        .complete(&plan(), &base(), deadline, &mut Duration::default())
+        .await;
+    assert!(matches!(result, Err(RouteError::Deadline)), "{result:?}");
+    let snap = r.breaker(O).unwrap().snapshot();
+    assert_eq!(
+        snap.consecutive_failures, 0,
+        "a deadline-cut attempt is neutral"
+    );
+    assert_eq!(snap.failure_rate, 0.0);
+}
+
+#[test]
+fn backoff_is_jittered_under_the_ceiling_and_honours_retry_after() {
+    let p = RetryPolicy {
+        attempts: 3,
+        base_delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(300),
+    };
+    for attempt in 0..6 {
+        let d = p.backoff(attempt, None);
+        let ceiling =
+            Duration::from_millis(100 * 2u64.pow(attempt)).min(Duration::from_millis(300));
+        assert!(d <= ceiling, "{attempt}: {d:?}");
+    }
+    assert!(p.backoff(0, Some(Duration::from_secs(1))) >= Duration::from_secs(1));
+}
