@@ -133,7 +133,7 @@ impl RedisBackend {
         Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
     {
         let Some(probe) = self.admit() else {
-            self.metrics.redis_fallback.with_label_values(&[op]).inc();
+            self.metrics.redis_fallback(op);
             return Err(RedisError::BackingOff);
         };
         let result = match self.conn() {
@@ -146,7 +146,7 @@ impl RedisBackend {
         };
         self.settle(result.is_ok(), probe);
         if let Err(e) = &result {
-            self.metrics.redis_fallback.with_label_values(&[op]).inc();
+            self.metrics.redis_fallback(op);
             tracing::debug!(op, error = %e, "Redis operation failed; using local state");
         }
         result

@@ -137,30 +137,9 @@ pub async fn request_context(
             .errors()
             .record(err.code, &route, cause, Severity::of_code(err.code));
     }
-    let status_label = status.to_string();
-    let metrics = state.metrics();
-    metrics
-        .http_requests
-        .with_label_values(&[route.as_str(), method.as_str(), status_label.as_str()])
-        .inc();
-    metrics
-        .http_duration
-        .with_label_values(&[route.as_str(), method.as_str()])
-        .observe(elapsed.as_secs_f64());
-    match route.as_str() {
-        "/api/spark/generate" => metrics
-            .api_generate
-            .with_label_values(&[status_label.as_str()])
-            .inc(),
-        "/api/export" => {
-            metrics
-                .api_export
-                .with_label_values(&[status_label.as_str()])
-                .inc();
-            metrics.export_duration.observe(elapsed.as_secs_f64());
-        }
-        _ => {}
-    }
+    state
+        .metrics()
+        .http_response(&route, method.as_str(), status, elapsed);
     span.in_scope(|| match &error {
         Some(e) if status >= 500 => {
             tracing::error!(status, latency_ms, code = e.code, cause = %e.cause, "request failed")

@@ -56,11 +56,7 @@ pub async fn limit(
     let mut resp = if decision.allowed {
         next.run(req).await
     } else {
-        state
-            .metrics()
-            .rate_limited
-            .with_label_values(&[class.as_str()])
-            .inc();
+        state.metrics().rate_limited(class.as_str());
         ApiError::RateLimited {
             retry_after: decision.retry_after,
         }

@@ -263,10 +263,7 @@ impl GenerateService {
                 risk_score,
             } => {
                 for c in categories {
-                    self.metrics
-                        .prompt_rejected
-                        .with_label_values(&[c.as_str()])
-                        .inc();
+                    self.metrics.prompt_rejected(c.as_str());
                 }
                 tracing::info!(
                     categories = ?categories.iter().map(|c| c.as_str()).collect::<Vec<_>>(),

@@ -127,10 +127,7 @@ pub(super) fn record_success(
     started: Instant,
 ) {
     metrics.generation_done(provider.as_str(), engine.as_str(), "success", false);
-    metrics
-        .generation_duration
-        .with_label_values(&[provider.as_str()])
-        .observe(started.elapsed().as_secs_f64());
+    metrics.generation_took(provider.as_str(), started.elapsed());
     metrics.tokens_used(provider.as_str(), usage.input_tokens, usage.output_tokens);
 }
 

@@ -102,12 +102,7 @@ impl ProviderRouter {
             let m = Arc::clone(&metrics);
             let tracker = Arc::clone(&errors);
             let hook: breaker::TransitionHook = Arc::new(move |to: CircuitState| {
-                m.breaker_state
-                    .with_label_values(&[id.as_str()])
-                    .set(to.gauge());
-                m.breaker_transitions
-                    .with_label_values(&[id.as_str(), to.as_str()])
-                    .inc();
+                m.breaker_entered(id.as_str(), to.as_str(), to.gauge());
                 match to {
                     CircuitState::Open => {
                         tracing::warn!(provider = %id, "circuit opened");
@@ -124,14 +119,8 @@ impl ProviderRouter {
                     CircuitState::Closed => tracing::info!(provider = %id, "circuit closed"),
                 }
             });
-            metrics
-                .breaker_state
-                .with_label_values(&[id.as_str()])
-                .set(CircuitState::Closed.gauge());
-            metrics
-                .provider_misconfigured
-                .with_label_values(&[id.as_str()])
-                .set(0);
+            metrics.breaker_gauge(id.as_str(), CircuitState::Closed.gauge());
+            metrics.provider_misconfigured(id.as_str(), false);
             breakers.insert(id, Arc::new(Breaker::new(breaker.clone(), Some(hook))));
             map.insert(id, p);
         }
@@ -318,10 +307,7 @@ impl ProviderRouter {
         if let Some(flag) = self.misconfigured.get(&id)
             && flag.swap(on, Ordering::Relaxed) != on
         {
-            self.metrics
-                .provider_misconfigured
-                .with_label_values(&[id.as_str()])
-                .set(i64::from(on));
+            self.metrics.provider_misconfigured(id.as_str(), on);
         }
     }
 

@@ -27,25 +27,26 @@ const OVERHEAD_BUCKETS: &[f64] = &[
 
 pub struct Metrics {
     registry: Registry,
-    pub http_requests: IntCounterVec,
-    pub http_duration: HistogramVec,
-    pub api_generate: IntCounterVec,
-    pub api_export: IntCounterVec,
-    pub export_duration: Histogram,
-    pub generation: IntCounterVec,
-    pub generation_duration: HistogramVec,
-    pub prompt_rejected: IntCounterVec,
-    pub upstream_duration: HistogramVec,
-    pub tokens: IntCounterVec,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    api_generate: IntCounterVec,
+    api_export: IntCounterVec,
+    export_duration: Histogram,
+    generation: IntCounterVec,
+    generation_duration: HistogramVec,
+    prompt_rejected: IntCounterVec,
+    upstream_duration: HistogramVec,
+    tokens: IntCounterVec,
     pub overhead: Histogram,
-    pub breaker_state: IntGaugeVec,
-    pub breaker_transitions: IntCounterVec,
+    breaker_state: IntGaugeVec,
+    breaker_transitions: IntCounterVec,
     /// 1 while a provider's last answer refused our key or endpoint.
-    pub provider_misconfigured: IntGaugeVec,
-    pub cache_requests: IntCounterVec,
-    pub rate_limited: IntCounterVec,
+    provider_misconfigured: IntGaugeVec,
+    cache_requests: IntCounterVec,
+    rate_limited: IntCounterVec,
+    /// Handed to the error tracker, which counts by severity.
     pub errors: IntCounterVec,
-    pub redis_fallback: IntCounterVec,
+    redis_fallback: IntCounterVec,
     /// Shared-cache values refused by the integrity or request check.
     pub cache_l2_rejected: IntCounter,
     /// Key-file reloads refused (malformed, unreadable, or emptying the key set).
@@ -228,6 +229,63 @@ impl Metrics {
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
     }
 
+    /// One HTTP response: the route template (never a raw path), the method from a fixed set,
+    /// the numeric status. The two API routes also count in their own series.
+    pub fn http_response(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let method = method_label(method);
+        let status = status.to_string();
+        self.http_requests
+            .with_label_values(&[route, method, &status])
+            .inc();
+        self.http_duration
+            .with_label_values(&[route, method])
+            .observe(took.as_secs_f64());
+        match route {
+            "/api/spark/generate" => self.api_generate.with_label_values(&[&status]).inc(),
+            "/api/export" => {
+                self.api_export.with_label_values(&[&status]).inc();
+                self.export_duration.observe(took.as_secs_f64());
+            }
+            _ => {}
+        }
+    }
+
+    pub fn rate_limited(&self, class: &'static str) {
+        self.rate_limited.with_label_values(&[class]).inc();
+    }
+
+    pub fn redis_fallback(&self, op: &'static str) {
+        self.redis_fallback.with_label_values(&[op]).inc();
+    }
+
+    pub fn prompt_rejected(&self, category: &'static str) {
+        self.prompt_rejected.with_label_values(&[category]).inc();
+    }
+
+    pub fn generation_took(&self, provider: &'static str, took: Duration) {
+        self.generation_duration
+            .with_label_values(&[provider])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A circuit entered `to` (its label and gauge value).
+    pub fn breaker_entered(&self, provider: &'static str, to: &'static str, gauge: i64) {
+        self.breaker_state.with_label_values(&[provider]).set(gauge);
+        self.breaker_transitions
+            .with_label_values(&[provider, to])
+            .inc();
+    }
+
+    pub fn breaker_gauge(&self, provider: &'static str, gauge: i64) {
+        self.breaker_state.with_label_values(&[provider]).set(gauge);
+    }
+
+    pub fn provider_misconfigured(&self, provider: &'static str, on: bool) {
+        self.provider_misconfigured
+            .with_label_values(&[provider])
+            .set(i64::from(on));
+    }
+
     /// One generation's end: `outcome` is `success` or an API error code.
     pub fn generation_done(&self, provider: &str, engine: &str, outcome: &str, cached: bool) {
         let cached = if cached { "true" } else { "false" };
@@ -257,6 +315,21 @@ impl Metrics {
     }
 }
 
+/// HTTP methods as labels: the standard ones by name, anything else `other`. hyper accepts any
+/// token as a method, so a label taken from the request would let a client mint series.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,9 +337,7 @@ mod tests {
     #[test]
     fn renders_registered_metrics_in_text_format() {
         let m = Metrics::new().unwrap();
-        m.prompt_rejected
-            .with_label_values(&["instruction_override"])
-            .inc();
+        m.prompt_rejected("instruction_override");
         let text = m.render().unwrap();
         assert!(text.contains("spark_prompt_rejected_total{category=\"instruction_override\"} 1"));
         assert!(text.contains("# TYPE spark_gateway_overhead_seconds histogram"));
@@ -276,9 +347,21 @@ mod tests {
     fn two_instances_do_not_share_counts() {
         let a = Metrics::new().unwrap();
         let b = Metrics::new().unwrap();
-        a.tokens
-            .with_label_values(&["simulator", "input"])
-            .inc_by(5);
+        a.tokens_used("simulator", 5, 0);
         assert!(!b.render().unwrap().contains("spark_tokens_total{"));
+    }
+
+    #[test]
+    fn methods_outside_the_standard_set_share_one_label() {
+        let m = Metrics::new().unwrap();
+        for method in ["GET", "BREW", "X".repeat(1000).as_str(), "get", "PROPFIND"] {
+            m.http_response("unmatched", method, 405, Duration::ZERO);
+        }
+        let text = m.render().unwrap();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("http_requests_total{"))
+            .count();
+        assert_eq!(series, 2, "GET and other: {text}");
     }
 }

@@ -195,3 +195,52 @@ async fn contract_gaps_are_closed() {
     assert!(body["error"]["type"].is_string(), "{body}");
     assert!(body["error"].get("requestId").is_none(), "{body}");
 }
+
+/// Issue 16, finding 2: made-up methods, random paths, many headers and odd bodies cannot mint
+/// metric series: labels come from route templates and a fixed set of methods.
+#[tokio::test]
+async fn hostile_requests_do_not_grow_the_metric_series() {
+    let app = spawn_app().await;
+    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+    // Warm the series a 404 adds for a standard and a made-up method (a histogram is 17 lines),
+    // so that only a new label value could add lines below.
+    let brew = reqwest::Method::from_bytes(b"BREW").unwrap();
+    let _ = app.client.get(app.url("/nothing")).send().await.unwrap();
+    let _ = app
+        .client
+        .request(brew, app.url("/nothing"))
+        .send()
+        .await
+        .unwrap();
+    let _ = app.metrics().await;
+    let before = series(&app.metrics().await);
+    let long_method = "M".repeat(8_000);
+    for i in 0..100 {
+        let method = if i % 10 == 0 {
+            long_method.clone()
+        } else {
+            format!("BREW{i}")
+        };
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let _ = app
+            .client
+            .request(method, app.url(&format!("/api/spark/generate/{i}?q={i}")))
+            .header(format!("x-hostile-{i}"), "v".repeat(i))
+            .body(vec![b'x'; i * 100])
+            .send()
+            .await
+            .unwrap();
+        let _ = app
+            .client
+            .get(app.url(&format!("/random/{i}/path")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let after = series(&app.metrics().await);
+    assert!(
+        after == before,
+        "{before} series before, {after} after 200 hostile requests"
+    );
+    assert!(app.metrics().await.contains("method=\"other\""));
+}
