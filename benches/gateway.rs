@@ -40,7 +40,6 @@ fn router(cache_ttl: &str) -> Router {
         ("SPARK_BIND", "127.0.0.1:0"),
         ("SPARK_MASTER_API_KEY", MASTER),
         ("SPARK_CACHE_TTL", cache_ttl),
-        ("SPARK_LOG_LEVEL", "error"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -81,8 +81,22 @@ impl TestApp {
     }
 }
 
+/// `TEST_LOG=1` shows the gateways' logs (at `RUST_LOG`, default debug) while tests run; without
+/// it tests print nothing. Installed once for the whole test binary, and kept for its life.
+fn init_test_log() {
+    static LOGS: std::sync::OnceLock<Option<spark_gateway::telemetry::LogGuard>> =
+        std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        std::env::var_os("TEST_LOG").map(|_| {
+            let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".to_owned());
+            spark_gateway::telemetry::init(spark_gateway::telemetry::LogFormat::Pretty, &filter)
+        })
+    });
+}
+
 /// The default test configuration, with `overrides` applied (an empty value removes a variable).
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    init_test_log();
     let anthropic = MockServer::start().await;
     let openai = MockServer::start().await;
     let mut env: BTreeMap<String, String> = [

@@ -205,3 +205,82 @@ async fn with_redis_killed_requests_keep_succeeding_and_the_backend_recovers_by_
     }
     assert!(recovered, "the backend recovered without a gateway restart");
 }
+
+/// The limiter contract, one body for both backends: a burst of 3 per minute, one key after
+/// another, overrides per user, the headers' numbers and the retry time.
+async fn limiter_contract(limiter: &dyn spark_gateway::ratelimit::Limiter) {
+    use spark_gateway::ratelimit::{LimitKey, RouteClass};
+    // Unique keys per run, so a shared Redis holds no earlier state for them.
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let alice = LimitKey::User(format!("alice{run}"));
+    let bob = LimitKey::User(format!("bob{run}"));
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let d = limiter.check(RouteClass::Generate, &alice).await;
+        assert!(d.allowed);
+        assert_eq!(d.limit, 3);
+        remaining.push(d.remaining);
+    }
+    assert_eq!(remaining, [2, 1, 0]);
+    let refused = limiter.check(RouteClass::Generate, &alice).await;
+    assert!(!refused.allowed);
+    assert_eq!(refused.remaining, 0);
+    // One request comes back every 20 s.
+    assert!(refused.retry_after > Duration::from_secs(19), "{refused:?}");
+    assert!(
+        refused.retry_after <= Duration::from_secs(20),
+        "{refused:?}"
+    );
+    // Another key, and another route class, have their own buckets.
+    assert!(limiter.check(RouteClass::Generate, &bob).await.allowed);
+    assert!(limiter.check(RouteClass::Export, &alice).await.allowed);
+    // The override for `vip` is 1 per minute (each backend here is fresh, so `vip` is unused).
+    let vip = LimitKey::User("vip".to_owned());
+    assert!(limiter.check(RouteClass::Generate, &vip).await.allowed);
+    assert!(!limiter.check(RouteClass::Generate, &vip).await.allowed);
+}
+
+fn contract_quotas(run_vip: &str) -> spark_gateway::ratelimit::Quotas {
+    use spark_gateway::ratelimit::{Quota, Quotas};
+    let q = |s| Quota::parse(s).unwrap();
+    Quotas {
+        generate: q("3/min"),
+        export: q("3/min"),
+        openai: q("3/min"),
+        overrides: [(run_vip.to_owned(), q("1/min"))].into_iter().collect(),
+        master_exempt: true,
+    }
+}
+
+#[tokio::test]
+async fn the_memory_limiter_keeps_the_contract() {
+    let limiter = spark_gateway::ratelimit::MemoryLimiter::new(contract_quotas("vip"));
+    limiter_contract(&limiter).await;
+}
+
+#[tokio::test]
+async fn the_redis_limiter_keeps_the_same_contract() {
+    use spark_gateway::ratelimit::Limiter;
+    let redis = TestRedis::start().await;
+    let metrics = std::sync::Arc::new(spark_gateway::telemetry::Metrics::new().unwrap());
+    let backend = spark_gateway::redis::RedisBackend::connect(
+        &secrecy::SecretString::from(redis.url()),
+        Duration::from_millis(500),
+        metrics,
+    )
+    .unwrap();
+    let limiter =
+        spark_gateway::ratelimit::redis::RedisLimiter::new(backend, contract_quotas("vip"));
+    for _ in 0..200 {
+        if limiter.ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(limiter.ok(), "connected to the test's redis-server");
+    limiter_contract(&limiter).await;
+    assert!(
+        !redis.keys("spark:rl:*").await.is_empty(),
+        "the decisions were Redis's, not the memory fallback's"
+    );
+}
