@@ -56,6 +56,8 @@ struct Inner {
     draining: AtomicBool,
     /// Permits for requests being served; when none is left new ones are shed with 503.
     inflight: Arc<Semaphore>,
+    /// Shed requests are logged at most once a second, with their count.
+    shed_log: crate::telemetry::Throttle,
     started: std::time::Instant,
 }
 
@@ -108,6 +110,10 @@ impl AppState {
 
     pub fn uptime(&self) -> Duration {
         self.0.started.elapsed()
+    }
+
+    pub fn shed_log(&self) -> &crate::telemetry::Throttle {
+        &self.0.shed_log
     }
 
     pub fn inflight(&self) -> Arc<Semaphore> {
@@ -186,6 +192,7 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
             default_max_tokens: config.default_max_tokens,
             request_deadline: config.request_deadline,
             stream_idle: config.upstream_timeout,
+            max_stream: config.max_stream_duration,
         },
         config.sanitizer,
         config.system_prompt_override.clone(),
@@ -201,6 +208,7 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
     .map_err(InitError::Keys)?;
     Ok(AppState(Arc::new(Inner {
         inflight: Arc::new(Semaphore::new(config.max_inflight)),
+        shed_log: crate::telemetry::Throttle::new(Duration::from_secs(1)),
         started: std::time::Instant::now(),
         keys,
         brake: AuthBrake::new(config.auth_failures_per_min),

@@ -34,6 +34,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("request body must be application/json")]
     UnsupportedMediaType,
+    #[error("the request body did not arrive within {0:?}")]
+    RequestTimeout(Duration),
     #[error(transparent)]
     Prompt(Rejection),
     #[error("rate limit exceeded")]
@@ -70,6 +72,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Prompt(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -91,6 +94,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::Prompt(Rejection::TooLong { .. }) => "prompt_too_long",
             ApiError::Prompt(Rejection::Blocked { .. }) => "prompt_rejected",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -116,6 +120,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType => {
                 "Request body must be JSON with Content-Type: application/json.".into()
             }
+            ApiError::RequestTimeout(d) => format!(
+                "The request body did not arrive within {} seconds.",
+                d.as_secs()
+            ),
             ApiError::Prompt(Rejection::TooLong { max, .. }) => {
                 format!("Prompt is longer than {max} characters after normalization.")
             }
@@ -163,6 +171,7 @@ impl ApiError {
             | ApiError::NotFound
             | ApiError::MethodNotAllowed
             | ApiError::UnsupportedMediaType
+            | ApiError::RequestTimeout(_)
             | ApiError::Internal(_)
             | ApiError::Overloaded
             | ApiError::UpstreamTimeout(_) => None,

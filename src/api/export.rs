@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::json::AppJson;
-use crate::export::{self, Export, ExportParams, content_disposition, header_safe};
+use crate::export::{self, Export, ExportParams, content_disposition};
 
 pub async fn export(AppJson(params): AppJson<ExportParams>) -> Result<Response, ApiError> {
     let (content_type, file_name, body, warnings) = match export::export(params)? {
@@ -33,15 +33,10 @@ pub async fn export(AppJson(params): AppJson<ExportParams>) -> Result<Response, 
     let disposition = HeaderValue::from_str(&content_disposition(&file_name))
         .map_err(|_| ApiError::Internal("unencodable Content-Disposition".into()))?;
     headers.insert(header::CONTENT_DISPOSITION, disposition);
-    if !warnings.is_empty() {
-        let joined = warnings
-            .iter()
-            .map(|w| header_safe(w))
-            .collect::<Vec<_>>()
-            .join("; ");
-        if let Ok(v) = HeaderValue::from_str(&joined) {
-            headers.insert("x-spark-warnings", v);
-        }
+    if !warnings.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&export::warnings_header(&warnings))
+    {
+        headers.insert("x-spark-warnings", v);
     }
     Ok(resp)
 }

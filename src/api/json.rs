@@ -11,9 +11,13 @@ use axum::http::StatusCode;
 
 use super::error::ApiError;
 
-/// The body limit of the route, set next to its `DefaultBodyLimit` so a 413 can say it.
+/// The body limits of the route: its size (set next to its `DefaultBodyLimit` so a 413 can say
+/// it) and how long the whole body may take to arrive (`SPARK_BODY_READ_TIMEOUT`).
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub struct BodyLimit {
+    pub bytes: usize,
+    pub read_timeout: std::time::Duration,
+}
 
 pub struct AppJson<T>(pub T);
 
@@ -24,8 +28,28 @@ where
 {
     type Rejection = ApiError;
 
+    /// The body is read here, under the route's read deadline: a client that trickles its
+    /// body byte by byte holds an in-flight slot for at most that long, then gets 408.
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
+        let limits = req.extensions().get::<BodyLimit>().copied();
+        let req = match limits {
+            Some(limits) => {
+                let (parts, body) = req.into_parts();
+                let read = axum::body::to_bytes(body, limits.bytes);
+                let bytes = match tokio::time::timeout(limits.read_timeout, read).await {
+                    Err(_) => return Err(ApiError::RequestTimeout(limits.read_timeout)),
+                    Ok(Err(_)) => {
+                        return Err(ApiError::PayloadTooLarge {
+                            limit: limits.bytes,
+                        });
+                    }
+                    Ok(Ok(bytes)) => bytes,
+                };
+                Request::from_parts(parts, axum::body::Body::from(bytes))
+            }
+            None => req,
+        };
+        let limit = limits.map_or(0, |l| l.bytes);
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(AppJson(v)),
             Err(rejection) => Err(match rejection.status() {

@@ -141,6 +141,13 @@ pub async fn request_context(
         .metrics()
         .http_response(&route, method.as_str(), status, elapsed);
     span.in_scope(|| match &error {
+        // Under overload one line a second says how many were shed; a line per request would
+        // flood the log exactly when it is needed.
+        Some(e) if e.code == "overloaded" => {
+            if let Some(shed) = state.shed_log().hit() {
+                tracing::warn!(shed, "requests shed: SPARK_MAX_INFLIGHT reached");
+            }
+        }
         Some(e) if status >= 500 => {
             tracing::error!(status, latency_ms, code = e.code, cause = %e.cause, "request failed")
         }
@@ -151,15 +158,44 @@ pub async fn request_context(
 }
 
 /// Sheds load at once with 503 `overloaded` when `SPARK_MAX_INFLIGHT` requests are already being
-/// served: a short, honest answer beats an unbounded queue that times everyone out.
+/// served: a short, honest answer beats an unbounded queue that times everyone out. A request
+/// holds its slot until its response body has been sent or dropped, so a stream counts for as
+/// long as it streams, not only until its headers are built.
 pub async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> Response {
     match state.inflight().try_acquire_owned() {
-        Ok(permit) => {
-            let resp = next.run(req).await;
-            drop(permit);
-            resp
-        }
+        Ok(permit) => next.run(req).await.map(|body| {
+            Body::new(PermitBody {
+                body,
+                _permit: permit,
+            })
+        }),
         Err(_) => ApiError::Overloaded.into_response(),
+    }
+}
+
+/// A response body that holds an in-flight permit until it is finished or dropped.
+struct PermitBody {
+    body: Body,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl http_body::Body for PermitBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -88,15 +88,22 @@ fn cors(config: &crate::config::Config) -> Option<tower_http::cors::CorsLayer> {
 /// 3. catch panic — a panicking handler becomes a 500 with our body, the process lives on;
 /// 4. per protected route: auth, load shedding, the route class's rate limit, the body limit.
 pub fn router(state: AppState) -> Router {
-    let generate_limit = state.config().generate_body_limit;
-    let export_limit = state.config().export_body_limit;
+    let read_timeout = state.config().body_read_timeout;
+    let generate_limit = BodyLimit {
+        bytes: state.config().generate_body_limit,
+        read_timeout,
+    };
+    let export_limit = BodyLimit {
+        bytes: state.config().export_body_limit,
+        read_timeout,
+    };
 
     let protected = Router::new()
         .route(
             "/api/spark/generate",
             post(generate::generate)
-                .layer::<_, Infallible>(DefaultBodyLimit::max(generate_limit))
-                .layer::<_, Infallible>(axum::Extension(BodyLimit(generate_limit)))
+                .layer::<_, Infallible>(DefaultBodyLimit::max(generate_limit.bytes))
+                .layer::<_, Infallible>(axum::Extension(generate_limit))
                 .layer::<_, Infallible>(axum::middleware::from_fn_with_state(
                     (state.clone(), RouteClass::Generate),
                     ratelimit::limit,
@@ -105,8 +112,8 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/export",
             post(export::export)
-                .layer::<_, Infallible>(DefaultBodyLimit::max(export_limit))
-                .layer::<_, Infallible>(axum::Extension(BodyLimit(export_limit)))
+                .layer::<_, Infallible>(DefaultBodyLimit::max(export_limit.bytes))
+                .layer::<_, Infallible>(axum::Extension(export_limit))
                 .layer::<_, Infallible>(axum::middleware::from_fn_with_state(
                     (state.clone(), RouteClass::Export),
                     ratelimit::limit,
@@ -115,8 +122,8 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/chat/completions",
             post(openai::chat_completions)
-                .layer::<_, Infallible>(DefaultBodyLimit::max(generate_limit))
-                .layer::<_, Infallible>(axum::Extension(BodyLimit(generate_limit)))
+                .layer::<_, Infallible>(DefaultBodyLimit::max(generate_limit.bytes))
+                .layer::<_, Infallible>(axum::Extension(generate_limit))
                 .layer::<_, Infallible>(axum::middleware::from_fn_with_state(
                     (state.clone(), RouteClass::OpenAi),
                     ratelimit::limit,

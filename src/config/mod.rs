@@ -94,6 +94,10 @@ pub struct Config {
     pub generate_body_limit: usize,
     pub export_body_limit: usize,
     pub max_inflight: usize,
+    /// A request body must arrive within this.
+    pub body_read_timeout: Duration,
+    /// Longest a streamed answer may last.
+    pub max_stream_duration: Duration,
     pub sanitizer: Policy,
     /// User ids whose system messages replace the engine prompt (the master key always may).
     pub system_prompt_override: Vec<String>,
@@ -217,6 +221,8 @@ impl Config {
         let generate_body_limit = r.size("SPARK_GENERATE_BODY_LIMIT");
         let export_body_limit = r.size("SPARK_EXPORT_BODY_LIMIT");
         let max_inflight = r.int("SPARK_MAX_INFLIGHT") as usize;
+        let body_read_timeout = r.duration("SPARK_BODY_READ_TIMEOUT");
+        let max_stream_duration = r.duration("SPARK_MAX_STREAM_DURATION");
         let system_prompt_override = r.list("SPARK_SYSTEM_PROMPT_OVERRIDE");
 
         let breaker = BreakerConfig {
@@ -322,6 +328,8 @@ impl Config {
             generate_body_limit,
             export_body_limit,
             max_inflight,
+            body_read_timeout,
+            max_stream_duration,
             sanitizer,
             system_prompt_override,
             breaker,

@@ -118,6 +118,8 @@ pub const VARS: &[Var] = &[
     var("SPARK_MAX_PROMPT_CHARS", Some("10000"), int(1, 1_000_000), "longest prompt (with system text) after normalization"),
     var("SPARK_GENERATE_BODY_LIMIT", Some("64KiB"), Kind::Size, "body limit of generate and /v1 (413)"),
     var("SPARK_EXPORT_BODY_LIMIT", Some("512KiB"), Kind::Size, "body limit of export (413)"),
+    var("SPARK_BODY_READ_TIMEOUT", Some("10s"), DAY, "a request body must arrive within this (408 request_timeout)"),
+    var("SPARK_MAX_STREAM_DURATION", Some("10m"), DAY, "longest a streamed answer may last"),
     var("SPARK_MAX_INFLIGHT", Some("1024"), int(1, 1_000_000), "requests served at once before 503 overloaded"),
     var("SPARK_SANITIZER_MODE", Some("block"), Kind::Choice(&["block", "warn", "off"]), "what a flagged prompt gets: 422, a warning, or no scan"),
     var("SPARK_SANITIZER_THRESHOLD", Some("0.5"), RATIO, "risk score at which a prompt is flagged"),

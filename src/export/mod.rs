@@ -352,6 +352,39 @@ pub fn header_safe(s: &str) -> String {
     out
 }
 
+/// Most warnings named in `X-Spark-Warnings`, and most bytes of the header: a response header
+/// must stay small whatever the export holds (a bundle of a thousand scripts once made it 925 KB).
+pub const MAX_HEADER_WARNINGS: usize = 10;
+pub const MAX_HEADER_WARNING_BYTES: usize = 4096;
+
+/// The `X-Spark-Warnings` value: header-safe warnings joined by `; `, at most
+/// [`MAX_HEADER_WARNINGS`] of them and [`MAX_HEADER_WARNING_BYTES`] in all, ending with
+/// `; +N more` when some were left out.
+pub fn warnings_header(warnings: &[String]) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    for w in warnings.iter().take(MAX_HEADER_WARNINGS) {
+        let w = header_safe(w);
+        let sep = if out.is_empty() { 0 } else { 2 };
+        // Room is kept for the "; +N more" tail.
+        if out.len() + sep + w.len() > MAX_HEADER_WARNING_BYTES - 32 {
+            break;
+        }
+        if sep > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(&w);
+        shown += 1;
+    }
+    if shown < warnings.len() {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str(&format!("+{} more", warnings.len() - shown));
+    }
+    out
+}
+
 /// `Content-Disposition: attachment` for a validated file name (RFC 6266): a quoted ASCII
 /// `filename`, plus `filename*` (RFC 5987, UTF-8, percent-encoded) when the name is not ASCII.
 pub fn content_disposition(file_name: &str) -> String {
@@ -404,6 +437,19 @@ mod tests {
         assert!(split_unreal("#pragma once\nclass ADoor : public AActor {};", "Door").is_none());
         // A source file that only includes its header has nothing before the include.
         assert!(split_unreal("#include \"Door.h\"\nvoid f() {}", "Door").is_none());
+    }
+
+    #[test]
+    fn the_warnings_header_is_bounded_in_count_and_bytes() {
+        let many: Vec<String> = (0..1000).map(|i| format!("warning {i}")).collect();
+        let h = warnings_header(&many);
+        assert!(h.starts_with("warning 0; warning 1"));
+        assert!(h.ends_with("; +990 more"), "{h}");
+        let long: Vec<String> = (0..5).map(|_| "é".repeat(2000)).collect();
+        let h = warnings_header(&long);
+        assert!(h.len() <= MAX_HEADER_WARNING_BYTES, "{}", h.len());
+        assert!(h.ends_with("more"), "{h}");
+        assert_eq!(warnings_header(&["a".into(), "b".into()]), "a; b");
     }
 
     #[test]

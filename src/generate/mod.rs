@@ -71,6 +71,8 @@ pub struct Limits {
     pub request_deadline: Duration,
     /// Longest silence allowed between two events of a stream once it has started.
     pub stream_idle: Duration,
+    /// Longest a stream may last once it has started.
+    pub max_stream: Duration,
 }
 
 /// The model name the OpenAI-compatible API accepts for "the fallback order".

@@ -9,8 +9,8 @@
 //! answer (extract, name, store, count) once for everyone. When every subscriber has gone the task
 //! stops, so a client that hangs up does not keep paying for an answer nobody reads.
 //!
-//! Bounds: the accumulated text is capped ([`MAX_STREAM_TEXT`]), and silence between two events
-//! longer than the upstream timeout ends the stream.
+//! Bounds: the accumulated text is capped ([`MAX_STREAM_TEXT`]), silence between two events
+//! longer than the upstream timeout ends the stream, and so does `SPARK_MAX_STREAM_DURATION`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -152,6 +152,7 @@ struct Pilot {
     base: crate::providers::CompletionRequest,
     deadline: Duration,
     idle: Duration,
+    max_stream: Duration,
     started: Instant,
     result: CacheResult,
 }
@@ -208,6 +209,7 @@ impl GenerateService {
                 base: self.base_request(req),
                 deadline: self.limits.request_deadline,
                 idle: self.limits.stream_idle,
+                max_stream: self.limits.max_stream,
                 started,
                 result,
             };
@@ -251,6 +253,7 @@ impl Pilot {
     /// grows past the cap, or nobody listens any more.
     async fn relay(&self, provider: ProviderId, mut upstream: CompletionStream) {
         let mut text = String::new();
+        let ends_at = tokio::time::Instant::now() + self.max_stream;
         loop {
             if self.flight.changed.receiver_count() == 0 {
                 tracing::debug!("every subscriber left; the upstream stream is dropped");
@@ -259,12 +262,19 @@ impl Pilot {
             }
             // A stream that goes silent is ended: the deadline no longer applies once the first
             // byte went out, so silence is what bounds a hung upstream.
-            let next = tokio::time::timeout(self.idle, upstream.next())
-                .await
-                .unwrap_or(Some(Err(ProviderError::Timeout {
+            // A stream may not last past SPARK_MAX_STREAM_DURATION either, however lively.
+            let left = ends_at.saturating_duration_since(tokio::time::Instant::now());
+            let next = match tokio::time::timeout(self.idle.min(left), upstream.next()).await {
+                Ok(next) => next,
+                Err(_) if left <= self.idle => Some(Err(ProviderError::Malformed {
+                    provider,
+                    reason: "the stream lasted longer than SPARK_MAX_STREAM_DURATION".into(),
+                })),
+                Err(_) => Some(Err(ProviderError::Timeout {
                     provider,
                     timeout: self.idle,
-                })));
+                })),
+            };
             let item = match next {
                 Some(Ok(StreamEvent::Delta(t))) if text.len() + t.len() > MAX_STREAM_TEXT => self
                     .fail(GenerateError::Provider(ProviderError::Malformed {

@@ -45,6 +45,7 @@ fn service_with(provider: Arc<dyn Provider>) -> GenerateService {
             default_max_tokens: 2048,
             request_deadline: Duration::from_secs(5),
             stream_idle: Duration::from_secs(1),
+            max_stream: Duration::from_secs(600),
         },
         Policy {
             mode: PolicyMode::Block,

@@ -10,6 +10,10 @@ use futures_util::{Stream, StreamExt};
 
 /// Longest line accepted (1 MiB).
 pub const MAX_LINE: usize = 1 << 20;
+/// Most data one event may gather across its `data:` lines before the blank line that ends it
+/// (1 MiB). A line cap alone would let an upstream send endless short `data:` lines that never
+/// form an event and grow the buffer without bound.
+pub const MAX_EVENT: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
@@ -24,6 +28,8 @@ pub enum SseError {
     Transport,
     #[error("a line is longer than {MAX_LINE} bytes")]
     LineTooLong,
+    #[error("an event is longer than {MAX_EVENT} bytes")]
+    EventTooLong,
     #[error("the stream is not UTF-8")]
     NotUtf8,
 }
@@ -33,6 +39,8 @@ struct Parser {
     buf: Vec<u8>,
     event: Option<String>,
     data: Vec<String>,
+    /// Bytes held in `data` for the event being read.
+    pending: usize,
 }
 
 impl Parser {
@@ -55,6 +63,7 @@ impl Parser {
                         data: std::mem::take(&mut self.data).join("\n"),
                     });
                 }
+                self.pending = 0;
                 continue;
             }
             if line.starts_with(':') {
@@ -66,7 +75,13 @@ impl Parser {
             };
             match field {
                 "event" => self.event = Some(value.to_owned()),
-                "data" => self.data.push(value.to_owned()),
+                "data" => {
+                    self.pending += value.len() + 1;
+                    if self.pending > MAX_EVENT {
+                        return Err(SseError::EventTooLong);
+                    }
+                    self.data.push(value.to_owned());
+                }
                 _ => {}
             }
         }
@@ -168,5 +183,24 @@ mod tests {
         let evs: Vec<_> = events(futures_util::stream::iter(chunks)).collect().await;
         let data: Vec<String> = evs.into_iter().map(|e| e.unwrap().data).collect();
         assert_eq!(data, vec!["1", "2"]);
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_refused_before_it_grows_past_the_bound() {
+        let mut p = Parser::default();
+        let line = format!("data: {}\n", "x".repeat(1000));
+        let mut refused = false;
+        for _ in 0..2_000 {
+            match p.feed(line.as_bytes()) {
+                Ok(events) => assert!(events.is_empty()),
+                Err(e) => {
+                    assert_eq!(e, SseError::EventTooLong);
+                    refused = true;
+                    break;
+                }
+            }
+        }
+        assert!(refused);
+        assert!(p.pending <= MAX_EVENT + 1002);
     }
 }

@@ -39,6 +39,38 @@ impl LogFormat {
     }
 }
 
+/// Counts events and lets a log line through at most once per interval, with the count since
+/// the last one. For events that come in floods exactly when an operator needs the log to stay
+/// readable (requests shed under overload).
+pub struct Throttle {
+    interval: std::time::Duration,
+    last: std::sync::Mutex<Option<tokio::time::Instant>>,
+    pending: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    pub fn new(interval: std::time::Duration) -> Self {
+        Throttle {
+            interval,
+            last: std::sync::Mutex::new(None),
+            pending: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one event; `Some(n)` when a line is due, `n` being the events it stands for.
+    pub fn hit(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let now = tokio::time::Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < self.interval) {
+            return None;
+        }
+        *last = Some(now);
+        Some(self.pending.swap(0, Ordering::Relaxed))
+    }
+}
+
 /// Spawns a background task inside a span named after it, so its log lines say which task wrote
 /// them. The one place the crate calls `tokio::spawn` (clippy's `disallowed-methods` bans it
 /// elsewhere): a detached task with no name is how work gets lost without a trace.
@@ -94,4 +126,20 @@ pub fn init(format: LogFormat, filter: &str) -> LogGuard {
         LogFormat::Pretty => builder.compact().try_init(),
     };
     LogGuard(guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_lets_one_line_through_per_interval_with_the_count() {
+        let t = Throttle::new(std::time::Duration::from_secs(1));
+        assert_eq!(t.hit(), Some(1));
+        for _ in 0..999 {
+            assert_eq!(t.hit(), None);
+        }
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        assert_eq!(t.hit(), Some(1000));
+    }
 }

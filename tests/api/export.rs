@@ -141,6 +141,24 @@ async fn warnings_travel_in_x_spark_warnings() {
     assert!(w.contains("UnityEditor"), "{w}");
 }
 
+/// Issue 16, finding 8: a bundle of many mismatched scripts keeps the header small.
+#[tokio::test]
+async fn the_warnings_header_stays_bounded_for_a_large_bundle() {
+    let app = spawn_app().await;
+    let files: Vec<_> = (0..300)
+        .map(|i| {
+            json!({"code": format!("using UnityEditor;\npublic class Door{i} : MonoBehaviour {{}}\n"),
+                   "scriptName": format!("Gate{i}")})
+        })
+        .collect();
+    let resp = post_export(&app, &json!({"files": files})).await;
+    assert_eq!(resp.status(), 200);
+    let w = resp.headers()["x-spark-warnings"].to_str().unwrap();
+    assert!(w.len() <= 4096, "{} bytes", w.len());
+    assert!(w.ends_with(" more"), "{w}");
+    assert!(w.split("; ").count() <= 11);
+}
+
 #[tokio::test]
 async fn a_unicode_name_gets_an_rfc_5987_filename_star() {
     let app = spawn_app().await;

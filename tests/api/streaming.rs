@@ -65,7 +65,7 @@ fn openai_sse(text: &str) -> String {
 }
 
 /// The gateway's SSE answer as (event, data) pairs.
-async fn read_events(resp: reqwest::Response) -> Vec<(String, Value)> {
+pub async fn read_events(resp: reqwest::Response) -> Vec<(String, Value)> {
     let text = resp.text().await.unwrap();
     text.split("\n\n")
         .filter(|block| !block.trim().is_empty())
@@ -246,7 +246,7 @@ async fn a_cache_hit_streams_the_stored_answer_as_one_delta_and_done() {
 
 /// A paced Anthropic stand-in (wiremock cannot pace a body): a first delta at once, then one
 /// every `pace`, noting when the gateway hangs up.
-async fn slow_upstream(closed: Arc<AtomicBool>, pace: Duration) -> String {
+pub async fn slow_upstream(closed: Arc<AtomicBool>, pace: Duration) -> String {
     use axum::response::sse::{Event, Sse};
     struct Guard(Arc<AtomicBool>);
     impl Drop for Guard {
