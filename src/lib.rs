@@ -50,7 +50,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves on an already-bound listener until `shutdown` resolves, then lets in-flight requests
-/// finish.
+/// finish. The connection loop (timeouts, connection cap, HTTP/2) is `api::server`.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -75,12 +75,15 @@ pub async fn serve(
             }
         }
     });
-    let result = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let config = state.config();
+    let limits = api::server::ServerLimits {
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
+        h2_max_streams: 256,
+        h2_keepalive: std::time::Duration::from_secs(20),
+    };
+    let result = api::server::run(listener, app(state), limits, shutdown).await;
     upkeep.abort();
     result
 }

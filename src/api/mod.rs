@@ -15,6 +15,7 @@ pub mod middleware;
 mod openai;
 mod probes;
 mod ratelimit;
+pub mod server;
 
 use std::convert::Infallible;
 

@@ -69,6 +69,12 @@ pub struct ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// Request heads must arrive within this.
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open client connections at most.
+    pub max_connections: usize,
     pub master_key: Option<SecretString>,
     /// User keys from `SPARK_API_KEYS` and `SPARK_API_KEYS_FILE`, not yet hashed.
     pub api_keys: Vec<SecretString>,
@@ -149,6 +155,9 @@ impl Config {
                 s.parse::<SocketAddr>().ok()
             })
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let header_read_timeout = r.duration("SPARK_HEADER_READ_TIMEOUT");
+        let idle_timeout = r.duration("SPARK_IDLE_TIMEOUT");
+        let max_connections = r.int("SPARK_MAX_CONNECTIONS") as usize;
         let master_key = r.secret("SPARK_MASTER_API_KEY");
         if master_key
             .as_ref()
@@ -309,6 +318,9 @@ impl Config {
         }
         Ok(Config {
             bind,
+            header_read_timeout,
+            idle_timeout,
+            max_connections,
             master_key,
             api_keys,
             inline_api_keys,

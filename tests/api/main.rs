@@ -9,6 +9,7 @@
 
 mod auth;
 mod cache_integrity;
+mod connections;
 mod edge;
 mod export;
 mod headers;

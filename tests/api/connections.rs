@@ -1,0 +1,109 @@
+//! Issue 16, finding 1: the connection loop's limits, seen from a raw socket.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::*;
+
+fn addr(app: &TestApp) -> String {
+    app.address.trim_start_matches("http://").to_owned()
+}
+
+/// Waits (bounded) for the server to close `conn`; returns how long it took.
+async fn closed_within(conn: &mut TcpStream, bound: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(bound.saturating_sub(started.elapsed()), conn.read(&mut buf))
+            .await
+        {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => continue, // a 408 or a response: keep reading until the close
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_half_sent_request_head_is_closed_at_the_header_timeout() {
+    let app = spawn_app_with(&[("SPARK_HEADER_READ_TIMEOUT", "300ms")]).await;
+    let mut slow = TcpStream::connect(addr(&app)).await.unwrap();
+    slow.write_all(b"POST /api/spark/generate HTTP/1.1\r\nHost: x\r\nX-Api-Key: ")
+        .await
+        .unwrap();
+    let took = closed_within(&mut slow, Duration::from_secs(5)).await;
+    assert!(took.is_some(), "the slowloris connection stayed open");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let app = spawn_app_with(&[("SPARK_HEADER_READ_TIMEOUT", "300ms")]).await;
+    let mut conn = TcpStream::connect(addr(&app)).await.unwrap();
+    conn.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Nothing more is sent: the connection waits for a next request and is then closed.
+    assert!(
+        closed_within(&mut conn, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_new_connections_wait_until_one_closes() {
+    let app = spawn_app_with(&[
+        ("SPARK_MAX_CONNECTIONS", "2"),
+        ("SPARK_HEADER_READ_TIMEOUT", "30s"),
+    ])
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(addr(&app)).await.unwrap();
+        c.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        held.push(c);
+    }
+    // Give the loop time to accept both and stop accepting.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let client = reqwest::Client::new();
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(500),
+        client.get(app.url("/livez")).send(),
+    )
+    .await;
+    assert!(
+        waiting.is_err(),
+        "a third connection was served past the cap"
+    );
+    drop(held.pop());
+    let served = tokio::time::timeout(Duration::from_secs(5), client.get(app.url("/livez")).send())
+        .await
+        .expect("served once a slot was free")
+        .unwrap();
+    assert_eq!(served.status(), 200);
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = client
+        .post(app.url("/api/spark/generate"))
+        .header("x-api-key", ALICE_KEY)
+        .json(&serde_json::json!({"prompt": "a door", "provider": "simulator"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+}
