@@ -24,6 +24,7 @@ pub struct AppJson<T>(pub T);
 impl<S, T> FromRequest<S> for AppJson<T>
 where
     Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -31,25 +32,54 @@ where
     /// The body is read here, under the route's read deadline: a client that trickles its
     /// body byte by byte holds an in-flight slot for at most that long, then gets 408.
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limits = req.extensions().get::<BodyLimit>().copied();
-        let req = match limits {
-            Some(limits) => {
-                let (parts, body) = req.into_parts();
-                let read = axum::body::to_bytes(body, limits.bytes);
-                let bytes = match tokio::time::timeout(limits.read_timeout, read).await {
-                    Err(_) => return Err(ApiError::RequestTimeout(limits.read_timeout)),
-                    Ok(Err(_)) => {
-                        return Err(ApiError::PayloadTooLarge {
-                            limit: limits.bytes,
-                        });
-                    }
-                    Ok(Ok(bytes)) => bytes,
-                };
-                Request::from_parts(parts, axum::body::Body::from(bytes))
-            }
-            None => req,
+        let Some(limits) = req.extensions().get::<BodyLimit>().copied() else {
+            return Self::from_json_extractor(req, state, 0).await;
         };
-        let limit = limits.map_or(0, |l| l.bytes);
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        // `timeout` polls the read first: a body that has already arrived sets no timer.
+        let read = axum::body::to_bytes(req.into_body(), limits.bytes);
+        let bytes = match tokio::time::timeout(limits.read_timeout, read).await {
+            Err(_) => return Err(ApiError::RequestTimeout(limits.read_timeout)),
+            Ok(Err(_)) => {
+                return Err(ApiError::PayloadTooLarge {
+                    limit: limits.bytes,
+                });
+            }
+            Ok(Ok(bytes)) => bytes,
+        };
+        match Json::<T>::from_bytes(&bytes) {
+            Ok(Json(v)) => Ok(AppJson(v)),
+            Err(rejection) => Err(ApiError::InvalidRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// `Content-Type: application/json` (or `application/*+json`), as axum's `Json` requires.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (sub.eq_ignore_ascii_case("json")
+            || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
+}
+
+impl<T> AppJson<T> {
+    /// Routes without a [`BodyLimit`]: axum's extractor, its rejections mapped.
+    async fn from_json_extractor<S>(req: Request, state: &S, limit: usize) -> Result<Self, ApiError>
+    where
+        Json<T>: FromRequest<S, Rejection = JsonRejection>,
+        S: Send + Sync,
+    {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(AppJson(v)),
             Err(rejection) => Err(match rejection.status() {

@@ -159,16 +159,24 @@ pub async fn request_context(
 
 /// Sheds load at once with 503 `overloaded` when `SPARK_MAX_INFLIGHT` requests are already being
 /// served: a short, honest answer beats an unbounded queue that times everyone out. A request
-/// holds its slot until its response body has been sent or dropped, so a stream counts for as
-/// long as it streams, not only until its headers are built.
+/// holds its slot until its response body has been produced: a stream counts for as long as it
+/// streams (until its body ends or is dropped), not only until its headers are built.
 pub async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> Response {
     match state.inflight().try_acquire_owned() {
-        Ok(permit) => next.run(req).await.map(|body| {
-            Body::new(PermitBody {
-                body,
-                _permit: permit,
+        Ok(permit) => {
+            let resp = next.run(req).await;
+            // A body whose size is already known is in memory in full: the work it stood for is
+            // done and the slot can go now. Anything else (a stream) keeps it to the end.
+            if http_body::Body::size_hint(resp.body()).exact().is_some() {
+                return resp;
+            }
+            resp.map(|body| {
+                Body::new(PermitBody {
+                    body,
+                    _permit: permit,
+                })
             })
-        }),
+        }
         Err(_) => ApiError::Overloaded.into_response(),
     }
 }

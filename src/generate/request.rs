@@ -253,7 +253,15 @@ impl GenerateService {
             h.update(bytes);
         };
         field(b"spark-cache-v2");
-        field(req.system.as_bytes());
+        // The engine's own prompt is a constant of this build: naming it is as exact as hashing
+        // its ~700 bytes, and saves that hashing on every request. Any other system text is
+        // hashed in full.
+        if req.system == req.engine.system_prompt() {
+            field(b"engine-prompt");
+        } else {
+            field(b"custom-prompt");
+            field(req.system.as_bytes());
+        }
         field(req.prompt.as_bytes());
         field(req.engine.as_str().as_bytes());
         for (provider, model) in &req.plan {
