@@ -67,9 +67,6 @@ pub async fn request_context(
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let method = req.method().clone();
-    // The OpenAI-compatible API answers in OpenAI's error shape, unknown `/v1/` paths included
-    // (an SDK pointed at the gateway must be able to parse every answer it gets).
-    let openai_shape = req.uri().path().starts_with("/v1/");
     let span = tracing::info_span!(
         "request",
         request_id = %id,
@@ -83,6 +80,12 @@ pub async fn request_context(
     let mut resp = next.run(req).instrument(span.clone()).await;
 
     let error = resp.extensions_mut().remove::<ErrorBody>();
+    // The router that served the request decides the error shape: the `/v1` router marks its
+    // responses (its unknown paths included) for OpenAI's.
+    let openai_shape = resp
+        .extensions()
+        .get::<super::openai::OpenAiShape>()
+        .is_some();
     if let Some(err) = &error {
         let body = if openai_shape {
             // OpenAI's shape, and OpenAI's status for content it refuses (400, not 422).

@@ -120,17 +120,6 @@ pub fn router(state: AppState) -> Router {
                     ratelimit::limit,
                 )),
         )
-        .route(
-            "/v1/chat/completions",
-            post(openai::chat_completions)
-                .layer::<_, Infallible>(DefaultBodyLimit::max(generate_limit.bytes))
-                .layer::<_, Infallible>(axum::Extension(generate_limit))
-                .layer::<_, Infallible>(axum::middleware::from_fn_with_state(
-                    (state.clone(), RouteClass::OpenAi),
-                    ratelimit::limit,
-                )),
-        )
-        .route("/v1/models", get(openai::models))
         // Auth runs before the load shedder so anonymous floods are refused without taking a slot.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -140,6 +129,32 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_key,
         ));
+
+    // The OpenAI-compatible API, nested so that everything under `/v1` (its own 404s and 405s
+    // included) is marked for OpenAI's error shape by the router it is served from.
+    let v1 = Router::new()
+        .route(
+            "/chat/completions",
+            post(openai::chat_completions)
+                .layer::<_, Infallible>(DefaultBodyLimit::max(generate_limit.bytes))
+                .layer::<_, Infallible>(axum::Extension(generate_limit))
+                .layer::<_, Infallible>(axum::middleware::from_fn_with_state(
+                    (state.clone(), RouteClass::OpenAi),
+                    ratelimit::limit,
+                )),
+        )
+        .route("/models", get(openai::models))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::shed_load,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ))
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(axum::middleware::map_response(openai::mark_error_shape));
 
     let admin = Router::new()
         .route("/api/admin/cache/purge", post(admin::purge_cache))
@@ -170,6 +185,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .merge(protected)
+        .nest("/v1", v1)
         .merge(debug)
         .merge(admin)
         .merge(open)

@@ -99,6 +99,16 @@ pub async fn chat_completions(
     Ok(resp)
 }
 
+/// Marks a response of the `/v1` router: the request-context layer renders its error, if any,
+/// in OpenAI's shape.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenAiShape;
+
+pub async fn mark_error_shape(mut resp: Response) -> Response {
+    resp.extensions_mut().insert(OpenAiShape);
+    resp
+}
+
 /// OpenAI's error object: `{"message", "type", "code", "param"}`, the type chosen the way
 /// OpenAI's own API chooses it for the status, so SDKs raise the matching exception.
 pub fn openai_error(message: &str, code: &str, status: u16) -> Value {

@@ -244,3 +244,26 @@ async fn hostile_requests_do_not_grow_the_metric_series() {
     );
     assert!(app.metrics().await.contains("method=\"other\""));
 }
+
+/// Routes under `/v1` keep their templates as metric labels; unknown ones share one label.
+#[tokio::test]
+async fn v1_routes_are_labelled_by_template() {
+    let app = spawn_app().await;
+    for path in ["/v1/models", "/v1/unknown/1", "/v1/unknown/2"] {
+        let _ = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(ALICE_KEY)
+            .send()
+            .await
+            .unwrap();
+    }
+    let m = app.metrics().await;
+    let routes: std::collections::BTreeSet<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{"))
+        .filter_map(|l| l.split("route=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(routes.contains("/v1/models"), "{routes:?}");
+    assert!(!routes.iter().any(|r| r.contains("unknown")), "{routes:?}");
+}
