@@ -93,6 +93,9 @@ struct Inner {
     trips: u32,
     open_until: Instant,
     probes_in_flight: u32,
+    /// Counts half-open periods (and resets). A probe permit carries the episode it was issued
+    /// in; an answer from an earlier one is stale and decides nothing.
+    episode: u64,
 }
 
 pub struct Breaker {
@@ -111,7 +114,8 @@ pub struct Rejected {
 /// [`Permit::failure`]; [`Permit::neutral`] releases it without counting (a caller error).
 pub struct Permit {
     breaker: Arc<Breaker>,
-    probe: bool,
+    /// The half-open episode this probe was issued in; `None` for an ordinary call.
+    probe: Option<u64>,
     done: bool,
 }
 
@@ -126,6 +130,7 @@ impl Breaker {
                 trips: 0,
                 open_until: Instant::now(),
                 probes_in_flight: 0,
+                episode: 0,
             }),
             on_transition,
         }
@@ -152,6 +157,7 @@ impl Breaker {
         if inner.state == CircuitState::Open && now >= inner.open_until {
             self.set_state(inner, CircuitState::HalfOpen);
             inner.probes_in_flight = 0;
+            inner.episode = inner.episode.wrapping_add(1);
         }
     }
 
@@ -163,7 +169,7 @@ impl Breaker {
         match inner.state {
             CircuitState::Closed => Ok(Permit {
                 breaker: Arc::clone(self),
-                probe: false,
+                probe: None,
                 done: false,
             }),
             CircuitState::Open => Err(Rejected {
@@ -174,7 +180,7 @@ impl Breaker {
                     inner.probes_in_flight += 1;
                     Ok(Permit {
                         breaker: Arc::clone(self),
-                        probe: true,
+                        probe: Some(inner.episode),
                         done: false,
                     })
                 } else {
@@ -225,6 +231,7 @@ impl Breaker {
         inner.calls.clear();
         inner.trips = 0;
         inner.probes_in_flight = 0;
+        inner.episode = inner.episode.wrapping_add(1);
         self.set_state(&mut inner, CircuitState::Closed);
     }
 
@@ -254,9 +261,20 @@ impl Breaker {
         self.set_state(inner, CircuitState::Open);
     }
 
-    fn record(&self, probe: bool, failed: bool) {
+    /// Whether a permit is a probe of the half-open period in force now.
+    fn current_probe(inner: &Inner, probe: Option<u64>) -> bool {
+        inner.state == CircuitState::HalfOpen && probe == Some(inner.episode)
+    }
+
+    fn record(&self, probe: Option<u64>, failed: bool) {
         let now = Instant::now();
         let mut inner = self.lock();
+        // A stale probe (from an earlier half-open period, or admitted before a reset) is
+        // ignored: it neither frees a slot of this period nor decides or counts in it.
+        if probe.is_some() && !Self::current_probe(&inner, probe) {
+            return;
+        }
+        let probe = probe.is_some();
         if probe {
             inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
         }
@@ -291,15 +309,22 @@ impl Breaker {
         }
     }
 
-    fn release(&self, probe: bool) {
-        if probe {
+    fn release(&self, probe: Option<u64>) {
+        if probe.is_some() {
             let mut inner = self.lock();
-            inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
+            if Self::current_probe(&inner, probe) {
+                inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
+            }
         }
     }
 }
 
 impl Permit {
+    /// Whether this call probes a half-open circuit.
+    pub fn is_probe(&self) -> bool {
+        self.probe.is_some()
+    }
+
     pub fn success(mut self) {
         self.done = true;
         self.breaker.record(self.probe, false);
@@ -469,5 +494,61 @@ mod tests {
         b.reset();
         assert_eq!(b.snapshot().state, CircuitState::Closed);
         assert_eq!(seen.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_from_an_earlier_half_open_period_cannot_decide_a_later_one() {
+        let b = Arc::new(Breaker::new(
+            BreakerConfig {
+                consecutive_failures: 1,
+                half_open_probes: 2,
+                open_base: Duration::from_secs(5),
+                ..BreakerConfig::default()
+            },
+            None,
+        ));
+        b.try_acquire().unwrap().failure();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let stale = b.try_acquire().unwrap();
+        let failing = b.try_acquire().unwrap();
+        assert!(stale.is_probe() && failing.is_probe());
+        failing.failure();
+        assert_eq!(b.snapshot().state, CircuitState::Open);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(b.snapshot().state, CircuitState::HalfOpen);
+        let current = b.try_acquire().unwrap();
+        // The probe of the first period answers late: it must not close the second one.
+        stale.success();
+        assert_eq!(b.snapshot().state, CircuitState::HalfOpen);
+        // Nor free a slot of it: one probe of this period is out, one slot is left.
+        let second = b.try_acquire().unwrap();
+        assert!(
+            b.try_acquire().is_err(),
+            "both slots of this period are taken"
+        );
+        drop(second);
+        current.success();
+        assert_eq!(b.snapshot().state, CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reset_makes_outstanding_probes_stale() {
+        let b = Arc::new(Breaker::new(
+            BreakerConfig {
+                consecutive_failures: 1,
+                ..BreakerConfig::default()
+            },
+            None,
+        ));
+        b.try_acquire().unwrap().failure();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = b.try_acquire().unwrap();
+        b.reset();
+        probe.failure();
+        assert_eq!(
+            b.snapshot().state,
+            CircuitState::Closed,
+            "a stale probe cannot trip"
+        );
     }
 }

@@ -208,7 +208,17 @@ impl ProviderRouter {
                     }),
                 }
             },
-            |(first, rest), permit| guard_stream(first, rest, permit),
+            |(first, rest), permit| {
+                if permit.is_probe() {
+                    // A probe is settled by its first event: holding the only half-open slot for
+                    // a whole (possibly minutes-long) stream would keep the circuit undecided.
+                    permit.success();
+                    let head = futures_util::stream::once(async move { Ok(first) });
+                    Box::pin(head.chain(rest)) as CompletionStream
+                } else {
+                    guard_stream(first, rest, permit)
+                }
+            },
         )
         .await
     }

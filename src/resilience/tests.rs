@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 
 use super::*;
 use crate::engine::Engine;
@@ -80,8 +81,11 @@ impl Provider for Fake {
             }),
         }
     }
+    /// One delta, then nothing for ever: a stream that is still running.
     async fn stream(&self, _: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
-        unreachable!("these tests ask for whole answers")
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let first = futures_util::stream::once(async { Ok(StreamEvent::Delta("a".into())) });
+        Ok(Box::pin(first.chain(futures_util::stream::pending())))
     }
 }
 
@@ -280,4 +284,34 @@ fn backoff_is_jittered_under_the_ceiling_and_honours_retry_after() {
         assert!(d <= ceiling, "{attempt}: {d:?}");
     }
     assert!(p.backoff(0, Some(Duration::from_secs(1))) >= Duration::from_secs(1));
+}
+
+/// Issue 16, finding 6: a streaming probe closes the circuit on its first event instead of holding
+/// the only half-open slot for the whole stream.
+#[tokio::test(start_paused = true)]
+async fn a_stream_probe_is_settled_by_its_first_event() {
+    let a = Fake::new(A, &[Answer::Status(500)]);
+    let o = Fake::new(O, &[Answer::Ok]);
+    let (r, _) = router(&a, &o);
+    for _ in 0..3 {
+        ask(&r).await.unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(circuit(&r, A), CircuitState::HalfOpen);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (id, _running) = r
+        .stream(
+            &[(A, "m".into())],
+            &base(),
+            deadline,
+            &mut Duration::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(id, A);
+    assert_eq!(
+        circuit(&r, A),
+        CircuitState::Closed,
+        "closed while the probe's stream is still running"
+    );
 }
