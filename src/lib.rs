@@ -56,6 +56,17 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_ops(listener, None, state, shutdown).await
+}
+
+/// [`serve`], plus the operations listener (`SPARK_OPS_BIND`) when one is given: both stop
+/// accepting on `shutdown` and drain together.
+pub async fn serve_with_ops(
+    listener: TcpListener,
+    ops: Option<TcpListener>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     // Upkeep for as long as the server runs: the limiter forgets idle keys so its memory
     // follows active keys, not every key ever seen.
     // It also re-reads the API key file four times a second, so a rotated key takes effect
@@ -83,7 +94,31 @@ pub async fn serve(
         h2_max_streams: 256,
         h2_keepalive: std::time::Duration::from_secs(20),
     };
-    let result = api::server::run(listener, app(state), limits, shutdown).await;
+    // One shutdown signal for both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let signal = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let ops_server = ops.map(|ops| {
+        let router = api::ops_router(state.clone());
+        telemetry::spawn_named(
+            "ops-server",
+            api::server::run(ops, router, limits, signal()),
+        )
+    });
+    let public = api::server::run(listener, app(state), limits, signal());
+    let trigger = telemetry::spawn_named("shutdown-trigger", async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let result = public.await;
+    trigger.abort();
+    if let Some(ops) = ops_server {
+        let _ = ops.await;
+    }
     upkeep.abort();
     result
 }

@@ -102,12 +102,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let state = spark_gateway::build_state(config)?;
     let listener = tokio::net::TcpListener::bind(bind).await?;
     tracing::info!(address = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "spark-gateway listening");
+    let ops = match state.config().ops_bind {
+        Some(addr) => {
+            let ops = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!(address = %ops.local_addr()?, "operations listener (metrics, probes, health)");
+            Some(ops)
+        }
+        None => None,
+    };
 
     reload_keys_on_sighup(state.clone());
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = spark_gateway::telemetry::spawn_named(
         "server",
-        spark_gateway::serve(listener, state.clone(), async {
+        spark_gateway::serve_with_ops(listener, ops, state.clone(), async {
             let _ = stopped.await;
         }),
     );
@@ -274,8 +282,8 @@ fn sanitize_cmd(json: bool, jsonl: bool) -> ExitCode {
 
 fn healthcheck(url: Option<String>) -> ExitCode {
     let base = url.unwrap_or_else(|| {
-        let bind =
-            Config::bind(&EnvSource).map_or_else(|| "127.0.0.1:8080".to_owned(), |b| b.to_string());
+        let bind = Config::probe_bind(&EnvSource)
+            .map_or_else(|| "127.0.0.1:8080".to_owned(), |b| b.to_string());
         // A wildcard bind is reached on loopback from inside the container.
         let bind = bind
             .replace("0.0.0.0", "127.0.0.1")

@@ -68,7 +68,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     } else {
         "healthy"
     };
-    let cache = state.generator().cache().stats().await;
+    let cache = state.generator().cache().stats();
     let totals = state.errors().totals();
     let body = json!({
         "status": status,

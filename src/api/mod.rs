@@ -169,12 +169,12 @@ pub fn router(state: AppState) -> Router {
             auth::require_key,
         ));
 
-    let open = Router::new()
-        .route("/livez", get(probes::livez))
-        .route("/readyz", get(health::readyz))
-        .route("/api/spark/health", get(health::health))
-        .route("/metrics", get(probes::metrics))
-        .route("/api/metrics", get(probes::metrics));
+    // With SPARK_OPS_BIND the operational routes leave the public port for their own listener.
+    let open = if state.config().ops_bind.is_some() {
+        Router::new()
+    } else {
+        ops_routes()
+    };
 
     // A route that panics, for drills and tests of the panic path; off unless configured.
     let debug = if state.config().panic_route {
@@ -183,12 +183,36 @@ pub fn router(state: AppState) -> Router {
         Router::new()
     };
 
+    edge(
+        Router::new()
+            .merge(protected)
+            .nest("/v1", v1)
+            .merge(debug)
+            .merge(admin)
+            .merge(open),
+        state,
+    )
+}
+
+/// Probes, health and metrics: unauthenticated, for the kubelet and Prometheus.
+fn ops_routes() -> Router<AppState> {
     Router::new()
-        .merge(protected)
-        .nest("/v1", v1)
-        .merge(debug)
-        .merge(admin)
-        .merge(open)
+        .route("/livez", get(probes::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/api/spark/health", get(health::health))
+        .route("/metrics", get(probes::metrics))
+        .route("/api/metrics", get(probes::metrics))
+}
+
+/// The router of the operations listener (`SPARK_OPS_BIND`): the operational routes alone,
+/// behind the same request context (ids, security headers, access log, metrics).
+pub fn ops_router(state: AppState) -> Router {
+    edge(ops_routes(), state)
+}
+
+/// The outer stack every router shares, outermost first.
+fn edge(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(

@@ -370,12 +370,12 @@ impl<V: CacheValue> ResponseCache<V> {
         result.map(|()| n)
     }
 
-    pub async fn stats(&self) -> CacheStats {
+    /// Figures for health. moka's counts are estimates brought up to date by its own
+    /// housekeeping: health reads them as they are and does no maintenance per call (a probe
+    /// every few seconds must not pay for the cache's upkeep).
+    pub fn stats(&self) -> CacheStats {
         let (entries, weighted_bytes) = match &self.store {
-            Some(store) => {
-                store.run_pending_tasks().await;
-                (store.entry_count(), store.weighted_size())
-            }
+            Some(store) => (store.entry_count(), store.weighted_size()),
             None => (0, 0),
         };
         let hits = self.hits.load(Ordering::Relaxed);

@@ -71,6 +71,8 @@ pub struct ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// Where the operational routes listen, when not on `bind`.
+    pub ops_bind: Option<SocketAddr>,
     /// Request heads must arrive within this.
     pub header_read_timeout: Duration,
     /// A connection with no bytes either way for this long is closed.
@@ -143,9 +145,12 @@ impl Config {
         (format, r.text("RUST_LOG").unwrap_or_default())
     }
 
-    /// Just `SPARK_BIND` (for `healthcheck`, which must not fail on an unrelated variable).
-    pub fn bind(src: &dyn Source) -> Option<SocketAddr> {
-        Reader::new(src).parsed("SPARK_BIND", "a socket address", |s| s.parse().ok())
+    /// Where `/livez` answers: `SPARK_OPS_BIND` when set, else `SPARK_BIND` (for `healthcheck`,
+    /// which must not fail on an unrelated variable).
+    pub fn probe_bind(src: &dyn Source) -> Option<SocketAddr> {
+        let mut r = Reader::new(src);
+        let ops = r.parsed("SPARK_OPS_BIND", "a socket address", |s| s.parse().ok());
+        ops.or_else(|| r.parsed("SPARK_BIND", "a socket address", |s| s.parse().ok()))
     }
 
     /// Reads and validates every variable, reporting all problems together.
@@ -157,6 +162,14 @@ impl Config {
                 s.parse::<SocketAddr>().ok()
             })
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let ops_bind = r.parsed(
+            "SPARK_OPS_BIND",
+            "a socket address such as 0.0.0.0:9090",
+            |s| s.parse::<SocketAddr>().ok(),
+        );
+        if ops_bind.is_some_and(|o| o == bind) {
+            r.problem("SPARK_OPS_BIND: must differ from SPARK_BIND".into());
+        }
         let header_read_timeout = r.duration("SPARK_HEADER_READ_TIMEOUT");
         let idle_timeout = r.duration("SPARK_IDLE_TIMEOUT");
         let max_connections = r.int("SPARK_MAX_CONNECTIONS") as usize;
@@ -320,6 +333,7 @@ impl Config {
         }
         Ok(Config {
             bind,
+            ops_bind,
             header_read_timeout,
             idle_timeout,
             max_connections,

@@ -98,6 +98,7 @@ pub const VARS: &[Var] = &[
     var("SPARK_API_KEYS_ALLOW_EMPTY", Some("false"), BOOL, "let a key-file reload leave no user key"),
     var("SPARK_AUTH_FAILURES_PER_MIN", Some("30"), int(0, 1_000_000), "failed authentications per address and minute before 429 (0: off)"),
     var("SPARK_CORS_ORIGINS", None, TEXT, "comma list of exact browser origins allowed by CORS"),
+    var("SPARK_OPS_BIND", None, TEXT, "a second listen address for /metrics, /livez, /readyz and health; when set they leave the public port"),
     var("SPARK_HEADER_READ_TIMEOUT", Some("10s"), DAY, "a client must finish sending request headers within this; also how long an idle HTTP/1.1 connection waits for its next request"),
     var("SPARK_IDLE_TIMEOUT", Some("60s"), DAY, "a connection with no bytes either way for this long is closed"),
     var("SPARK_MAX_CONNECTIONS", Some("10000"), int(1, 1_000_000), "open client connections at most; more wait in the accept backlog"),

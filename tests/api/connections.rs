@@ -107,3 +107,51 @@ async fn http2_with_prior_knowledge_is_served() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
 }
+
+/// Issue 16, finding 10: with `SPARK_OPS_BIND`, metrics, probes and health answer on the second
+/// listener only; the API stays on the public one.
+#[tokio::test]
+async fn with_an_ops_listener_the_operational_routes_leave_the_public_port() {
+    let app = spawn_app_with_ops(&[]).await;
+    let ops = app.ops_address.clone().unwrap();
+    for path in [
+        "/metrics",
+        "/api/metrics",
+        "/livez",
+        "/readyz",
+        "/api/spark/health",
+    ] {
+        let public = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(public.status(), 404, "{path} on the public port");
+        let private = app.client.get(format!("{ops}{path}")).send().await.unwrap();
+        assert_eq!(private.status(), 200, "{path} on the ops port");
+        assert!(private.headers().contains_key("x-request-id"));
+    }
+    let generate = app
+        .post_generate(&serde_json::json!({"prompt": "a door", "provider": "simulator"}))
+        .await;
+    assert_eq!(generate.status(), 200);
+    let on_ops = app
+        .client
+        .post(format!("{ops}/api/spark/generate"))
+        .header("x-api-key", ALICE_KEY)
+        .json(&serde_json::json!({"prompt": "a door"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_ops.status(), 404, "the API is not on the ops port");
+    // One registry: the public request is counted where Prometheus scrapes.
+    let metrics = app
+        .client
+        .get(format!("{ops}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("api_generate_total{status=\"200\"} 1"),
+        "{metrics}"
+    );
+}

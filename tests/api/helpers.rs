@@ -20,6 +20,8 @@ pub const SHARED_HMAC_KEY: &str = "shared-cache-hmac-key-0123456789abcdef";
 
 pub struct TestApp {
     pub address: String,
+    /// The operations listener's base URL, when the app was started with one.
+    pub ops_address: Option<String>,
     pub client: reqwest::Client,
     pub anthropic: MockServer,
     pub openai: MockServer,
@@ -96,6 +98,16 @@ fn init_test_log() {
 
 /// The default test configuration, with `overrides` applied (an empty value removes a variable).
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    spawn(overrides, false).await
+}
+
+/// Like [`spawn_app_with`], with a second listener for the operational routes
+/// (`SPARK_OPS_BIND`).
+pub async fn spawn_app_with_ops(overrides: &[(&str, &str)]) -> TestApp {
+    spawn(overrides, true).await
+}
+
+async fn spawn(overrides: &[(&str, &str)], with_ops: bool) -> TestApp {
     init_test_log();
     let anthropic = MockServer::start().await;
     let openai = MockServer::start().await;
@@ -122,6 +134,21 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
             env.insert((*k).to_owned(), (*v).to_owned());
         }
     }
+    let ops = if with_ops {
+        let ops = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind ops");
+        env.insert(
+            "SPARK_OPS_BIND".to_owned(),
+            ops.local_addr().expect("addr").to_string(),
+        );
+        Some(ops)
+    } else {
+        None
+    };
+    let ops_address = ops
+        .as_ref()
+        .map(|o| format!("http://{}", o.local_addr().expect("addr")));
     let config = Config::from_source(&env).expect("test config is valid");
     let state = spark_gateway::build_state(config).expect("state builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -130,10 +157,11 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let address = format!("http://{}", listener.local_addr().expect("addr"));
     spark_gateway::telemetry::spawn_named(
         "test-gateway",
-        spark_gateway::serve(listener, state, std::future::pending()),
+        spark_gateway::serve_with_ops(listener, ops, state, std::future::pending()),
     );
     TestApp {
         address,
+        ops_address,
         client: reqwest::Client::new(),
         anthropic,
         openai,
