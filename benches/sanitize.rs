@@ -1,4 +1,5 @@
-//! Sanitizer throughput on 10,000-character prompts: a benign one and an attack.
+//! Sanitizer throughput on 10,000-character prompts: a benign one, an attack, and one per script
+//! (ASCII, accented Latin, CJK, emoji) so that a path only one script takes cannot hide.
 //!
 //! Run: `cargo bench --bench sanitize`. Reports time per prompt and MB/s (criterion's
 //! throughput), numbers recorded in BENCHMARKS.md.
@@ -56,6 +57,41 @@ fn attack_prompt(chars: usize) -> String {
     s.chars().take(chars).collect()
 }
 
+/// The benign prompt with one script woven in every few sentences, 10,000 characters: one bench
+/// per script, so a slow path that only one script takes shows up on its own line.
+fn scripted_prompt(script: &str, chars: usize) -> String {
+    let inserts: &[&str] = match script {
+        "latin" => &[
+            "Der Spieler soll über Hindernisse springen können, ohne dass die Kamera ruckelt. ",
+            "O personagem deve recuperar a energia após três segundos de descanso. ",
+            "Le joueur récupère une vie à chaque étoile ramassée, même pendant l'écran de pause. ",
+        ],
+        "cjk" => &[
+            "プレイヤーが二段ジャンプできるようにして、着地時に土煙のエフェクトを出してください。",
+            "敌人在玩家进入范围后开始追击，并在失去视线三秒后返回巡逻点。",
+            "체력이 0이 되면 마지막 체크포인트에서 다시 시작합니다. ",
+        ],
+        "emoji" => &[
+            "When the player collects a ⭐ show 🎉 and play the coin sound 🔔. ",
+            "Hearts ❤️❤️🖤 show the lives left; a 💀 appears when the last one is lost. ",
+            "Power-ups: 🍄 grow, 🌟 invincible, 🔥 fireball — each lasts 10 s ⏱️. ",
+        ],
+        _ => &[],
+    };
+    let base = benign_prompt(chars);
+    let mut s = String::with_capacity(chars * 3);
+    for (i, sentence) in base.split_inclusive(". ").enumerate() {
+        s.push_str(sentence);
+        if !inserts.is_empty() && i % 2 == 0 {
+            s.push_str(inserts[i % inserts.len()]);
+        }
+        if s.chars().count() >= chars {
+            break;
+        }
+    }
+    s.chars().take(chars).collect()
+}
+
 fn bench(c: &mut Criterion) {
     let policy = Policy {
         mode: PolicyMode::Warn,
@@ -67,6 +103,10 @@ fn bench(c: &mut Criterion) {
     for (name, prompt) in [
         ("benign", benign_prompt(10_000)),
         ("attack", attack_prompt(10_000)),
+        ("benign_ascii", scripted_prompt("ascii", 10_000)),
+        ("benign_latin", scripted_prompt("latin", 10_000)),
+        ("benign_cjk", scripted_prompt("cjk", 10_000)),
+        ("benign_emoji", scripted_prompt("emoji", 10_000)),
     ] {
         group.throughput(Throughput::Bytes(prompt.len() as u64));
         group.bench_function(name, |b| b.iter(|| sanitize(black_box(&prompt), &policy)));

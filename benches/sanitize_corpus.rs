@@ -1,0 +1,148 @@
+//! The sanitizer over a corpus of real 10,000-character texts mixing ASCII, accented Latin, CJK
+//! and emoji: median and slowest time per text, against a bare NFKC pass over the same texts.
+//!
+//! Run: `cargo bench --bench sanitize_corpus` (reads the benign prompts of `SPARK_EVAL_DIR`'s
+//! parent, default `../shared/eval`: `injection/benign.jsonl` and `train/benign.jsonl`). Each
+//! text is built by drawing real benign prompts, with a fixed seed, alternately from four pools
+//! (pure ASCII, accented Latin, CJK, emoji) until it holds 10,000 characters; each is timed as
+//! the fastest of 25 runs, which filters out the noise of a shared machine. Numbers are recorded
+//! in BENCHMARKS.md.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark fails loudly at the first surprise"
+)]
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use spark_gateway::sanitize::{Policy, PolicyMode, sanitize};
+use unicode_normalization::UnicodeNormalization;
+
+const TEXTS: usize = 32;
+const CHARS: usize = 10_000;
+const RUNS: usize = 25;
+
+fn eval_dir() -> PathBuf {
+    std::env::var_os("SPARK_EVAL_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/eval/injection"),
+        PathBuf::from,
+    )
+}
+
+fn benign_rows() -> Vec<String> {
+    let injection = eval_dir();
+    let train = injection.with_file_name("train");
+    let mut rows = Vec::new();
+    for file in [injection.join("benign.jsonl"), train.join("benign.jsonl")] {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for line in text.lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+                && let Some(t) = v["text"].as_str()
+            {
+                rows.push(t.to_owned());
+            }
+        }
+    }
+    assert!(
+        !rows.is_empty(),
+        "no benign rows under {}",
+        injection.display()
+    );
+    rows
+}
+
+fn is_cjk(c: char) -> bool {
+    matches!(c, '\u{3040}'..='\u{30ff}' | '\u{4e00}'..='\u{9fff}' | '\u{ac00}'..='\u{d7af}')
+}
+
+/// 32 texts of 10,000 characters, each mixing the four pools (fixed seed: the same corpus on
+/// every run).
+fn corpus() -> Vec<String> {
+    let rows = benign_rows();
+    let pools: [Vec<&String>; 4] = [
+        rows.iter().filter(|t| t.is_ascii()).collect(),
+        rows.iter()
+            .filter(|t| t.chars().any(|c| "éèàüöäçñãõíóúÉ".contains(c)))
+            .collect(),
+        rows.iter().filter(|t| t.chars().any(is_cjk)).collect(),
+        rows.iter()
+            .filter(|t| t.chars().any(|c| c as u32 >= 0x1F300))
+            .collect(),
+    ];
+    for (i, p) in pools.iter().enumerate() {
+        assert!(!p.is_empty(), "pool {i} is empty");
+    }
+    let mut seed: u64 = 0x5eed;
+    let mut next = move |n: usize| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize % n
+    };
+    (0..TEXTS)
+        .map(|_| {
+            let mut text = String::new();
+            let mut pool = next(4);
+            while text.chars().count() < CHARS {
+                let p = &pools[pool % 4];
+                text.push_str(p[next(p.len())]);
+                text.push_str("\n\n");
+                pool += 1;
+            }
+            text.chars().take(CHARS).collect()
+        })
+        .collect()
+}
+
+fn fastest(runs: usize, mut f: impl FnMut()) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn main() {
+    let policy = Policy {
+        mode: PolicyMode::Warn,
+        ..Policy::default()
+    };
+    let _ = sanitize("warm up", &policy);
+    let texts = corpus();
+    let mut sanitize_times = Vec::new();
+    let mut nfkc_times = Vec::new();
+    for t in &texts {
+        sanitize_times.push(fastest(RUNS, || {
+            black_box(sanitize(black_box(t), &policy)).ok();
+        }));
+        nfkc_times.push(fastest(RUNS, || {
+            black_box(black_box(t).nfkc().collect::<String>());
+        }));
+    }
+    let stats = |v: &mut Vec<Duration>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() - 1])
+    };
+    let (median, slowest) = stats(&mut sanitize_times);
+    let (nfkc_median, nfkc_slowest) = stats(&mut nfkc_times);
+    let non_ascii = texts.iter().filter(|t| !t.is_ascii()).count();
+    println!(
+        "corpus: {} texts of {CHARS} characters ({non_ascii} with non-ASCII), fastest of {RUNS} runs each",
+        texts.len()
+    );
+    println!("sanitize   median {median:>10.1?}   slowest {slowest:>10.1?}");
+    println!("bare NFKC  median {nfkc_median:>10.1?}   slowest {nfkc_slowest:>10.1?}");
+    println!(
+        "ratio      median {:.2}x",
+        median.as_secs_f64() / nfkc_median.as_secs_f64()
+    );
+}
