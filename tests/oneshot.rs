@@ -188,3 +188,48 @@ async fn without_configured_origins_no_cors_header_is_ever_sent() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(!h.contains_key("access-control-allow-origin"));
 }
+
+/// Issue 16, finding 12: the OpenAPI document covers every route and both auth schemes.
+#[tokio::test]
+async fn the_openapi_document_covers_every_route_and_both_auth_schemes() {
+    let app = app(&[]);
+    let (status, headers, doc) = send(&app, request("GET", "/api/openapi.json", None, "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/spark/generate", "post"),
+        ("/api/export", "post"),
+        ("/v1/chat/completions", "post"),
+        ("/v1/models", "get"),
+        ("/api/spark/health", "get"),
+        ("/livez", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/api/metrics", "get"),
+        ("/api/admin/cache/purge", "post"),
+        ("/api/admin/errors", "get"),
+        ("/api/admin/breakers/{provider}/reset", "post"),
+        ("/api/openapi.json", "get"),
+    ] {
+        assert!(paths[path][method].is_object(), "{method} {path} missing");
+    }
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["apiKey"]["name"], "X-API-Key");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    // The request body is the handler's own type: its fields are the API's.
+    let generate = &doc["components"]["schemas"]["GenerateParams"]["properties"];
+    for field in [
+        "prompt",
+        "engine",
+        "provider",
+        "model",
+        "maxTokens",
+        "temperature",
+        "stream",
+    ] {
+        assert!(generate[field].is_object(), "{field} missing: {generate}");
+    }
+    assert!(generate["system"].is_null(), "not a field of the Spark API");
+}

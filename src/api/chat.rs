@@ -14,7 +14,7 @@ use crate::generate::{GenerateError, GenerateParams, GenerateService, Generation
 
 /// `POST /v1/chat/completions` as OpenAI SDKs send it. Fields this gateway does not use (`n`,
 /// `top_p`, `user`, …) are accepted and ignored, as OpenAI-compatible servers do.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct ChatParams {
     pub model: Option<String>,
     pub messages: Option<Vec<ChatMessage>>,
@@ -24,10 +24,11 @@ pub struct ChatParams {
     pub stream: Option<bool>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct ChatMessage {
     pub role: String,
     /// A string, or an array of parts of which the `text` ones are read.
+    #[schema(value_type = Option<Object>)]
     pub content: Option<Value>,
 }
 

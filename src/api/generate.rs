@@ -18,7 +18,7 @@ use crate::generate::{GenerateParams, Generation, StreamItem};
 use crate::state::AppState;
 
 /// The 200 body of `POST /api/spark/generate` (API.md), rendered from the domain value.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationBody<'a> {
     id: &'a str,
@@ -35,9 +35,9 @@ pub struct GenerationBody<'a> {
     latency_ms: u64,
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct UsageBody {
+pub struct UsageBody {
     input_tokens: u64,
     output_tokens: u64,
 }

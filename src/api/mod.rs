@@ -13,6 +13,7 @@ mod health;
 pub mod json;
 pub mod middleware;
 mod openai;
+pub mod openapi;
 mod probes;
 mod ratelimit;
 pub mod server;
@@ -185,6 +186,7 @@ pub fn router(state: AppState) -> Router {
 
     edge(
         Router::new()
+            .route("/api/openapi.json", get(openapi::openapi_json))
             .merge(protected)
             .nest("/v1", v1)
             .merge(debug)

@@ -29,7 +29,7 @@ pub use headers::{
 pub const MAX_BUNDLE_FILES: usize = 50;
 
 /// `POST /api/export` as sent: one file (`code` + `scriptName`) or a bundle (`files`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExportParams {
     pub code: Option<String>,
@@ -38,7 +38,7 @@ pub struct ExportParams {
     pub files: Option<Vec<FileParams>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileParams {
     pub code: Option<String>,

@@ -19,7 +19,7 @@ use crate::sanitize::{self, Policy, Rejection};
 
 /// The request body of `POST /api/spark/generate`, as sent. Unknown fields are refused so a
 /// misspelt option (`maxToken`) is an error rather than silently ignored.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GenerateParams {
     pub prompt: Option<String>,
