@@ -155,14 +155,19 @@ pub fn assess(original: &str, normalized: &str) -> super::RiskReport {
         }
     }
 
-    // Unicode tag characters spell invisible ASCII: never part of a legitimate request.
-    let tags = if original.is_ascii() {
-        0
+    // Unicode tag characters spell invisible ASCII: never part of a legitimate request. One
+    // pass counts them and the other invisible characters together.
+    let (tags, invisible) = if original.is_ascii() {
+        (0, 0)
     } else {
         original
             .chars()
-            .filter(|c| ('\u{E0000}'..='\u{E007F}').contains(c))
-            .count()
+            .filter(|c| !c.is_ascii())
+            .fold((0usize, 0usize), |(t, i), c| match c as u32 {
+                0xE0000..=0xE007F => (t + 1, i),
+                0x200B..=0x200D | 0x2060..=0x2064 | 0xFEFF | 0x00AD => (t, i + 1),
+                _ => (t, i),
+            })
     };
     if tags >= 4 {
         acc.add(Category::HiddenCharacters, SIGNAL, 0.7, None);
@@ -178,10 +183,6 @@ pub fn assess(original: &str, normalized: &str) -> super::RiskReport {
             .collect();
         rescan(d, &hidden, 0, 0, &mut acc);
     } else {
-        let invisible = original
-            .chars()
-            .filter(|&c| matches!(c as u32, 0x200B..=0x200D | 0x2060..=0x2064 | 0xFEFF | 0x00AD))
-            .count();
         if invisible >= 3 && !acc.categories.is_empty() {
             acc.add(Category::HiddenCharacters, SIGNAL, 0.4, None);
         }

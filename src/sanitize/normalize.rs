@@ -47,19 +47,70 @@ pub fn normalize(text: &str) -> String {
     // Strip before composing: a hidden character between a letter and its accent would
     // otherwise block the composition, and removing it afterwards would leave text that is not
     // NFKC (and a second pass would change it).
-    let visible: String = text.chars().filter(|&c| !is_stripped(c)).collect();
-    if is_nfkc_quick(visible.chars()) == IsNormalized::Yes {
-        clean(visible.chars())
+    let visible = strip_hidden(text);
+    let (composed, changed) = nfkc_segments(&visible);
+    if changed && composed.chars().any(is_stripped) {
+        // NFKC produced a hidden character; strip it and compose once more.
+        let again = strip_hidden(&composed);
+        clean(&nfkc_segments(&again).0)
     } else {
-        let composed: String = visible.nfkc().collect();
-        if composed.chars().any(is_stripped) {
-            // NFKC produced a hidden character; strip it and compose once more.
-            let again: String = composed.chars().filter(|&c| !is_stripped(c)).collect();
-            clean(again.nfkc())
-        } else {
-            clean(composed.chars())
-        }
+        clean(&composed)
     }
+}
+
+/// The text without its hidden characters; borrowed when it has none (the usual case). ASCII
+/// bytes are checked as bytes: of them only controls other than newline and tab are hidden.
+fn strip_hidden(text: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        if c.is_ascii() {
+            c.is_ascii_control() && c != '\n' && c != '\t'
+        } else {
+            is_stripped(c)
+        }
+    };
+    if text.chars().any(hidden) {
+        std::borrow::Cow::Owned(text.chars().filter(|&c| !hidden(c)).collect())
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// NFKC, applied only where it can change something. ASCII text is NFKC and no composition ever
+/// takes an ASCII character as its second part, so the text splits exactly into ASCII stretches,
+/// copied as they are, and segments made of one run of non-ASCII characters with the ASCII
+/// character before it (which a combining mark in the run may compose with). A segment that
+/// passes the quick check is copied too. Mostly-ASCII prompts with a few accents, emoji or an
+/// ellipsis then cost a copy, not a full decompose-recompose of every character.
+/// Returns the text and whether any segment was actually recomposed (only then can the result
+/// hold a character that was not in the input).
+fn nfkc_segments(text: &str) -> (String, bool) {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut changed = false;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let Some(offset) = bytes[pos..].iter().position(|b| !b.is_ascii()) else {
+            out.push_str(&text[pos..]);
+            break;
+        };
+        let run = pos + offset;
+        // The ASCII character just before the run belongs to the segment.
+        let start = if run > pos { run - 1 } else { run };
+        out.push_str(&text[pos..start]);
+        let end = bytes[run..]
+            .iter()
+            .position(u8::is_ascii)
+            .map_or(bytes.len(), |o| run + o);
+        let segment = &text[start..end];
+        if is_nfkc_quick(segment.chars()) == IsNormalized::Yes {
+            out.push_str(segment);
+        } else {
+            out.extend(segment.nfkc());
+            changed = true;
+        }
+        pos = end;
+    }
+    (out, changed)
 }
 
 /// [`clean`] for ASCII input, a byte at a time: the same rules (C0 controls and DEL stripped,
@@ -95,42 +146,49 @@ fn clean_ascii(bytes: &[u8]) -> String {
 }
 
 /// Strips hidden characters and collapses whitespace. NFKC runs before this, so the output holds
-/// none of the stripped classes whatever the composition produced.
-fn clean(chars: impl Iterator<Item = char>) -> String {
-    let (lower, _) = chars.size_hint();
-    let mut out = String::with_capacity(lower);
+/// none of the stripped classes whatever the composition produced. ASCII bytes take the byte
+/// path of [`clean_ascii`]; only the other characters are decoded.
+fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
     let mut pending_space = false;
     let mut newlines = 0usize;
-    for c in chars {
+    let emit = |out: &mut String, c: char, pending_space: &mut bool, newlines: &mut usize| {
+        if *newlines > 0 {
+            if !out.is_empty() {
+                for _ in 0..(*newlines).min(2) {
+                    out.push('\n');
+                }
+            }
+            *newlines = 0;
+            *pending_space = false;
+        }
+        if *pending_space && !out.is_empty() {
+            out.push(' ');
+        }
+        *pending_space = false;
+        out.push(c);
+    };
+    for c in text.chars() {
+        if c.is_ascii() {
+            match c {
+                '\n' => {
+                    pending_space = false;
+                    newlines += 1;
+                }
+                ' ' | '\t' | '\x0B' | '\x0C' => pending_space = true,
+                '\0'..='\x1F' | '\x7F' => {}
+                _ => emit(&mut out, c, &mut pending_space, &mut newlines),
+            }
+            continue;
+        }
         if is_stripped(c) {
-            continue;
-        }
-        if c == '\r' {
-            continue;
-        }
-        if c == '\n' {
-            pending_space = false;
-            newlines += 1;
             continue;
         }
         if c.is_whitespace() {
             pending_space = true;
             continue;
         }
-        if newlines > 0 {
-            if !out.is_empty() {
-                for _ in 0..newlines.min(2) {
-                    out.push('\n');
-                }
-            }
-            newlines = 0;
-            pending_space = false;
-        }
-        if pending_space && !out.is_empty() {
-            out.push(' ');
-        }
-        pending_space = false;
-        out.push(c);
+        emit(&mut out, c, &mut pending_space, &mut newlines);
     }
     out
 }
@@ -197,11 +255,15 @@ pub fn lower(normalized: &str) -> String {
     if normalized.is_ascii() {
         return normalized.to_ascii_lowercase();
     }
-    normalized
-        .chars()
-        .flat_map(char::to_lowercase)
-        .map(ascii_quote)
-        .collect()
+    let mut out = String::with_capacity(normalized.len());
+    for c in normalized.chars() {
+        if c.is_ascii() {
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.extend(c.to_lowercase().map(ascii_quote));
+        }
+    }
+    out
 }
 
 /// The detector's view: lower-case, look-alikes mapped to ASCII, leetspeak undone inside words
