@@ -23,7 +23,7 @@ use std::convert::Infallible;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -100,62 +100,62 @@ pub fn router(state: AppState) -> Router {
         read_timeout,
     };
 
-    let protected = Router::new()
-        .route(
-            "/api/spark/generate",
-            post(generate::generate)
-                .layer::<_, Infallible>(DefaultBodyLimit::max(generate_limit.bytes))
-                .layer::<_, Infallible>(axum::Extension(generate_limit))
-                .layer::<_, Infallible>(axum::middleware::from_fn_with_state(
-                    (state.clone(), RouteClass::Generate),
-                    ratelimit::limit,
-                )),
-        )
-        .route(
-            "/api/export",
-            post(export::export)
-                .layer::<_, Infallible>(DefaultBodyLimit::max(export_limit.bytes))
-                .layer::<_, Infallible>(axum::Extension(export_limit))
-                .layer::<_, Infallible>(axum::middleware::from_fn_with_state(
-                    (state.clone(), RouteClass::Export),
-                    ratelimit::limit,
-                )),
-        )
-        // Auth runs before the load shedder so anonymous floods are refused without taking a slot.
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::shed_load,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ));
+    // A POST route with its body limits and its route class's rate limit.
+    let limited = |handler: MethodRouter<AppState>, limit: BodyLimit, class: RouteClass| {
+        handler
+            .layer::<_, Infallible>(DefaultBodyLimit::max(limit.bytes))
+            .layer::<_, Infallible>(axum::Extension(limit))
+            .layer::<_, Infallible>(axum::middleware::from_fn_with_state(
+                (state.clone(), class),
+                ratelimit::limit,
+            ))
+    };
+    // Auth runs before the load shedder so anonymous floods are refused without taking a slot.
+    let authenticated = |router: Router<AppState>| {
+        router
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                middleware::shed_load,
+            ))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_key,
+            ))
+    };
+
+    let protected = authenticated(
+        Router::new()
+            .route(
+                "/api/spark/generate",
+                limited(
+                    post(generate::generate),
+                    generate_limit,
+                    RouteClass::Generate,
+                ),
+            )
+            .route(
+                "/api/export",
+                limited(post(export::export), export_limit, RouteClass::Export),
+            ),
+    );
 
     // The OpenAI-compatible API, nested so that everything under `/v1` (its own 404s and 405s
     // included) is marked for OpenAI's error shape by the router it is served from.
-    let v1 = Router::new()
-        .route(
-            "/chat/completions",
-            post(openai::chat_completions)
-                .layer::<_, Infallible>(DefaultBodyLimit::max(generate_limit.bytes))
-                .layer::<_, Infallible>(axum::Extension(generate_limit))
-                .layer::<_, Infallible>(axum::middleware::from_fn_with_state(
-                    (state.clone(), RouteClass::OpenAi),
-                    ratelimit::limit,
-                )),
-        )
-        .route("/models", get(openai::models))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::shed_load,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ))
-        .fallback(middleware::not_found)
-        .method_not_allowed_fallback(middleware::method_not_allowed)
-        .layer(axum::middleware::map_response(openai::mark_error_shape));
+    let v1 = authenticated(
+        Router::new()
+            .route(
+                "/chat/completions",
+                limited(
+                    post(openai::chat_completions),
+                    generate_limit,
+                    RouteClass::OpenAi,
+                ),
+            )
+            .route("/models", get(openai::models)),
+    )
+    .fallback(middleware::not_found)
+    .method_not_allowed_fallback(middleware::method_not_allowed)
+    .layer(axum::middleware::map_response(openai::mark_error_shape));
 
     let admin = Router::new()
         .route("/api/admin/cache/purge", post(admin::purge_cache))
