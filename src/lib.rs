@@ -3,8 +3,11 @@
 //!
 //! # Layout
 //! The modules follow a request's way through the service (DESIGN.md):
-//! - [`api`]: routes, middleware (request id, security headers, auth, load shedding), handlers;
-//! - [`auth`]: API keys as SHA-256 digests, compared in constant time;
+//! - [`api`]: the connection loop (`api::server`: timeouts, connection cap, HTTP/2), routes,
+//!   middleware (request id, security headers, CORS, auth, load shedding), handlers, the
+//!   OpenAPI document;
+//! - [`auth`]: API keys as SHA-256 digests compared in constant time, the reloadable key ring,
+//!   the brake on failed authentications;
 //! - [`ratelimit`]: per-key GCRA limits, in memory or shared through Redis;
 //! - [`sanitize`]: prompt normalization and injection detection;
 //! - [`engine`]: the seven engines and their naming rules, a leaf shared by the steps below;
