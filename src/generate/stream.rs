@@ -195,7 +195,13 @@ impl GenerateService {
         } else {
             CacheResult::Miss
         };
-        let (flight, leads) = self.flights.join(req.cache_key);
+        // Sharing a stream is the cache's single-flight: a request that bypasses the cache (cache
+        // off, or `Cache-Control: no-cache`) gets a stream of its own.
+        let (flight, leads) = if result == CacheResult::Miss {
+            self.flights.join(req.cache_key)
+        } else {
+            (Arc::new(Flight::default()), true)
+        };
         // Subscribe before the task can end, so a fast stream is not missed.
         let stream = Arc::clone(&flight).subscribe();
         if leads {

@@ -334,3 +334,36 @@ async fn concurrent_identical_streams_share_one_upstream_call_and_late_joiners_g
     let (_, _, result) = s.generate_stream(&req, true, Instant::now()).await.unwrap();
     assert_eq!(result, CacheResult::Hit);
 }
+
+#[tokio::test]
+async fn a_stream_that_bypasses_the_cache_gets_its_own_upstream_call() {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let provider = Arc::new(Gated {
+        calls: AtomicUsize::new(0),
+        gate,
+        models: vec!["gated".into()],
+    });
+    let s = service_with(provider.clone());
+    let req = s
+        .validate(
+            GenerateParams {
+                stream: Some(true),
+                ..params("a door")
+            },
+            &Caller::Anonymous,
+        )
+        .unwrap();
+    let (a, _, first) = s
+        .generate_stream(&req, false, Instant::now())
+        .await
+        .unwrap();
+    let (b, _, second) = s
+        .generate_stream(&req, false, Instant::now())
+        .await
+        .unwrap();
+    assert_eq!((first, second), (CacheResult::Bypass, CacheResult::Bypass));
+    assert_eq!(s.flights.in_air(), 0, "bypassing streams are not shared");
+    open.send(true).unwrap();
+    let _ = (a.collect::<Vec<_>>().await, b.collect::<Vec<_>>().await);
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 2);
+}
