@@ -26,8 +26,13 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 /// without its key being checked; a failure is counted against the address.
 pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let keys = state.keys();
-    let addr = (!keys.is_open()).then(|| super::ratelimit::client_ip(&state, &req));
-    if let Some(retry_after) = addr.and_then(|a| state.auth_brake().check(a)) {
+    let brake = state.auth_brake();
+    // The client address is worked out only when the brake needs it: while no address has
+    // failed (almost always) a request pays nothing here.
+    if !keys.is_open()
+        && brake.active()
+        && let Some(retry_after) = brake.check(super::ratelimit::client_ip(&state, &req))
+    {
         state.metrics().auth_blocked.inc();
         return ApiError::RateLimited { retry_after }.into_response();
     }
@@ -39,8 +44,8 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
         }
         None => {
             state.metrics().auth_failures.inc();
-            if let Some(a) = addr {
-                state.auth_brake().failed(a);
+            if !keys.is_open() {
+                brake.failed(super::ratelimit::client_ip(&state, &req));
             }
             ApiError::Unauthorized.into_response()
         }

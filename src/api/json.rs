@@ -5,9 +5,7 @@
 //! `payload_too_large` and a missing or wrong content type 415 `unsupported_media_type`.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
 
 use super::error::ApiError;
 
@@ -23,7 +21,6 @@ pub struct AppJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for AppJson<T>
 where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
     T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
@@ -31,10 +28,17 @@ where
 
     /// The body is read here, under the route's read deadline: a client that trickles its
     /// body byte by byte holds an in-flight slot for at most that long, then gets 408.
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Some(limits) = req.extensions().get::<BodyLimit>().copied() else {
-            return Self::from_json_extractor(req, state, 0).await;
-        };
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        // Every route that takes JSON sets its limits; a route that forgot gets the generate
+        // route's defaults rather than none.
+        let limits = req
+            .extensions()
+            .get::<BodyLimit>()
+            .copied()
+            .unwrap_or(BodyLimit {
+                bytes: 64 * 1024,
+                read_timeout: std::time::Duration::from_secs(10),
+            });
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
@@ -71,22 +75,4 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
     kind.eq_ignore_ascii_case("application")
         && (sub.eq_ignore_ascii_case("json")
             || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
-}
-
-impl<T> AppJson<T> {
-    /// Routes without a [`BodyLimit`]: axum's extractor, its rejections mapped.
-    async fn from_json_extractor<S>(req: Request, state: &S, limit: usize) -> Result<Self, ApiError>
-    where
-        Json<T>: FromRequest<S, Rejection = JsonRejection>,
-        S: Send + Sync,
-    {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(AppJson(v)),
-            Err(rejection) => Err(match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit },
-                StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
-                _ => ApiError::InvalidRequest(rejection.body_text()),
-            }),
-        }
-    }
 }

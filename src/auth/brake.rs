@@ -50,9 +50,15 @@ impl AuthBrake {
         }
     }
 
+    /// Whether any address is being counted now; while not, [`AuthBrake::check`] would answer
+    /// `None` for every address.
+    pub fn active(&self) -> bool {
+        self.limit > 0 && self.live.load(Ordering::Relaxed) > 0
+    }
+
     /// `Some(retry_after)` when `addr` is braked now.
     pub fn check(&self, addr: IpAddr) -> Option<Duration> {
-        if self.limit == 0 || self.live.load(Ordering::Relaxed) == 0 {
+        if !self.active() {
             return None;
         }
         let w = self.windows.get(&addr)?;

@@ -289,15 +289,20 @@ impl Provider for Gated {
     }
 }
 
-#[tokio::test]
-async fn concurrent_identical_streams_share_one_upstream_call_and_late_joiners_get_it_all() {
+/// A service on a [`Gated`] provider, the gate's switch, and a streaming request for it.
+fn gated_stream() -> (
+    tokio::sync::watch::Sender<bool>,
+    Arc<Gated>,
+    GenerateService,
+    GenerateRequest,
+) {
     let (open, gate) = tokio::sync::watch::channel(false);
     let provider = Arc::new(Gated {
         calls: AtomicUsize::new(0),
         gate,
         models: vec!["gated".into()],
     });
-    let s = Arc::new(service_with(provider.clone()));
+    let s = service_with(provider.clone());
     let req = s
         .validate(
             GenerateParams {
@@ -307,6 +312,12 @@ async fn concurrent_identical_streams_share_one_upstream_call_and_late_joiners_g
             &Caller::Anonymous,
         )
         .unwrap();
+    (open, provider, s, req)
+}
+
+#[tokio::test]
+async fn concurrent_identical_streams_share_one_upstream_call_and_late_joiners_get_it_all() {
+    let (open, provider, s, req) = gated_stream();
     let mut streams = Vec::new();
     for _ in 0..8 {
         let (stream, _, _) = s.generate_stream(&req, true, Instant::now()).await.unwrap();
@@ -337,22 +348,7 @@ async fn concurrent_identical_streams_share_one_upstream_call_and_late_joiners_g
 
 #[tokio::test]
 async fn a_stream_that_bypasses_the_cache_gets_its_own_upstream_call() {
-    let (open, gate) = tokio::sync::watch::channel(false);
-    let provider = Arc::new(Gated {
-        calls: AtomicUsize::new(0),
-        gate,
-        models: vec!["gated".into()],
-    });
-    let s = service_with(provider.clone());
-    let req = s
-        .validate(
-            GenerateParams {
-                stream: Some(true),
-                ..params("a door")
-            },
-            &Caller::Anonymous,
-        )
-        .unwrap();
+    let (open, provider, s, req) = gated_stream();
     let (a, _, first) = s
         .generate_stream(&req, false, Instant::now())
         .await
