@@ -5,8 +5,10 @@
 //! parent, default `../shared/eval`: `injection/benign.jsonl` and `train/benign.jsonl`). Each
 //! text is built by drawing real benign prompts, with a fixed seed, alternately from four pools
 //! (pure ASCII, accented Latin, CJK, emoji) until it holds 10,000 characters; each is timed as
-//! the fastest of 25 runs, which filters out the noise of a shared machine. Numbers are recorded
-//! in BENCHMARKS.md.
+//! the fastest of 25 runs, which filters out the noise of a shared machine. It also times the
+//! same texts with their non-ASCII characters removed, and each step of the pipeline on its own.
+//! `SPARK_BENCH_RUNS=1` under `valgrind --tool=callgrind` counts instructions instead, which do
+//! not depend on the machine's load. Numbers are recorded in BENCHMARKS.md.
 
 #![allow(
     clippy::unwrap_used,
@@ -19,7 +21,9 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use spark_gateway::sanitize::{Policy, PolicyMode, sanitize};
+use spark_gateway::sanitize::{
+    Hidden, Policy, PolicyMode, assess, fold_lowered, lower, needs_fold, normalize, sanitize,
+};
 use unicode_normalization::UnicodeNormalization;
 
 const TEXTS: usize = 32;
@@ -100,6 +104,16 @@ fn corpus() -> Vec<String> {
         .collect()
 }
 
+/// What a step of the pipeline reads.
+enum Input {
+    Raw,
+    Normalized,
+    Lowered,
+}
+
+/// A step's name, its input, and the step (returning something so it is not optimized away).
+type Step<'a> = (&'a str, Input, &'a dyn Fn(&str) -> usize);
+
 fn fastest(runs: usize, mut f: impl FnMut()) -> Duration {
     (0..runs)
         .map(|_| {
@@ -112,6 +126,12 @@ fn fastest(runs: usize, mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
+    // Under callgrind (instruction counts, which do not depend on what else the machine is
+    // doing) one run per text is enough: `SPARK_BENCH_RUNS=1`.
+    let runs = std::env::var("SPARK_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(RUNS);
     let policy = Policy {
         mode: PolicyMode::Warn,
         ..Policy::default()
@@ -120,11 +140,56 @@ fn main() {
     let texts = corpus();
     let mut sanitize_times = Vec::new();
     let mut nfkc_times = Vec::new();
+    // Where the time goes, step by step on the same texts, each fed what it is fed in the
+    // pipeline.
+    let steps: [Step; 6] = [
+        ("hidden-character census", Input::Raw, &|t| {
+            Hidden::count(t).stripped
+        }),
+        ("normalize", Input::Raw, &|t| normalize(t).len()),
+        ("lower", Input::Normalized, &|n| lower(n).len()),
+        ("needs_fold", Input::Lowered, &|l| {
+            usize::from(needs_fold(l))
+        }),
+        ("fold_lowered", Input::Lowered, &|l| fold_lowered(l).len()),
+        ("assess", Input::Normalized, &|n| {
+            assess(n, n).categories.len()
+        }),
+    ];
+    let mut step_times: Vec<Vec<Duration>> = vec![Vec::new(); steps.len()];
     for t in &texts {
-        sanitize_times.push(fastest(RUNS, || {
+        let normalized = normalize(t);
+        let lowered = lower(&normalized);
+        for (i, (_, input, f)) in steps.iter().enumerate() {
+            let input = match input {
+                Input::Raw => t.as_str(),
+                Input::Normalized => normalized.as_str(),
+                Input::Lowered => lowered.as_str(),
+            };
+            step_times[i].push(fastest(runs, || {
+                black_box(f(black_box(input)));
+            }));
+        }
+    }
+    // The same texts with every non-ASCII character removed: the English-only case, on real
+    // prompts rather than one repeated sentence.
+    let ascii_texts: Vec<String> = texts
+        .iter()
+        .map(|t| t.chars().filter(char::is_ascii).collect())
+        .collect();
+    let mut ascii_times: Vec<Duration> = ascii_texts
+        .iter()
+        .map(|t| {
+            fastest(runs, || {
+                black_box(sanitize(black_box(t), &policy)).ok();
+            })
+        })
+        .collect();
+    for t in &texts {
+        sanitize_times.push(fastest(runs, || {
             black_box(sanitize(black_box(t), &policy)).ok();
         }));
-        nfkc_times.push(fastest(RUNS, || {
+        nfkc_times.push(fastest(runs, || {
             black_box(black_box(t).nfkc().collect::<String>());
         }));
     }
@@ -134,12 +199,18 @@ fn main() {
     };
     let (median, slowest) = stats(&mut sanitize_times);
     let (nfkc_median, nfkc_slowest) = stats(&mut nfkc_times);
+    let (ascii_median, ascii_slowest) = stats(&mut ascii_times);
     let non_ascii = texts.iter().filter(|t| !t.is_ascii()).count();
     println!(
-        "corpus: {} texts of {CHARS} characters ({non_ascii} with non-ASCII), fastest of {RUNS} runs each",
+        "corpus: {} texts of {CHARS} characters ({non_ascii} with non-ASCII), fastest of {runs} runs each",
         texts.len()
     );
     println!("sanitize   median {median:>10.1?}   slowest {slowest:>10.1?}");
+    println!("ASCII-only copies: median {ascii_median:>10.1?}   slowest {ascii_slowest:>10.1?}");
+    for ((name, _, _), times) in steps.iter().zip(step_times.iter_mut()) {
+        let (m, _) = stats(times);
+        println!("  step {name:<28} median {m:>10.1?}");
+    }
     println!("bare NFKC  median {nfkc_median:>10.1?}   slowest {nfkc_slowest:>10.1?}");
     println!(
         "ratio      median {:.2}x",

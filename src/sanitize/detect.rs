@@ -19,7 +19,7 @@ use base64::Engine as _;
 use regex::{Regex, RegexSet, RegexSetBuilder};
 use serde::Serialize;
 
-use super::normalize::{fold, lower, normalize};
+use super::normalize::{Hidden, fold, fold_lowered, lower, needs_fold, normalize};
 pub use super::rules::Category;
 use super::rules::RULES;
 
@@ -109,6 +109,11 @@ pub fn ready() -> bool {
 /// Assesses a prompt. `original` is the text as received (for signals normalization removes),
 /// `normalized` the output of [`normalize`].
 pub fn assess(original: &str, normalized: &str) -> super::RiskReport {
+    assess_counted(original, &Hidden::count(original), normalized)
+}
+
+/// [`assess`] when what `original` hides has been counted already.
+pub fn assess_counted(original: &str, hidden: &Hidden, normalized: &str) -> super::RiskReport {
     let Some(d) = DETECTOR.as_ref() else {
         // Fail closed: if the rules could not be built, every prompt is suspect.
         return super::RiskReport {
@@ -119,15 +124,13 @@ pub fn assess(original: &str, normalized: &str) -> super::RiskReport {
     };
     let mut acc = Accumulator::default();
     let lower = lower(normalized);
-    let folded = fold(normalized);
+    // Usually nothing was disguised and the two views are equal: fold nothing and scan once.
+    let folded = needs_fold(&lower)
+        .then(|| fold_lowered(&lower))
+        .filter(|f| *f != lower);
 
     let plain_hits: Vec<usize> = d.matches(&lower);
-    // Usually nothing was disguised and the two views are equal: scan once.
-    let folded_hits: Vec<usize> = if folded == lower {
-        Vec::new()
-    } else {
-        d.matches(&folded)
-    };
+    let folded_hits: Vec<usize> = folded.as_deref().map_or_else(Vec::new, |f| d.matches(f));
     for &i in &plain_hits {
         acc.add_rule(d, i, &lower);
     }
@@ -135,7 +138,7 @@ pub fn assess(original: &str, normalized: &str) -> super::RiskReport {
     for &i in &folded_hits {
         if !plain_hits.contains(&i) {
             only_folded = true;
-            acc.add_rule(d, i, &folded);
+            acc.add_rule(d, i, folded.as_deref().unwrap_or(&lower));
         }
     }
     if only_folded {
@@ -155,23 +158,11 @@ pub fn assess(original: &str, normalized: &str) -> super::RiskReport {
         }
     }
 
-    // Unicode tag characters spell invisible ASCII: never part of a legitimate request. One
-    // pass counts them and the other invisible characters together.
-    let (tags, invisible) = if original.is_ascii() {
-        (0, 0)
-    } else {
-        original
-            .chars()
-            .filter(|c| !c.is_ascii())
-            .fold((0usize, 0usize), |(t, i), c| match c as u32 {
-                0xE0000..=0xE007F => (t + 1, i),
-                0x200B..=0x200D | 0x2060..=0x2064 | 0xFEFF | 0x00AD => (t, i + 1),
-                _ => (t, i),
-            })
-    };
+    // Unicode tag characters spell invisible ASCII: never part of a legitimate request.
+    let (tags, invisible) = (hidden.tags, hidden.invisible);
     if tags >= 4 {
         acc.add(Category::HiddenCharacters, SIGNAL, 0.7, None);
-        let hidden: String = original
+        let spelled: String = original
             .chars()
             .filter_map(|c| {
                 let cp = c as u32;
@@ -181,7 +172,7 @@ pub fn assess(original: &str, normalized: &str) -> super::RiskReport {
                     .flatten()
             })
             .collect();
-        rescan(d, &hidden, 0, 0, &mut acc);
+        rescan(d, &spelled, 0, 0, &mut acc);
     } else {
         if invisible >= 3 && !acc.categories.is_empty() {
             acc.add(Category::HiddenCharacters, SIGNAL, 0.4, None);

@@ -16,8 +16,10 @@ mod rules;
 
 use serde::Serialize;
 
+use detect::assess_counted;
 pub use detect::{Category, Finding, assess, ready};
-pub use normalize::{fold, is_stripped, normalize};
+use normalize::normalize_counted;
+pub use normalize::{Hidden, fold, fold_lowered, is_stripped, lower, needs_fold, normalize};
 
 /// What to do with a prompt that scores at or above the threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +114,8 @@ pub enum Rejection {
 
 /// The whole pipeline under `policy`.
 pub fn sanitize(text: &str, policy: &Policy) -> Result<Sanitized, Rejection> {
-    let normalized = normalize(text);
+    let hidden = Hidden::count(text);
+    let normalized = normalize_counted(text, &hidden);
     let actual = if normalized.is_ascii() {
         normalized.len()
     } else {
@@ -124,16 +127,7 @@ pub fn sanitize(text: &str, policy: &Policy) -> Result<Sanitized, Rejection> {
             actual,
         });
     }
-    let stripped = if text.is_ascii() {
-        // Of ASCII, only C0 controls and DEL are stripped; CR is dropped with line endings.
-        text.bytes()
-            .filter(|&b| b.is_ascii_control() && !matches!(b, b'\n' | b'\t' | b'\r'))
-            .count()
-    } else {
-        text.chars()
-            .filter(|&c| is_stripped(c) && c != '\r')
-            .count()
-    };
+    let stripped = hidden.stripped;
     let mut warnings = Vec::new();
     if stripped > 0 {
         warnings.push(format!(
@@ -142,7 +136,7 @@ pub fn sanitize(text: &str, policy: &Policy) -> Result<Sanitized, Rejection> {
     }
     let report = match policy.mode {
         PolicyMode::Off => RiskReport::default(),
-        PolicyMode::Block | PolicyMode::Warn => assess(text, &normalized),
+        PolicyMode::Block | PolicyMode::Warn => assess_counted(text, &hidden, &normalized),
     };
     if report.flagged(policy.threshold) {
         match policy.mode {

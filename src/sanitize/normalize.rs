@@ -9,36 +9,105 @@
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 /// Characters removed from the forwarded text: they are invisible or reorder what a reader sees.
+///
+/// Runs on every character of every non-ASCII prompt, several times, so the common cases come
+/// first: printable ASCII and Latin-1, and the long stretch from U+3165 to U+FDFF (CJK, Hangul)
+/// that holds nothing stripped, answer after one or two comparisons.
+#[inline]
 pub fn is_stripped(c: char) -> bool {
     let cp = c as u32;
-    match c {
-        '\n' | '\t' => false,
-        _ if c.is_control() => true, // C0, DEL and C1
-        _ => matches!(cp,
-            0x00AD                  // soft hyphen
-            | 0x034F                // combining grapheme joiner
-            | 0x061C                // Arabic letter mark
-            | 0x115F | 0x1160       // Hangul fillers
-            | 0x17B4 | 0x17B5       // Khmer inherent vowels
-            | 0x180B..=0x180F       // Mongolian variation selectors and vowel separator
-            | 0x200B..=0x200F       // zero-width space/joiners, LRM, RLM
-            | 0x202A..=0x202E       // bidi embeddings and overrides
-            | 0x2060..=0x206F       // word joiner, invisible operators, bidi isolates, deprecated formats
-            | 0x3164                // Hangul filler
-            | 0xFE00..=0xFE0F       // variation selectors
-            | 0xFEFF                // BOM / zero-width no-break space
-            | 0xFFA0                // half-width Hangul filler
-            | 0xFFF9..=0xFFFB       // interlinear annotations
-            | 0x1D173..=0x1D17A     // musical formatting
-            | 0xE0000..=0xE007F     // Unicode tag characters
-            | 0xE0100..=0xE01EF     // variation selectors supplement
-        ),
+    match cp {
+        0x20..=0x7E | 0xA0..=0xAC | 0xAE..=0x033F | 0x3165..=0xFDFF => false,
+        0x0A | 0x09 => false,
+        0x00..=0x1F | 0x7F..=0x9F => true, // C0, DEL and C1
+        0x00AD                  // soft hyphen
+        | 0x034F                // combining grapheme joiner
+        | 0x061C                // Arabic letter mark
+        | 0x115F | 0x1160       // Hangul fillers
+        | 0x17B4 | 0x17B5       // Khmer inherent vowels
+        | 0x180B..=0x180F       // Mongolian variation selectors and vowel separator
+        | 0x200B..=0x200F       // zero-width space/joiners, LRM, RLM
+        | 0x202A..=0x202E       // bidi embeddings and overrides
+        | 0x2060..=0x206F       // word joiner, invisible operators, bidi isolates, deprecated formats
+        | 0x3164                // Hangul filler
+        | 0xFE00..=0xFE0F       // variation selectors
+        | 0xFEFF                // BOM / zero-width no-break space
+        | 0xFFA0                // half-width Hangul filler
+        | 0xFFF9..=0xFFFB       // interlinear annotations
+        | 0x1D173..=0x1D17A     // musical formatting
+        | 0xE0000..=0xE007F     // Unicode tag characters
+        | 0xE0100..=0xE01EF     // variation selectors supplement
+        => true,
+        _ => false,
+    }
+}
+
+/// What a prompt hides, counted in one pass over the text as received: what normalization
+/// strips (and the sanitizer reports), and the two kinds of hidden character the detector
+/// weighs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hidden {
+    /// Characters [`normalize`] removes, carriage returns aside (they go with line endings).
+    pub stripped: usize,
+    /// Carriage returns, which are stripped without being worth a warning.
+    pub carriage_returns: usize,
+    /// Unicode tag characters (U+E0000–U+E007F), which spell invisible ASCII.
+    pub tags: usize,
+    /// Zero-width characters, word joiners, BOMs and soft hyphens.
+    pub invisible: usize,
+}
+
+impl Hidden {
+    pub fn count(text: &str) -> Hidden {
+        let mut h = Hidden::default();
+        if text.is_ascii() {
+            for &b in text.as_bytes() {
+                match b {
+                    b'\r' => h.carriage_returns += 1,
+                    b'\n' | b'\t' => {}
+                    0..=0x1F | 0x7F => h.stripped += 1,
+                    _ => {}
+                }
+            }
+            return h;
+        }
+        for c in text.chars() {
+            if !is_stripped(c) {
+                continue;
+            }
+            match c as u32 {
+                0x0D => h.carriage_returns += 1,
+                cp => {
+                    h.stripped += 1;
+                    match cp {
+                        0xE0000..=0xE007F => h.tags += 1,
+                        0x200B..=0x200D | 0x2060..=0x2064 | 0xFEFF | 0x00AD => h.invisible += 1,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        h
+    }
+
+    /// Whether normalization has anything to remove.
+    pub fn any(&self) -> bool {
+        self.stripped + self.carriage_returns > 0
     }
 }
 
 /// The forwarded form: NFKC, hidden characters removed, runs of horizontal whitespace collapsed
 /// to one space, trailing spaces dropped, and more than two consecutive blank lines reduced.
 pub fn normalize(text: &str) -> String {
+    if text.is_ascii() {
+        return clean_ascii(text.as_bytes());
+    }
+    normalize_counted(text, &Hidden::count(text))
+}
+
+/// [`normalize`] when the caller has already counted what `text` hides (the sanitizer needs the
+/// counts too, and one pass over the text is enough for both).
+pub fn normalize_counted(text: &str, hidden: &Hidden) -> String {
     // Most prompts are already NFKC (all ASCII text is); the quick check is far cheaper than
     // running the recomposing iterator over every character.
     if text.is_ascii() {
@@ -47,7 +116,11 @@ pub fn normalize(text: &str) -> String {
     // Strip before composing: a hidden character between a letter and its accent would
     // otherwise block the composition, and removing it afterwards would leave text that is not
     // NFKC (and a second pass would change it).
-    let visible = strip_hidden(text);
+    let visible = if hidden.any() {
+        strip_hidden(text)
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
     let (composed, changed) = nfkc_segments(&visible);
     if changed && composed.chars().any(is_stripped) {
         // NFKC produced a hidden character; strip it and compose once more.
@@ -61,15 +134,8 @@ pub fn normalize(text: &str) -> String {
 /// The text without its hidden characters; borrowed when it has none (the usual case). ASCII
 /// bytes are checked as bytes: of them only controls other than newline and tab are hidden.
 fn strip_hidden(text: &str) -> std::borrow::Cow<'_, str> {
-    let hidden = |c: char| {
-        if c.is_ascii() {
-            c.is_ascii_control() && c != '\n' && c != '\t'
-        } else {
-            is_stripped(c)
-        }
-    };
-    if text.chars().any(hidden) {
-        std::borrow::Cow::Owned(text.chars().filter(|&c| !hidden(c)).collect())
+    if text.chars().any(is_stripped) {
+        std::borrow::Cow::Owned(text.chars().filter(|&c| !is_stripped(c)).collect())
     } else {
         std::borrow::Cow::Borrowed(text)
     }
@@ -227,7 +293,7 @@ fn confusable(c: char) -> Option<char> {
     })
 }
 
-fn leet(c: char) -> Option<char> {
+const fn leet(c: char) -> Option<char> {
     Some(match c {
         '0' => 'o',
         '1' | '!' | '|' => 'i',
@@ -270,27 +336,185 @@ pub fn lower(normalized: &str) -> String {
 /// that are mostly letters, diacritics kept (rules for other languages need them), and spaced
 /// letters ("i g n o r e") joined. Input is expected to be [`normalize`]d already.
 pub fn fold(normalized: &str) -> String {
-    if normalized.is_ascii() && !ascii_needs_fold(normalized.as_bytes()) {
-        return normalized.to_ascii_lowercase();
+    let lowered = lower(normalized);
+    if needs_fold(&lowered) {
+        fold_lowered(&lowered)
+    } else {
+        lowered
     }
-    let mut lowered: Vec<char> = Vec::with_capacity(normalized.len());
-    for c in normalized.chars() {
-        if c.is_ascii() {
-            lowered.push(c.to_ascii_lowercase());
-            continue;
+}
+
+/// [`fold`] of text that is already [`lower`]ed (lower-casing is the first step of folding, so
+/// the detector, which needs both views, lowers once).
+///
+/// No step of folding looks across a line break (separators, tokens and letter-spacing all stop
+/// at `\n`, and a line's edge reads exactly like the text's edge), so each line is folded on its
+/// own and the lines nothing would change are copied: a long prompt with one `pieces!!` or one
+/// Turkish `ı` pays for that line, not for ten thousand characters.
+pub fn fold_lowered(lowered: &str) -> String {
+    let mut out = String::with_capacity(lowered.len());
+    for (i, line) in lowered.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
         }
-        for l in c.to_lowercase() {
-            let l = ascii_quote(l);
-            lowered.push(confusable(l).unwrap_or(l));
+        if needs_fold(line) {
+            out.push_str(&fold_line(line));
+        } else {
+            out.push_str(line);
         }
     }
-    let joined = drop_inner_punctuation(&lowered);
-    let deleeted = undo_leet(&joined);
-    join_spaced_letters(&deleeted)
+    out
+}
+
+/// The folding steps over one line (or any text: they are exact on whole texts too).
+fn fold_line(lowered: &str) -> String {
+    let mut chars: Vec<char> = lowered
+        .chars()
+        .map(|c| confusable(c).unwrap_or(c))
+        .collect();
+    drop_inner_punctuation(&mut chars);
+    undo_leet(&mut chars);
+    join_spaced_letters(&chars)
+}
+
+/// Whether [`fold_lowered`] could change this [`lower`]ed text: a look-alike letter, two or more
+/// separators between letters, a token whose leetspeak [`undo_leet`] would map, or four lone
+/// letters one character apart. Most prompts have none of them, in any script, and then the
+/// folded view is the lowered one: no copy, and the detector scans once instead of twice.
+///
+/// May say yes when folding changes nothing (then the fold merely costs time); must never say no
+/// when it would change something. A property test holds it to that.
+pub fn needs_fold(lowered: &str) -> bool {
+    let bytes = lowered.as_bytes();
+    // The class of the character at byte `at` and its length. ASCII, nearly every byte of
+    // nearly every prompt, is one table lookup; other characters are decoded. `None` at the end,
+    // and for a look-alike (which alone means folding has work to do).
+    let class_at = |at: usize| -> Option<(u8, usize)> {
+        let &b = bytes.get(at)?;
+        if b.is_ascii() {
+            return Some((CLASS[usize::from(b)], 1));
+        }
+        let c = lowered.get(at..)?.chars().next()?;
+        let mut k = 0;
+        if confusable(c).is_some() {
+            k |= LOOK_ALIKE;
+        }
+        if c.is_alphabetic() {
+            k |= ALPHA | ALNUM;
+        } else if c.is_alphanumeric() {
+            k |= ALNUM;
+        }
+        if c.is_whitespace() {
+            k |= SPACE;
+        }
+        Some((k, c.len_utf8()))
+    };
+    let mut prev = SPACE;
+    // Separators seen in a row right after a letter (0 when the run did not follow one).
+    let mut sep_run = 0usize;
+    // Lone letters (no letter or digit on either side) exactly one character apart.
+    let mut lone_run = 0usize;
+    let mut last_lone: Option<usize> = None;
+    // The current token (whitespace-separated), for the leetspeak check.
+    let mut token_start = 0usize;
+    let mut token_letters = 0usize;
+    let mut token_leet = false;
+    let mut token: Vec<char> = Vec::new();
+    let mut at = 0usize;
+    let mut n = 0usize;
+    while let Some((k, len)) = class_at(at) {
+        if k & LOOK_ALIKE != 0 {
+            return true;
+        }
+        if k & SEP != 0 {
+            if sep_run > 0 || prev & ALPHA != 0 {
+                sep_run += 1;
+            }
+        } else {
+            if sep_run >= 2 && k & ALPHA != 0 {
+                return true;
+            }
+            sep_run = 0;
+        }
+        if k & ALPHA != 0
+            && prev & ALNUM == 0
+            && class_at(at + len).is_none_or(|(next, _)| next & ALNUM == 0)
+        {
+            lone_run = match last_lone {
+                Some(l) if n == l + 2 => lone_run + 1,
+                _ => 1,
+            };
+            last_lone = Some(n);
+            if lone_run >= 4 {
+                return true;
+            }
+        }
+        if k & SPACE != 0 {
+            if token_letters >= 2
+                && token_leet
+                && leet_changes(&lowered[token_start..at], &mut token)
+            {
+                return true;
+            }
+            token_start = at + len;
+            token_letters = 0;
+            token_leet = false;
+        } else {
+            token_letters += usize::from(k & ALPHA != 0);
+            token_leet |= k & LEET != 0;
+        }
+        prev = k;
+        at += len;
+        n += 1;
+    }
+    token_letters >= 2 && token_leet && leet_changes(&lowered[token_start..], &mut token)
+}
+
+// Character classes for [`needs_fold`].
+const ALPHA: u8 = 1;
+const ALNUM: u8 = 2;
+const LEET: u8 = 4;
+const SPACE: u8 = 8;
+const SEP: u8 = 16;
+const LOOK_ALIKE: u8 = 32;
+/// The classes of the ASCII characters, from the same predicates the folding steps use.
+const CLASS: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0;
+    while i < 128 {
+        let c = i as u8 as char;
+        let mut k = 0;
+        if c.is_ascii_alphabetic() {
+            k |= ALPHA;
+        }
+        if c.is_ascii_alphanumeric() {
+            k |= ALNUM;
+        }
+        if leet(c).is_some() {
+            k |= LEET;
+        }
+        // `char::is_whitespace` on ASCII: the ASCII whitespace and the vertical tab.
+        if c.is_ascii_whitespace() || c == '\x0b' {
+            k |= SPACE;
+        }
+        if is_inner_separator(c) {
+            k |= SEP;
+        }
+        t[i] = k;
+        i += 1;
+    }
+    t
+};
+
+/// Whether [`undo_leet`] maps anything in this token. `buf` is reused between tokens.
+fn leet_changes(token: &str, buf: &mut Vec<char>) -> bool {
+    buf.clear();
+    buf.extend(token.chars());
+    undo_leet_token(buf).any(|(c, mapped)| c != mapped)
 }
 
 /// Separator characters an attacker pushes into a word (`se///cret`, `pass**word`).
-fn is_inner_separator(c: char) -> bool {
+const fn is_inner_separator(c: char) -> bool {
     matches!(
         c,
         '/' | '\\' | '|' | '*' | '_' | '.' | '-' | '~' | '+' | '^'
@@ -298,13 +522,14 @@ fn is_inner_separator(c: char) -> bool {
 }
 
 /// Removes runs of two or more separators between two letters: `se///cret` reads `secret`.
-/// A single separator is ordinary writing (`input/output`, `player.health`) and stays.
-fn drop_inner_punctuation(chars: &[char]) -> Vec<char> {
-    let mut out = Vec::with_capacity(chars.len());
+/// A single separator is ordinary writing (`input/output`, `player.health`) and stays. In place:
+/// the text only shrinks, so what is written never overtakes what is still to be read.
+fn drop_inner_punctuation(chars: &mut Vec<char>) {
+    let mut w = 0;
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
-        if is_inner_separator(c) && out.last().is_some_and(|p: &char| p.is_alphabetic()) {
+        if is_inner_separator(c) && w > 0 && chars[w - 1].is_alphabetic() {
             let mut j = i;
             while j < chars.len() && is_inner_separator(chars[j]) {
                 j += 1;
@@ -313,146 +538,73 @@ fn drop_inner_punctuation(chars: &[char]) -> Vec<char> {
                 i = j;
                 continue;
             }
-            out.extend_from_slice(&chars[i..j]);
+            chars.copy_within(i..j, w);
+            w += j - i;
             i = j;
             continue;
         }
-        out.push(c);
+        chars[w] = c;
+        w += 1;
         i += 1;
     }
-    out
-}
-
-/// Whether [`undo_leet`] or [`join_spaced_letters`] could change this ASCII text: a token with
-/// two letters and a leet character next to a letter, or four lone letters in a row. Most
-/// prompts have neither, and then folding is just lower-casing.
-fn ascii_needs_fold(b: &[u8]) -> bool {
-    // Byte classes from one table lookup: this runs over every prompt, so it avoids branches
-    // on character predicates.
-    const ALPHA: u8 = 1;
-    const DIGIT: u8 = 2;
-    const LEET: u8 = 4;
-    const SPACE: u8 = 8;
-    const CLASS: [u8; 256] = {
-        let mut t = [0u8; 256];
-        let mut i = 0;
-        while i < 256 {
-            let c = i as u8;
-            let mut k = 0;
-            if c.is_ascii_alphabetic() {
-                k |= ALPHA;
-            }
-            if c.is_ascii_digit() {
-                k |= DIGIT;
-            }
-            if matches!(
-                c,
-                b'0' | b'1' | b'3' | b'4' | b'5' | b'7' | b'8' | b'!' | b'|' | b'@' | b'$'
-            ) {
-                k |= LEET;
-            }
-            if c.is_ascii_whitespace() {
-                k |= SPACE;
-            }
-            t[i] = k;
-            i += 1;
-        }
-        t
-    };
-    // Per token: letters seen, and whether a leet character touched a letter.
-    let mut letters = 0usize;
-    let mut leet_touch = false;
-    // Lone letters one separator apart, and where the last one was.
-    let mut lone_run = 0usize;
-    let mut last_lone = usize::MAX;
-    let mut prev = SPACE;
-    for (i, &c) in b.iter().enumerate() {
-        let k = CLASS[usize::from(c)];
-        if k & SPACE != 0 {
-            if letters >= 2 && leet_touch {
-                return true;
-            }
-            letters = 0;
-            leet_touch = false;
-        } else if k & ALPHA != 0 {
-            letters += 1;
-            leet_touch |= prev & LEET != 0;
-            let next = b.get(i + 1).map_or(SPACE, |&n| CLASS[usize::from(n)]);
-            if prev & (ALPHA | DIGIT) == 0 && next & (ALPHA | DIGIT) == 0 {
-                lone_run = if last_lone != usize::MAX && i == last_lone + 2 {
-                    lone_run + 1
-                } else {
-                    1
-                };
-                last_lone = i;
-                if lone_run >= 4 {
-                    return true;
-                }
-            }
-        } else if k & LEET != 0 && prev & ALPHA != 0 {
-            leet_touch = true;
-        } else if prev & ALPHA != 0
-            && b.get(i + 1).is_some_and(|&n| n == c)
-            && matches!(
-                c,
-                b'/' | b'\\' | b'|' | b'*' | b'_' | b'.' | b'-' | b'~' | b'+' | b'^'
-            )
-        {
-            // Two separators after a letter: maybe a word split by punctuation.
-            return true;
-        }
-        prev = k;
-    }
-    letters >= 2 && leet_touch
+    chars.truncate(w);
 }
 
 /// Replaces digits and symbols used as letters, but only inside a token that also holds at least
-/// two real letters, so `v2`, `3d`, `0.5` and `$100` are left alone.
-fn undo_leet(chars: &[char]) -> Vec<char> {
-    let mut out = Vec::with_capacity(chars.len());
+/// two real letters, so `v2`, `3d`, `0.5` and `$100` are left alone. In place: one character
+/// for one.
+fn undo_leet(chars: &mut [char]) {
+    let mut mapped = Vec::new();
     let mut i = 0;
     while i < chars.len() {
         if chars[i].is_whitespace() {
-            out.push(chars[i]);
             i += 1;
             continue;
         }
         let start = i;
+        let mut has_leet = false;
         while i < chars.len() && !chars[i].is_whitespace() {
+            has_leet |= leet(chars[i]).is_some();
             i += 1;
         }
-        let token = &chars[start..i];
-        let letters = token.iter().filter(|c| c.is_alphabetic()).count();
-        let leets = token.iter().filter(|&&c| leet(c).is_some()).count();
-        let digits_only_edge = token.first().is_some_and(|c| c.is_ascii_digit())
-            && token
-                .iter()
-                .all(|c| c.is_ascii_digit() || *c == '.' || *c == ',');
-        if letters >= 2 && leets >= 1 && leets <= letters * 2 && !digits_only_edge {
-            // Only interior or trailing symbols/digits that sit between letters are mapped;
-            // punctuation at the end of a word (`ignore!`) is kept.
-            for (j, &c) in token.iter().enumerate() {
-                let between = j > 0
-                    && j + 1 < token.len()
-                    && (token[j - 1].is_alphabetic() || leet(token[j - 1]).is_some())
-                    && (token[j + 1].is_alphabetic() || leet(token[j + 1]).is_some());
-                let starts_word =
-                    j == 0 && token.get(1).is_some_and(|n| n.is_alphabetic()) && c.is_ascii_digit();
-                let trailing = j > 0
-                    && j + 1 == token.len()
-                    && leets >= 2
-                    && c.is_ascii_digit()
-                    && (token[j - 1].is_alphabetic() || leet(token[j - 1]).is_some());
-                match leet(c) {
-                    Some(l) if between || starts_word || trailing => out.push(l),
-                    _ => out.push(c),
-                }
-            }
-        } else {
-            out.extend_from_slice(token);
+        if has_leet {
+            mapped.clear();
+            mapped.extend(undo_leet_token(&chars[start..i]).map(|(_, m)| m));
+            chars[start..i].copy_from_slice(&mapped);
         }
     }
-    out
+}
+
+/// One token's characters as written and as [`undo_leet`] reads them.
+fn undo_leet_token(token: &[char]) -> impl Iterator<Item = (char, char)> + '_ {
+    let letters = token.iter().filter(|c| c.is_alphabetic()).count();
+    let leets = token.iter().filter(|&&c| leet(c).is_some()).count();
+    let digits_only_edge = token.first().is_some_and(|c| c.is_ascii_digit())
+        && token
+            .iter()
+            .all(|c| c.is_ascii_digit() || *c == '.' || *c == ',');
+    let applies = letters >= 2 && leets >= 1 && leets <= letters * 2 && !digits_only_edge;
+    let letter_like = |c: char| c.is_alphabetic() || leet(c).is_some();
+    token.iter().enumerate().map(move |(j, &c)| {
+        if !applies {
+            return (c, c);
+        }
+        // Only interior or trailing symbols/digits that sit between letters are mapped;
+        // punctuation at the end of a word (`ignore!`) is kept.
+        let between =
+            j > 0 && j + 1 < token.len() && letter_like(token[j - 1]) && letter_like(token[j + 1]);
+        let starts_word =
+            j == 0 && token.get(1).is_some_and(|n| n.is_alphabetic()) && c.is_ascii_digit();
+        let trailing = j > 0
+            && j + 1 == token.len()
+            && leets >= 2
+            && c.is_ascii_digit()
+            && letter_like(token[j - 1]);
+        match leet(c) {
+            Some(l) if between || starts_word || trailing => (c, l),
+            _ => (c, c),
+        }
+    })
 }
 
 /// Joins runs of at least four single letters separated by single spaces or punctuation
@@ -489,6 +641,67 @@ fn join_spaced_letters(chars: &[char]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Characters every folding rule reacts to, in several scripts, so that short random strings
+    /// hit separator runs, leetspeak, lone letters and look-alikes often.
+    fn folding_text() -> impl Strategy<Value = String> {
+        let alphabet = vec![
+            'a', 'b', 'e', 'x', 'Q', 'é', 'ß', 'ж', 'а', 'ο', '漢', 'の', '🔥', '٣', '²', ' ',
+            '\n', '.', '-', '/', '*', '_', '|', '~', '!', '@', '$', '0', '1', '3', '4', '5', '7',
+            '8', '2', '9', ',', '\u{2019}',
+        ];
+        prop::collection::vec(prop::sample::select(alphabet), 0..40)
+            .prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        /// The shortcut is only sound if it never skips a fold that would change the text.
+        #[test]
+        fn folding_line_by_line_is_folding_the_whole_text(s in folding_text()) {
+            let lowered = lower(&s);
+            prop_assert_eq!(fold_lowered(&lowered), fold_line(&lowered));
+        }
+
+        #[test]
+        fn needs_fold_never_misses_a_change(s in folding_text()) {
+            let lowered = lower(&s);
+            if !needs_fold(&lowered) {
+                prop_assert_eq!(fold_line(&lowered), lowered);
+            }
+        }
+    }
+
+    #[test]
+    fn the_ascii_class_table_matches_the_predicates_folding_uses() {
+        for b in 0u8..128 {
+            let c = char::from(b);
+            let k = CLASS[usize::from(b)];
+            assert_eq!(k & ALPHA != 0, c.is_alphabetic(), "{b:#x}");
+            assert_eq!(k & ALNUM != 0, c.is_alphanumeric(), "{b:#x}");
+            assert_eq!(k & SPACE != 0, c.is_whitespace(), "{b:#x}");
+            assert_eq!(k & LEET != 0, leet(c).is_some(), "{b:#x}");
+            assert_eq!(k & SEP != 0, is_inner_separator(c), "{b:#x}");
+        }
+    }
+
+    #[test]
+    fn the_shortcut_agrees_with_folding_on_the_cases_it_once_missed() {
+        // Mixed separators between letters, and leetspeak that touches no letter.
+        assert_eq!(fold("se/*cret"), "secret");
+        assert_eq!(fold("ab-111-"), fold_lowered("ab-111-"));
+        assert_eq!(fold("Привет мир"), fold_lowered("привет мир"));
+        // Prose in any script without a disguise is folded to its lower-case form, untouched.
+        for text in [
+            "Vector3 and 60 fps...",
+            "日本語のテキスト 🔥",
+            "Größe über alles",
+        ] {
+            assert!(!needs_fold(&lower(text)), "{text}");
+        }
+    }
 
     #[test]
     fn strips_hidden_characters_and_keeps_newlines_and_tabs() {
