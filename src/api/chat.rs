@@ -85,16 +85,8 @@ pub fn to_params(
     if !turns.iter().any(|(who, _)| *who == "User") {
         return Err(invalid("messages must hold a user message"));
     }
-    let prompt = match turns.as_slice() {
-        [("User", only)] => only.clone(),
-        _ => turns
-            .iter()
-            .map(|(who, text)| format!("{who}: {text}"))
-            .collect::<Vec<_>>()
-            .join("\n\n"),
-    };
     Ok(GenerateParams {
-        prompt: Some(prompt),
+        prompt: Some(conversation_prompt(&turns)),
         engine: None,
         provider: Some(provider.to_owned()),
         model,
@@ -103,6 +95,19 @@ pub fn to_params(
         stream: chat.stream,
         system: (!system.is_empty()).then(|| system.join("\n\n")),
     })
+}
+
+/// A conversation as one prompt: a lone user message as it is, several turns labelled by speaker.
+/// Shared by both compatible APIs, so the same conversation hits the same cache entry.
+pub fn conversation_prompt(turns: &[(&str, String)]) -> String {
+    match turns {
+        [("User", only)] => only.clone(),
+        _ => turns
+            .iter()
+            .map(|(who, text)| format!("{who}: {text}"))
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+    }
 }
 
 pub fn usage_body(g: &Generation) -> Value {

@@ -81,24 +81,25 @@ pub async fn request_context(
 
     let error = resp.extensions_mut().remove::<ErrorBody>();
     // The router that served the request decides the error shape: the `/v1` router marks its
-    // responses (its unknown paths included) for OpenAI's.
-    let openai_shape = resp
-        .extensions()
-        .get::<super::openai::OpenAiShape>()
-        .is_some();
+    // responses (its unknown paths included) for OpenAI's or Anthropic's.
+    let shape = resp.extensions().get::<super::ErrorShape>().copied();
     if let Some(err) = &error {
-        let body = if openai_shape {
-            // OpenAI's shape, and OpenAI's status for content it refuses (400, not 422).
-            if resp.status() == axum::http::StatusCode::UNPROCESSABLE_ENTITY {
-                *resp.status_mut() = axum::http::StatusCode::BAD_REQUEST;
-            }
-            let status = resp.status().as_u16();
-            serde_json::to_vec(&serde_json::json!({
+        if shape.is_some() && resp.status() == axum::http::StatusCode::UNPROCESSABLE_ENTITY {
+            // Both compatible APIs refuse content with a 400, not a 422, and their SDKs raise
+            // their bad-request error for it.
+            *resp.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+        }
+        let status = resp.status().as_u16();
+        let body = match shape {
+            Some(super::ErrorShape::OpenAi) => serde_json::to_vec(&serde_json::json!({
                 "error": super::openai::openai_error(&err.message, err.code, status)
             }))
-            .unwrap_or_default()
-        } else {
-            render_body(err, &id)
+            .unwrap_or_default(),
+            Some(super::ErrorShape::Anthropic) => {
+                serde_json::to_vec(&super::messages::error_body(&err.message, status))
+                    .unwrap_or_default()
+            }
+            None => render_body(err, &id),
         };
         *resp.body_mut() = Body::from(body);
         resp.headers_mut().insert(

@@ -4,6 +4,7 @@
 //! typed error; the business rules live in `generate/`, `sanitize/`, `providers/` and `auth`.
 
 mod admin;
+mod anthropic;
 mod auth;
 mod chat;
 pub mod error;
@@ -11,6 +12,7 @@ mod export;
 mod generate;
 mod health;
 pub mod json;
+mod messages;
 pub mod middleware;
 mod openai;
 pub mod openapi;
@@ -31,6 +33,34 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use crate::ratelimit::RouteClass;
 use crate::state::AppState;
 use json::BodyLimit;
+
+/// Which API's error body a `/v1` response gets; the `/v1` router marks every response it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    OpenAi,
+    Anthropic,
+}
+
+/// Marks a `/v1` response for the request-context layer: Anthropic's error shape for the
+/// Messages routes and for any request that says `anthropic-version` (an Anthropic client asking
+/// an unknown path, or sending a bad key to `/v1/models`), OpenAI's for the rest.
+async fn mark_error_shape(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    // Inside `nest("/v1", …)` the path arrives without its prefix.
+    let path = req.uri().path();
+    let anthropic = req.headers().contains_key(anthropic::VERSION_HEADER)
+        || path == "/messages"
+        || path.starts_with("/messages/");
+    let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(if anthropic {
+        ErrorShape::Anthropic
+    } else {
+        ErrorShape::OpenAi
+    });
+    resp
+}
 
 /// `Cache-Control: no-cache` on a request asks for a fresh answer (which is still stored).
 fn wants_fresh(headers: &axum::http::HeaderMap) -> bool {
@@ -68,6 +98,7 @@ fn cors(config: &crate::config::Config) -> Option<tower_http::cors::CorsLayer> {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 name("x-request-id"),
+                name("anthropic-version"),
             ])
             .expose_headers([
                 name("x-request-id"),
@@ -77,6 +108,7 @@ fn cors(config: &crate::config::Config) -> Option<tower_http::cors::CorsLayer> {
                 name("x-ratelimit-remaining"),
                 name("x-ratelimit-reset"),
                 name("x-spark-warnings"),
+                name("x-spark-token-count"),
                 header::RETRY_AFTER,
                 header::CONTENT_DISPOSITION,
             ])
@@ -151,11 +183,27 @@ pub fn router(state: AppState) -> Router {
                     RouteClass::OpenAi,
                 ),
             )
+            .route(
+                "/messages",
+                limited(
+                    post(anthropic::messages),
+                    generate_limit,
+                    RouteClass::Anthropic,
+                ),
+            )
+            .route(
+                "/messages/count_tokens",
+                limited(
+                    post(anthropic::count_tokens),
+                    generate_limit,
+                    RouteClass::Anthropic,
+                ),
+            )
             .route("/models", get(openai::models)),
     )
     .fallback(middleware::not_found)
     .method_not_allowed_fallback(middleware::method_not_allowed)
-    .layer(axum::middleware::map_response(openai::mark_error_shape));
+    .layer(axum::middleware::from_fn(mark_error_shape));
 
     let admin = Router::new()
         .route("/api/admin/cache/purge", post(admin::purge_cache))

@@ -29,10 +29,13 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-pub async fn models(State(state): State<AppState>) -> Json<Value> {
-    let data: Vec<Value> = state
-        .generator()
-        .models()
+/// `GET /v1/models`: OpenAI's list, or Anthropic's when the request says `anthropic-version`.
+pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
+    let models = state.generator().models();
+    if headers.contains_key(super::anthropic::VERSION_HEADER) {
+        return Json(super::anthropic::models_list(models));
+    }
+    let data: Vec<Value> = models
         .into_iter()
         .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
         .collect();
@@ -97,16 +100,6 @@ pub async fn chat_completions(
     resp.headers_mut()
         .insert("x-cache", HeaderValue::from_static(cache.header()));
     Ok(resp)
-}
-
-/// Marks a response of the `/v1` router: the request-context layer renders its error, if any,
-/// in OpenAI's shape.
-#[derive(Debug, Clone, Copy)]
-pub struct OpenAiShape;
-
-pub async fn mark_error_shape(mut resp: Response) -> Response {
-    resp.extensions_mut().insert(OpenAiShape);
-    resp
 }
 
 /// OpenAI's error object: `{"message", "type", "code", "param"}`, the type chosen the way

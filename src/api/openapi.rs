@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::chat::{ChatMessage, ChatParams};
 use super::generate::{GenerationBody, UsageBody};
+use super::messages::{MessageParam, MessagesParams};
 use crate::export::{ExportParams, FileParams};
 use crate::generate::GenerateParams;
 
@@ -48,6 +49,46 @@ pub struct OpenAiError {
     pub kind: String,
     pub code: Option<String>,
     pub param: Option<String>,
+}
+
+/// Anthropic's error envelope, used by `/v1/messages` and by any `/v1` request that carries
+/// `anthropic-version`.
+#[derive(Serialize, ToSchema)]
+pub struct AnthropicErrorEnvelope {
+    /// Always `error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub error: AnthropicError,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AnthropicError {
+    /// `invalid_request_error`, `authentication_error`, `rate_limit_error`, `overloaded_error`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+}
+
+/// A non-streamed `POST /v1/messages` answer (Anthropic's `message`).
+#[derive(Serialize, ToSchema)]
+pub struct AnthropicMessage {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub role: String,
+    pub model: String,
+    #[schema(value_type = Vec<Object>)]
+    pub content: serde_json::Value,
+    pub stop_reason: String,
+    pub stop_sequence: Option<String>,
+    #[schema(value_type = Object)]
+    pub usage: serde_json::Value,
+}
+
+/// `POST /v1/messages/count_tokens`.
+#[derive(Serialize, ToSchema)]
+pub struct TokenCount {
+    pub input_tokens: u64,
 }
 
 /// One Server-Sent Event of a streamed answer: the Spark API names its events (`delta`, `done`,
@@ -193,9 +234,47 @@ mod operations {
     fn chat_doc() {}
 
     #[utoipa::path(
+        post, path = "/v1/messages", tag = "anthropic",
+        request_body = MessagesParams,
+        responses(
+            (status = 200, description = "A `message`, or with `stream: true` Anthropic's named events (`message_start` … `message_stop`)",
+                content((AnthropicMessage = "application/json"), (ServerSentEvent = "text/event-stream"))),
+            (status = 400, description = "Invalid request or rejected prompt", body = AnthropicErrorEnvelope),
+            (status = 401, description = "Missing or unknown key", body = AnthropicErrorEnvelope),
+            (status = 408, description = "The body did not arrive in time", body = AnthropicErrorEnvelope),
+            (status = 413, description = "Body over the limit", body = AnthropicErrorEnvelope),
+            (status = 415, description = "Not application/json", body = AnthropicErrorEnvelope),
+            (status = 429, description = "Rate limited", body = AnthropicErrorEnvelope),
+            (status = 500, description = "A bug on our side", body = AnthropicErrorEnvelope),
+            (status = 502, description = "Upstream error", body = AnthropicErrorEnvelope),
+            (status = 503, description = "Overloaded or no provider available", body = AnthropicErrorEnvelope),
+            (status = 504, description = "Request deadline passed", body = AnthropicErrorEnvelope),
+        ),
+        security(("apiKey" = []), ("bearer" = []))
+    )]
+    fn messages_doc() {}
+
+    #[utoipa::path(
+        post, path = "/v1/messages/count_tokens", tag = "anthropic",
+        request_body = MessagesParams,
+        responses(
+            (status = 200, description = "The gateway's estimate of the input tokens (`X-Spark-Token-Count: estimate`)", body = TokenCount),
+            (status = 400, description = "Invalid request", body = AnthropicErrorEnvelope),
+            (status = 401, description = "Missing or unknown key", body = AnthropicErrorEnvelope),
+            (status = 408, description = "The body did not arrive in time", body = AnthropicErrorEnvelope),
+            (status = 413, description = "Body over the limit", body = AnthropicErrorEnvelope),
+            (status = 415, description = "Not application/json", body = AnthropicErrorEnvelope),
+            (status = 429, description = "Rate limited", body = AnthropicErrorEnvelope),
+            (status = 503, description = "Overloaded", body = AnthropicErrorEnvelope),
+        ),
+        security(("apiKey" = []), ("bearer" = []))
+    )]
+    fn count_tokens_doc() {}
+
+    #[utoipa::path(
         get, path = "/v1/models", tag = "openai",
         responses(
-            (status = 200, description = "Every model a caller may name", body = ModelList),
+            (status = 200, description = "Every model a caller may name (in Anthropic's list shape when the request carries `anthropic-version`)", body = ModelList),
             (status = 401, description = "Missing or unknown key", body = OpenAiErrorEnvelope),
             (status = 429, description = "Too many failed keys from this address", body = OpenAiErrorEnvelope),
             (status = 503, description = "Overloaded", body = OpenAiErrorEnvelope),
@@ -295,18 +374,20 @@ impl Modify for SecuritySchemes {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Spark Gateway", description = "Game-engine code from LLMs, safely: the Spark API, its OpenAI-compatible API and the operational routes. The contract in prose is docs/API.md."),
+    info(title = "Spark Gateway", description = "Game-engine code from LLMs, safely: the Spark API, its OpenAI- and Anthropic-compatible APIs and the operational routes. The contract in prose is docs/API.md."),
     paths(
         operations::generate_doc, operations::export_doc, operations::chat_doc,
         operations::models_doc, operations::health_doc, operations::livez_doc,
         operations::readyz_doc, operations::metrics_doc, operations::api_metrics_doc,
         operations::purge_doc, operations::errors_doc, operations::reset_doc,
-        operations::openapi_doc
+        operations::openapi_doc, operations::messages_doc, operations::count_tokens_doc
     ),
     components(schemas(
         GenerateParams, GenerationBody, UsageBody, ExportParams, FileParams, ChatParams,
         ChatMessage, ErrorEnvelope, ErrorObject, OpenAiErrorEnvelope, OpenAiError, Health,
-        Liveness, Readiness, ModelList, Model, ChatCompletion, AdminResult, ServerSentEvent
+        Liveness, Readiness, ModelList, Model, ChatCompletion, AdminResult, ServerSentEvent,
+        MessagesParams, MessageParam, AnthropicErrorEnvelope, AnthropicError, AnthropicMessage,
+        TokenCount
     )),
     modifiers(&SecuritySchemes)
 )]

@@ -284,6 +284,7 @@ impl Config {
             generate: r.quota("SPARK_RATE_LIMIT_GENERATE"),
             export: r.quota("SPARK_RATE_LIMIT_EXPORT"),
             openai: r.quota("SPARK_RATE_LIMIT_OPENAI"),
+            anthropic: r.quota("SPARK_RATE_LIMIT_ANTHROPIC"),
             overrides: r
                 .parsed_with("SPARK_RATE_LIMIT_OVERRIDES", Quotas::parse_overrides)
                 .unwrap_or_default(),

@@ -161,6 +161,7 @@ mod tests {
             generate: Quota::parse(generate).unwrap(),
             export: Quota::parse("100/min").unwrap(),
             openai: Quota::parse("100/min").unwrap(),
+            anthropic: Quota::parse("100/min").unwrap(),
             overrides: Quotas::parse_overrides("vip=100/min;slow=1/min,burst=1").unwrap(),
             master_exempt: true,
         }

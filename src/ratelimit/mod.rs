@@ -23,16 +23,24 @@ pub enum RouteClass {
     Generate,
     Export,
     OpenAi,
+    /// The Anthropic-compatible API (`/v1/messages`).
+    Anthropic,
 }
 
 impl RouteClass {
-    pub const ALL: [RouteClass; 3] = [RouteClass::Generate, RouteClass::Export, RouteClass::OpenAi];
+    pub const ALL: [RouteClass; 4] = [
+        RouteClass::Generate,
+        RouteClass::Export,
+        RouteClass::OpenAi,
+        RouteClass::Anthropic,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             RouteClass::Generate => "generate",
             RouteClass::Export => "export",
             RouteClass::OpenAi => "openai",
+            RouteClass::Anthropic => "anthropic",
         }
     }
 }
@@ -100,6 +108,7 @@ pub struct Quotas {
     pub generate: Quota,
     pub export: Quota,
     pub openai: Quota,
+    pub anthropic: Quota,
     pub overrides: HashMap<String, Quota>,
     pub master_exempt: bool,
 }
@@ -110,6 +119,7 @@ impl Quotas {
             RouteClass::Generate => self.generate,
             RouteClass::Export => self.export,
             RouteClass::OpenAi => self.openai,
+            RouteClass::Anthropic => self.anthropic,
         }
     }
 

@@ -7,6 +7,7 @@
     reason = "a test fails loudly at the first surprise"
 )]
 
+mod anthropic_compat;
 mod auth;
 mod cache_integrity;
 mod connections;

@@ -247,6 +247,7 @@ fn contract_quotas(run_vip: &str) -> spark_gateway::ratelimit::Quotas {
         generate: q("3/min"),
         export: q("3/min"),
         openai: q("3/min"),
+        anthropic: q("3/min"),
         overrides: [(run_vip.to_owned(), q("1/min"))].into_iter().collect(),
         master_exempt: true,
     }

@@ -12,7 +12,7 @@ use wiremock::{Mock, ResponseTemplate};
 use crate::helpers::*;
 
 /// An Anthropic Messages stream, in the shape the API sends, carrying `text` in small deltas.
-fn anthropic_sse(text: &str, fail_after_first: bool) -> String {
+pub fn anthropic_sse(text: &str, fail_after_first: bool) -> String {
     let mut s = String::new();
     s.push_str("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":321,\"output_tokens\":1}}}\n\n");
     s.push_str("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
@@ -36,7 +36,7 @@ fn anthropic_sse(text: &str, fail_after_first: bool) -> String {
 }
 
 /// An OpenAI chat completion chunk stream, ending with a usage chunk and `[DONE]`.
-fn openai_sse(text: &str) -> String {
+pub fn openai_sse(text: &str) -> String {
     let mut s = String::new();
     let chunk = |delta: Value, finish: Value| {
         json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4.1-2025-04-14",

@@ -1,0 +1,139 @@
+//! The Anthropic-compatible API: `POST /v1/messages` (plain and streaming),
+//! `POST /v1/messages/count_tokens`, and `GET /v1/models` in Anthropic's list shape, so the
+//! official Anthropic SDKs and tools that take an `ANTHROPIC_BASE_URL` work unmodified.
+//!
+//! The same pipeline as every other generation route (auth by `x-api-key` or Bearer key, the
+//! `anthropic` rate-limit class, the sanitizer, cache, breakers, fallback, metrics); only the
+//! shapes differ, and they live in `messages.rs`. Errors are rendered in Anthropic's shape by the
+//! request-context layer for these routes and for any `/v1` request that carries
+//! `anthropic-version`.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::json::AppJson;
+use super::messages::{self, MessagesParams};
+use crate::auth::Caller;
+use crate::generate::StreamItem;
+use crate::state::AppState;
+
+/// The header Anthropic clients send on every request; its presence on `GET /v1/models` asks for
+/// Anthropic's list shape.
+pub const VERSION_HEADER: &str = "anthropic-version";
+
+fn event(name: &'static str, data: &Value) -> Result<Event, Infallible> {
+    Ok(Event::default().event(name).data(data.to_string()))
+}
+
+/// Adds the warnings header (bounded like every other) when there is anything to say.
+fn warn(resp: &mut Response, warnings: &[String]) {
+    if !warnings.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&crate::export::warnings_header(warnings))
+    {
+        resp.headers_mut().insert("x-spark-warnings", v);
+    }
+}
+
+pub async fn messages(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    AppJson(body): AppJson<MessagesParams>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let service = state.generator();
+    let (params, mut warnings) = messages::to_params(service, body)?;
+    let request = service.validate(params, &caller)?;
+    let read_cache = !super::wants_fresh(&headers);
+    let span = tracing::Span::current();
+
+    if !request.stream {
+        let (generation, cache) = service.generate(&request, read_cache, started).await?;
+        span.record("provider", generation.provider.as_str());
+        span.record("cache", cache.label());
+        warnings.extend(generation.warnings.iter().cloned());
+        let mut resp = Json(messages::message_body(&generation)).into_response();
+        resp.headers_mut()
+            .insert("x-cache", HeaderValue::from_static(cache.header()));
+        warn(&mut resp, &warnings);
+        return Ok(resp);
+    }
+
+    let (stream, provider, cache) = service
+        .generate_stream(&request, read_cache, started)
+        .await?;
+    span.record("provider", provider.as_str());
+    span.record("cache", cache.label());
+    warnings.extend(request.warnings.iter().cloned());
+    // The model the first provider of the plan will be asked for; the final message names the
+    // one that answered.
+    let model = request
+        .plan
+        .iter()
+        .find(|(p, _)| *p == provider)
+        .map_or_else(|| provider.as_str().to_owned(), |(_, m)| m.clone());
+    let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let head = messages::stream_head(&id, &model);
+    let body = stream.map(|item| match item {
+        StreamItem::Delta(text) => vec![messages::text_delta(&text)],
+        StreamItem::Done(g) => messages::stream_tail(&g),
+        StreamItem::Error(e) => {
+            let api = ApiError::from(e);
+            tracing::warn!(code = api.code(), cause = %api, "stream ended with an error");
+            vec![(
+                "error",
+                messages::error_body(&api.body().message, api.status().as_u16()),
+            )]
+        }
+    });
+    let events = futures_util::stream::iter(head)
+        .chain(body.flat_map(futures_util::stream::iter))
+        .map(|(name, data)| event(name, &data));
+    let mut resp = Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert("x-cache", HeaderValue::from_static(cache.header()));
+    h.insert("x-provider", HeaderValue::from_static(provider.as_str()));
+    warn(&mut resp, &warnings);
+    Ok(resp)
+}
+
+/// `POST /v1/messages/count_tokens`: the request is checked like a message (model, roles,
+/// blocks), then its tokens are estimated. No provider is asked, so nothing is sent anywhere;
+/// `X-Spark-Token-Count: estimate` says the figure is the gateway's, not a tokenizer's.
+pub async fn count_tokens(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<MessagesParams>,
+) -> Result<Response, ApiError> {
+    let (params, warnings) = messages::to_params(state.generator(), body)?;
+    let mut resp =
+        Json(json!({"input_tokens": messages::estimate_tokens(&params)})).into_response();
+    resp.headers_mut()
+        .insert("x-spark-token-count", HeaderValue::from_static("estimate"));
+    warn(&mut resp, &warnings);
+    Ok(resp)
+}
+
+/// `GET /v1/models` in Anthropic's list shape (one page holding every model).
+pub fn models_list(models: Vec<(String, &'static str)>) -> Value {
+    let data: Vec<Value> = models
+        .into_iter()
+        .map(|(id, _)| {
+            json!({"type": "model", "id": id, "display_name": id,
+                   "created_at": "1970-01-01T00:00:00Z"})
+        })
+        .collect();
+    let first = data.first().map(|m| m["id"].clone()).unwrap_or(Value::Null);
+    let last = data.last().map(|m| m["id"].clone()).unwrap_or(Value::Null);
+    json!({"data": data, "has_more": false, "first_id": first, "last_id": last})
+}
