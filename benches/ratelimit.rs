@@ -28,6 +28,7 @@ fn quotas(q: &str) -> Quotas {
         generate: Quota::parse(q).unwrap(),
         export: Quota::parse(q).unwrap(),
         openai: Quota::parse(q).unwrap(),
+        anthropic: Quota::parse(q).unwrap(),
         overrides: HashMap::new(),
         master_exempt: true,
     }

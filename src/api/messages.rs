@@ -30,7 +30,10 @@ pub struct MessagesParams {
     pub temperature: Option<f64>,
     pub stream: Option<bool>,
     /// Accepted; `metadata.user_id` is not forwarded (the gateway knows its caller by key).
-    #[allow(dead_code, reason = "accepted so it is not reported as ignored, and never forwarded")]
+    #[allow(
+        dead_code,
+        reason = "accepted so it is not reported as ignored, and never forwarded"
+    )]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// Every other field: ignored, and named in a warning.
@@ -170,7 +173,11 @@ fn ignored_fields(other: &Map<String, Value>) -> Vec<String> {
 
 /// Anthropic's `stop_reason` for a finished generation.
 pub fn stop_reason(g: &Generation) -> &'static str {
-    if g.truncated { "max_tokens" } else { "end_turn" }
+    if g.truncated {
+        "max_tokens"
+    } else {
+        "end_turn"
+    }
 }
 
 fn usage(g: &Generation) -> Value {

@@ -45,13 +45,18 @@ async fn a_claude_model_is_asked_as_it_is_and_answers_in_anthropics_shape() {
         .expect(1)
         .mount(&app.anthropic)
         .await;
-    let resp = app.messages(ALICE_KEY, &ask("claude-sonnet-4-5", false)).await;
+    let resp = app
+        .messages(ALICE_KEY, &ask("claude-sonnet-4-5", false))
+        .await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["type"], "message");
     assert_eq!(body["role"], "assistant");
     assert!(body["id"].as_str().unwrap().starts_with("msg_"));
-    assert_eq!(body["content"], json!([{"type": "text", "text": UNITY_ANSWER}]));
+    assert_eq!(
+        body["content"],
+        json!([{"type": "text", "text": UNITY_ANSWER}])
+    );
     assert_eq!(body["stop_reason"], "end_turn");
     assert_eq!(
         body["usage"],
@@ -133,14 +138,19 @@ async fn a_replayed_anthropic_stream_passes_through_in_order_with_its_usage() {
         )
         .mount(&app.anthropic)
         .await;
-    let resp = app.messages(ALICE_KEY, &ask("claude-sonnet-4-5", true)).await;
+    let resp = app
+        .messages(ALICE_KEY, &ask("claude-sonnet-4-5", true))
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["x-provider"], "anthropic");
     let events = read_events(resp).await;
     let (names, text, deltas) = event_names(&events);
     assert_eq!(names, ORDER, "{events:?}");
-    assert_eq!(text, UNITY_ANSWER, "the deltas, in order, are the model's text");
+    assert_eq!(
+        text, UNITY_ANSWER,
+        "the deltas, in order, are the model's text"
+    );
     assert!(deltas > 3);
     assert_eq!(events[0].1["message"]["model"], "claude-sonnet-4-5");
     let delta = &events[events.len() - 2].1;
@@ -221,12 +231,7 @@ async fn errors_are_anthropics_and_keys_come_as_x_api_key_or_bearer() {
         .await
         .unwrap();
     assert_eq!(anthropic_error(resp, 404).await, "not_found_error");
-    let resp = app
-        .client
-        .get(app.url("/v1/nothing"))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.client.get(app.url("/v1/nothing")).send().await.unwrap();
     assert_eq!(resp.status(), 404);
     let body: Value = resp.json().await.unwrap();
     assert!(body["error"]["code"].is_string(), "OpenAI's shape: {body}");
@@ -277,7 +282,10 @@ async fn models_count_tokens_and_ignored_fields() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert!(ids.contains(&"claude-sonnet-4-5") && ids.contains(&"spark-auto"), "{ids:?}");
+    assert!(
+        ids.contains(&"claude-sonnet-4-5") && ids.contains(&"spark-auto"),
+        "{ids:?}"
+    );
     assert_eq!(models["first_id"], ids[0]);
 
     let resp = app
@@ -299,8 +307,14 @@ async fn models_count_tokens_and_ignored_fields() {
     body["metadata"] = json!({"user_id": "u-1"});
     let resp = app.messages(ALICE_KEY, &body).await;
     assert_eq!(resp.status(), 200);
-    let warning = resp.headers()["x-spark-warnings"].to_str().unwrap().to_owned();
+    let warning = resp.headers()["x-spark-warnings"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(warning.contains("top_k"), "{warning}");
     assert!(warning.contains("1 unrecognised field(s)"), "{warning}");
-    assert!(!warning.contains("made_up") && !warning.contains("metadata"), "{warning}");
+    assert!(
+        !warning.contains("made_up") && !warning.contains("metadata"),
+        "{warning}"
+    );
 }
