@@ -148,6 +148,7 @@ fn cache_hit_lookup(c: &mut Criterion) {
         latency_ms: 1,
         answer: String::new(),
         truncated: false,
+        stop_sequence: None,
     };
     // The key is computed once per request during validation (a SHA-256 of what is sent
     // upstream); this measures the lookup on the hit path.

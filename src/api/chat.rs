@@ -21,6 +21,9 @@ pub struct ChatParams {
     pub max_tokens: Option<i64>,
     pub max_completion_tokens: Option<i64>,
     pub temperature: Option<f64>,
+    /// A string or an array of up to four strings.
+    #[schema(value_type = Option<Object>)]
+    pub stop: Option<Value>,
     pub stream: Option<bool>,
 }
 
@@ -94,7 +97,24 @@ pub fn to_params(
         temperature: chat.temperature,
         stream: chat.stream,
         system: (!system.is_empty()).then(|| system.join("\n\n")),
+        stop: stop_list(chat.stop)?,
     })
+}
+
+/// OpenAI's `stop`: null, a string, or an array of strings.
+fn stop_list(stop: Option<Value>) -> Result<Vec<String>, GenerateError> {
+    match stop {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s]),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(invalid("stop must be a string or an array of strings")),
+            })
+            .collect(),
+        Some(_) => Err(invalid("stop must be a string or an array of strings")),
+    }
 }
 
 /// A conversation as one prompt: a lone user message as it is, several turns labelled by speaker.

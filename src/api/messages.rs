@@ -7,8 +7,8 @@
 //! provider; `system` becomes the caller's system text (sanitized like the prompt, appended to the
 //! engine prompt unless the caller may replace it) and the conversation becomes the prompt.
 //!
-//! Fields the gateway cannot honour on every provider (`top_p`, `top_k`, `tools`, `thinking`,
-//! `stop_sequences`, …) are accepted and ignored, and named in the `X-Spark-Warnings` header.
+//! Fields the gateway cannot honour on every provider (`top_p`, `top_k`, `tools`, `thinking`, …)
+//! are accepted and ignored, and named in the `X-Spark-Warnings` header.
 //! Only names from Anthropic's documented list are ever echoed: a field name a caller invents is
 //! counted, never repeated, since caller text never becomes a header.
 
@@ -28,6 +28,8 @@ pub struct MessagesParams {
     pub messages: Option<Vec<MessageParam>>,
     pub max_tokens: Option<i64>,
     pub temperature: Option<f64>,
+    /// Up to four; sent to whichever provider answers.
+    pub stop_sequences: Option<Vec<String>>,
     pub stream: Option<bool>,
     /// Accepted; `metadata.user_id` is not forwarded (the gateway knows its caller by key).
     #[allow(
@@ -53,7 +55,6 @@ pub struct MessageParam {
 /// Anthropic's documented request fields that this gateway ignores. Only these names are ever
 /// repeated in a warning.
 const KNOWN_IGNORED: &[&str] = &[
-    "stop_sequences",
     "top_p",
     "top_k",
     "tools",
@@ -142,6 +143,7 @@ pub fn to_params(
             temperature: params.temperature,
             stream: params.stream,
             system,
+            stop: params.stop_sequences.unwrap_or_default(),
         },
         warnings,
     ))
@@ -175,6 +177,8 @@ fn ignored_fields(other: &Map<String, Value>) -> Vec<String> {
 pub fn stop_reason(g: &Generation) -> &'static str {
     if g.truncated {
         "max_tokens"
+    } else if g.stop_sequence.is_some() {
+        "stop_sequence"
     } else {
         "end_turn"
     }
@@ -198,7 +202,7 @@ pub fn message_body(g: &Generation) -> Value {
         "model": g.model,
         "content": [{"type": "text", "text": g.answer}],
         "stop_reason": stop_reason(g),
-        "stop_sequence": null,
+        "stop_sequence": g.stop_sequence,
         "usage": usage(g),
     })
 }
@@ -243,7 +247,7 @@ pub fn stream_tail(g: &Generation) -> Vec<(&'static str, Value)> {
         (
             "message_delta",
             json!({"type": "message_delta",
-                   "delta": {"stop_reason": stop_reason(g), "stop_sequence": null},
+                   "delta": {"stop_reason": stop_reason(g), "stop_sequence": g.stop_sequence},
                    "usage": usage(g)}),
         ),
         ("message_stop", json!({"type": "message_stop"})),
@@ -266,12 +270,12 @@ pub fn error_body(message: &str, status: u16) -> Value {
     json!({"type": "error", "error": {"type": kind, "message": message}})
 }
 
-/// A rough token count for `count_tokens` when no provider counts them: about four characters
-/// per token in English prose and code, the ratio providers publish for their tokenizers.
+/// A token count for `count_tokens` when no provider counts them: the simulator's estimate
+/// (about four characters a token) of the system text and the prompt, at least one.
 pub fn estimate_tokens(params: &GenerateParams) -> u64 {
-    let chars = params.prompt.as_deref().map_or(0, |p| p.chars().count())
-        + params.system.as_deref().map_or(0, |s| s.chars().count());
-    (chars as u64).div_ceil(4).max(1)
+    let estimate = crate::providers::simulator::token_estimate;
+    (params.prompt.as_deref().map_or(0, estimate) + params.system.as_deref().map_or(0, estimate))
+        .max(1)
 }
 
 #[cfg(test)]
@@ -322,7 +326,7 @@ mod tests {
             system: Some("abc".into()),
             ..GenerateParams::default()
         };
-        assert_eq!(estimate_tokens(&p), 2);
+        assert_eq!(estimate_tokens(&p), 3, "each text rounds up on its own");
         assert_eq!(estimate_tokens(&GenerateParams::default()), 1);
     }
 }

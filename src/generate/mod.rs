@@ -248,6 +248,7 @@ impl GenerateService {
             prompt: req.prompt.clone(),
             max_tokens: req.max_tokens,
             temperature: req.temperature,
+            stop: req.stop.clone(),
             engine: req.engine,
             timeout: self.limits.request_deadline,
         }

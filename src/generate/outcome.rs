@@ -34,6 +34,10 @@ pub struct Generation {
     pub answer: String,
     /// The model stopped at the token limit (OpenAI's `finish_reason: "length"`).
     pub truncated: bool,
+    /// The stop sequence the answer ended at, when the provider reported one. Absent from
+    /// values stored by older builds, hence the default.
+    #[serde(default)]
+    pub stop_sequence: Option<String>,
 }
 
 /// The version of the shared-cache payload. Bump it when `Generation` changes shape: a replica
@@ -115,6 +119,7 @@ pub(super) fn build_generation(
         latency_ms: since(started),
         answer: completion.text,
         truncated: completion.truncated,
+        stop_sequence: completion.stop_sequence,
     }
 }
 

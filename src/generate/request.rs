@@ -14,7 +14,10 @@ use super::{GenerateError, GenerateService, invalid};
 use crate::auth::Caller;
 use crate::cache::{CacheKey, CacheScope};
 use crate::engine::Engine;
-use crate::providers::ProviderId;
+use crate::providers::{MAX_STOP_SEQUENCES, ProviderId};
+
+/// The longest stop sequence accepted, in characters.
+const MAX_STOP_SEQUENCE_CHARS: usize = 64;
 use crate::sanitize::{self, Policy, Rejection};
 
 /// The request body of `POST /api/spark/generate`, as sent. Unknown fields are refused so a
@@ -34,6 +37,10 @@ pub struct GenerateParams {
     /// messages). Not a field of the Spark API.
     #[serde(skip)]
     pub system: Option<String>,
+    /// Stop sequences (the Anthropic-compatible API's `stop_sequences`). Not a field of the
+    /// Spark API.
+    #[serde(skip)]
+    pub stop: Vec<String>,
 }
 
 /// Which provider a caller asked for.
@@ -56,6 +63,8 @@ pub struct GenerateRequest {
     pub temperature: Option<f32>,
     pub stream: bool,
     pub warnings: Vec<String>,
+    /// Stop sequences, checked: at most [`MAX_STOP_SEQUENCES`], none empty or blank.
+    pub stop: Vec<String>,
     /// The system prompt sent upstream: the engine's, the engine's followed by the caller's, or
     /// (for callers allowed to) the caller's alone.
     pub system: String,
@@ -119,6 +128,20 @@ impl GenerateService {
             Some(m) if m.trim().is_empty() => return Err(invalid("model must not be empty")),
             Some(m) => Some(m),
         };
+        let stop = params.stop;
+        if stop.len() > MAX_STOP_SEQUENCES {
+            return Err(invalid(format!(
+                "at most {MAX_STOP_SEQUENCES} stop sequences are accepted (every provider must take them)"
+            )));
+        }
+        if stop
+            .iter()
+            .any(|s| s.trim().is_empty() || s.chars().count() > MAX_STOP_SEQUENCE_CHARS)
+        {
+            return Err(invalid(format!(
+                "a stop sequence must hold a visible character and at most {MAX_STOP_SEQUENCE_CHARS} characters"
+            )));
+        }
         // Resolve now so a model outside the allow-list is a 400 before any work is done.
         let plan = self.plan(provider, model.as_deref())?;
 
@@ -147,6 +170,7 @@ impl GenerateService {
             temperature,
             stream: params.stream.unwrap_or(false),
             warnings,
+            stop,
             system,
             plan,
             cache_key: [0; 32],
@@ -269,6 +293,11 @@ impl GenerateService {
             field(model.as_bytes());
         }
         field(&req.max_tokens.to_le_bytes());
+        // Stop sequences change the answer; the count first, so none can pass for another field.
+        field(&(req.stop.len() as u64).to_le_bytes());
+        for s in &req.stop {
+            field(s.as_bytes());
+        }
         match req.temperature {
             Some(t) => field(&t.to_bits().to_le_bytes()),
             None => field(b"default"),

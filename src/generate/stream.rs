@@ -297,12 +297,14 @@ impl Pilot {
                     model,
                     usage,
                     truncated,
+                    stop_sequence,
                 })) => {
                     let completion = Completion {
                         text: std::mem::take(&mut text),
                         model,
                         usage,
                         truncated,
+                        stop_sequence,
                     };
                     record_success(
                         &self.metrics,

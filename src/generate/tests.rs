@@ -113,6 +113,18 @@ fn every_field_is_validated() {
             temperature: Some(-0.1),
             ..params("x")
         },
+        GenerateParams {
+            stop: vec!["a".into(), "b".into(), "c".into(), "d".into(), "e".into()],
+            ..params("x")
+        },
+        GenerateParams {
+            stop: vec!["  ".into()],
+            ..params("x")
+        },
+        GenerateParams {
+            stop: vec!["x".repeat(65)],
+            ..params("x")
+        },
     ];
     for p in bad {
         let dbg = format!("{p:?}");
@@ -124,6 +136,23 @@ fn every_field_is_validated() {
             "{dbg}"
         );
     }
+}
+
+#[test]
+fn stop_sequences_are_part_of_the_cache_key() {
+    let s = service();
+    let plain = s.validate(params("a door"), &Caller::Anonymous).unwrap();
+    let stopped = s
+        .validate(
+            GenerateParams {
+                stop: vec!["}".into()],
+                ..params("a door")
+            },
+            &Caller::Anonymous,
+        )
+        .unwrap();
+    assert_eq!(stopped.stop, vec!["}".to_owned()]);
+    assert_ne!(plain.cache_key, stopped.cache_key);
 }
 
 #[test]
@@ -279,6 +308,7 @@ impl Provider for Gated {
                     model: "gated".into(),
                     usage: Usage::default(),
                     truncated: false,
+                    stop_sequence: None,
                 }),
             ])
         };

@@ -45,6 +45,7 @@ impl WireFormat for Messages {
                 content: &req.prompt,
             }],
             temperature: req.temperature,
+            stop_sequences: &req.stop,
             stream,
         };
         builder
@@ -74,6 +75,8 @@ struct MessagesRequest<'a> {
     messages: [Message<'a>; 1],
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop_sequences: &'a [String],
     stream: bool,
 }
 
@@ -88,6 +91,8 @@ struct MessagesResponse {
     model: String,
     content: Vec<ContentBlock>,
     stop_reason: Option<String>,
+    #[serde(default)]
+    stop_sequence: Option<String>,
     usage: ApiUsage,
 }
 
@@ -133,6 +138,9 @@ fn stream_events(
                     st.usage.output_tokens = out;
                 }
                 st.truncated |= data["delta"]["stop_reason"] == "max_tokens";
+                if data["delta"]["stop_reason"] == "stop_sequence" {
+                    st.stop_sequence = data["delta"]["stop_sequence"].as_str().map(str::to_owned);
+                }
                 Step::Skip
             }
             "message_stop" => Step::Finish,
@@ -181,6 +189,9 @@ fn parse_response(bytes: &[u8]) -> Result<Completion, ProviderError> {
             output_tokens: parsed.usage.output_tokens,
         },
         truncated: parsed.stop_reason.as_deref() == Some("max_tokens"),
+        stop_sequence: parsed
+            .stop_sequence
+            .filter(|_| parsed.stop_reason.as_deref() == Some("stop_sequence")),
     })
 }
 
@@ -203,6 +214,19 @@ mod tests {
             }
         );
         assert!(c.truncated);
+    }
+
+    #[test]
+    fn a_stop_sequence_is_reported_only_when_it_stopped_the_answer() {
+        let body = br#"{"model":"m","content":[{"type":"text","text":"a"}],
+            "stop_reason":"stop_sequence","stop_sequence":"}","usage":{"input_tokens":1,"output_tokens":1}}"#;
+        assert_eq!(
+            parse_response(body).unwrap().stop_sequence.as_deref(),
+            Some("}")
+        );
+        let body = br#"{"model":"m","content":[{"type":"text","text":"a"}],
+            "stop_reason":"end_turn","stop_sequence":"}","usage":{"input_tokens":1,"output_tokens":1}}"#;
+        assert_eq!(parse_response(body).unwrap().stop_sequence, None);
     }
 
     #[test]

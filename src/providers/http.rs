@@ -115,6 +115,7 @@ pub struct StreamState {
     pub model: String,
     pub usage: Usage,
     pub truncated: bool,
+    pub stop_sequence: Option<String>,
 }
 
 /// A provider's SSE events as a [`CompletionStream`]. `on_event` reads one event into a
@@ -165,6 +166,7 @@ where
                             model: std::mem::take(&mut st.model),
                             usage: st.usage,
                             truncated: st.truncated,
+                            stop_sequence: st.stop_sequence.take(),
                         };
                         return Some((Ok(fin), (events, st, on_event, true)));
                     }

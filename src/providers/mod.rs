@@ -78,6 +78,9 @@ pub struct CompletionRequest {
     pub prompt: String,
     pub max_tokens: u32,
     pub temperature: Option<f32>,
+    /// Sequences at which the model stops (Anthropic's `stop_sequences`, OpenAI's `stop`);
+    /// validated to at most [`MAX_STOP_SEQUENCES`], which every provider accepts.
+    pub stop: Vec<String>,
     /// Real providers learn the engine from the system prompt; the simulator reads it here.
     pub engine: Engine,
     /// This attempt's time limit: the per-attempt timeout, or less when the request's deadline
@@ -100,7 +103,13 @@ pub struct Completion {
     pub usage: Usage,
     /// True when the provider stopped at `max_tokens`, so the code is likely cut off.
     pub truncated: bool,
+    /// The stop sequence the answer ended at, when the provider says so (Anthropic and the
+    /// simulator do; OpenAI's `finish_reason: "stop"` does not tell a sequence from the end).
+    pub stop_sequence: Option<String>,
 }
+
+/// The most stop sequences a request may carry: OpenAI's limit, so a request can fall back.
+pub const MAX_STOP_SEQUENCES: usize = 4;
 
 /// Every way one upstream attempt can fail. Upstream bodies are never kept: at most the
 /// provider's short machine-readable error type, which is safe to log.
@@ -213,6 +222,7 @@ pub enum StreamEvent {
         model: String,
         usage: Usage,
         truncated: bool,
+        stop_sequence: Option<String>,
     },
 }
 

@@ -13,7 +13,7 @@ use super::{Completion, CompletionRequest, CompletionStream, ProviderError, Prov
 use async_openai::types::chat::{
     ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
     ChatCompletionRequestUserMessage, CreateChatCompletionRequest, CreateChatCompletionResponse,
-    FinishReason,
+    FinishReason, StopConfiguration,
 };
 
 /// OpenAI Chat Completions as a provider.
@@ -86,6 +86,7 @@ pub(crate) fn build_request(req: &CompletionRequest) -> CreateChatCompletionRequ
         max_tokens: (!reasoning).then_some(req.max_tokens),
         max_completion_tokens: reasoning.then_some(req.max_tokens),
         temperature: if reasoning { None } else { req.temperature },
+        stop: (!req.stop.is_empty()).then(|| StopConfiguration::StringArray(req.stop.clone())),
         stream: Some(false),
         ..Default::default()
     }
@@ -168,6 +169,7 @@ fn parse_response(bytes: &[u8]) -> Result<Completion, ProviderError> {
         model: parsed.model,
         usage,
         truncated: choice.finish_reason == Some(FinishReason::Length),
+        stop_sequence: None,
     })
 }
 
@@ -183,6 +185,7 @@ mod tests {
             prompt: "hi".into(),
             max_tokens: 100,
             temperature: Some(0.2),
+            stop: Vec::new(),
             engine: Engine::Unity,
             timeout: std::time::Duration::from_secs(1),
         }

@@ -56,7 +56,19 @@ impl Provider for Simulator {
                 retry_after: None,
             });
         }
-        let text = answer(req.engine, &req.prompt);
+        let mut text = answer(req.engine, &req.prompt);
+        // Like a real model: the answer ends where the first stop sequence would appear.
+        let mut stop_sequence = None;
+        if let Some((at, seq)) = req
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| text.find(s.as_str()).map(|at| (at, s)))
+            .min_by_key(|(at, _)| *at)
+        {
+            text.truncate(at);
+            stop_sequence = Some(seq.clone());
+        }
         let usage = Usage {
             input_tokens: token_estimate(&req.system) + token_estimate(&req.prompt),
             output_tokens: token_estimate(&text).min(u64::from(req.max_tokens)),
@@ -66,6 +78,7 @@ impl Provider for Simulator {
             model: SIMULATOR_MODEL.to_owned(),
             usage,
             truncated: false,
+            stop_sequence,
         })
     }
 
@@ -82,13 +95,15 @@ impl Provider for Simulator {
             model: c.model,
             usage: c.usage,
             truncated: c.truncated,
+            stop_sequence: c.stop_sequence,
         }));
         Ok(Box::pin(futures_util::stream::iter(items)))
     }
 }
 
-/// About four characters a token, as the providers' own rules of thumb say.
-fn token_estimate(s: &str) -> u64 {
+/// About four characters a token, as the providers' own rules of thumb say. Also the
+/// Anthropic-compatible `count_tokens` estimate.
+pub fn token_estimate(s: &str) -> u64 {
     (s.chars().count() as u64).div_ceil(4)
 }
 
@@ -476,6 +491,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_answer_ends_before_the_first_stop_sequence_it_would_hold() {
+        let sim = Simulator::new(Duration::ZERO, 0.0);
+        let mut req = CompletionRequest {
+            model: SIMULATOR_MODEL.into(),
+            system: String::new(),
+            prompt: "player controller".into(),
+            max_tokens: 100,
+            temperature: None,
+            stop: vec![
+                "never appears".into(),
+                "MonoBehaviour".into(),
+                "using".into(),
+            ],
+            engine: Engine::Unity,
+            timeout: Duration::from_secs(1),
+        };
+        let full = answer(Engine::Unity, "player controller");
+        let first = full
+            .find("using")
+            .unwrap()
+            .min(full.find("MonoBehaviour").unwrap());
+        let c = sim.complete(&req).await.unwrap();
+        assert_eq!(c.text, full[..first]);
+        assert!(c.stop_sequence.is_some());
+        req.stop.clear();
+        let c = sim.complete(&req).await.unwrap();
+        assert_eq!((c.text, c.stop_sequence), (full, None));
+    }
+
+    #[tokio::test]
     async fn failure_rate_one_always_fails_as_overloaded() {
         let sim = Simulator::new(Duration::ZERO, 1.0);
         let req = CompletionRequest {
@@ -484,6 +529,7 @@ mod tests {
             prompt: "x".into(),
             max_tokens: 10,
             temperature: None,
+            stop: Vec::new(),
             engine: Engine::Godot,
             timeout: Duration::from_secs(1),
         };

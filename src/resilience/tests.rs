@@ -72,6 +72,7 @@ impl Provider for Fake {
                 model: "m".into(),
                 usage: Usage::default(),
                 truncated: false,
+                stop_sequence: None,
             }),
             Answer::Status(status) => Err(ProviderError::Status {
                 provider: self.id,
@@ -129,6 +130,7 @@ fn base() -> CompletionRequest {
         prompt: "p".into(),
         max_tokens: 10,
         temperature: None,
+        stop: Vec::new(),
         engine: Engine::Unity,
         timeout: Duration::from_secs(30),
     }

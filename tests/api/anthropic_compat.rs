@@ -318,3 +318,62 @@ async fn models_count_tokens_and_ignored_fields() {
         "{warning}"
     );
 }
+
+#[tokio::test]
+async fn stop_sequences_reach_every_provider_and_the_stop_is_reported() {
+    let app = spawn_app().await;
+    let mut answer = anthropic_answer("using UnityEngine;");
+    answer["stop_reason"] = json!("stop_sequence");
+    answer["stop_sequence"] = json!("public class");
+    Mock::given(path("/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .expect(1)
+        .mount(&app.anthropic)
+        .await;
+    let mut body = ask("claude-sonnet-4-5", false);
+    body["stop_sequences"] = json!(["public class"]);
+    let resp = app.messages(ALICE_KEY, &body).await;
+    assert_eq!(resp.status(), 200);
+    let warnings = resp
+        .headers()
+        .get("x-spark-warnings")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        !warnings.contains("stop_sequences"),
+        "honoured, not ignored: {warnings}"
+    );
+    let got: Value = resp.json().await.unwrap();
+    assert_eq!(got["stop_reason"], "stop_sequence");
+    assert_eq!(got["stop_sequence"], "public class");
+    let sent: Value =
+        serde_json::from_slice(&app.anthropic.received_requests().await.unwrap()[0].body).unwrap();
+    assert_eq!(sent["stop_sequences"], json!(["public class"]));
+
+    // Translated to OpenAI's `stop` when OpenAI answers.
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(openai_answer("using UnityEngine;")))
+        .expect(1)
+        .mount(&app.openai)
+        .await;
+    let mut body = ask("gpt-4.1", false);
+    body["stop_sequences"] = json!(["public class", "}"]);
+    assert_eq!(app.messages(ALICE_KEY, &body).await.status(), 200);
+    let sent: Value =
+        serde_json::from_slice(&app.openai.received_requests().await.unwrap()[0].body).unwrap();
+    assert_eq!(sent["stop"], json!(["public class", "}"]));
+
+    // The simulator stops too, and a stream says so in its message_delta.
+    let mut body = ask("simulator", true);
+    body["stop_sequences"] = json!(["MonoBehaviour"]);
+    let events = read_events(app.messages(ALICE_KEY, &body).await).await;
+    let delta = &events[events.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "stop_sequence", "{events:?}");
+    assert_eq!(delta["delta"]["stop_sequence"], "MonoBehaviour");
+
+    // More than four is refused: every provider of a fallback must accept the request.
+    let mut body = ask("simulator", false);
+    body["stop_sequences"] = json!(["a", "b", "c", "d", "e"]);
+    let resp = app.messages(ALICE_KEY, &body).await;
+    assert_eq!(anthropic_error(resp, 400).await, "invalid_request_error");
+}
