@@ -60,10 +60,15 @@ def main() -> int:
     assert streamed_auto == final_auto.content[0].text and final_auto.usage.output_tokens > 0
     print(f"spark-auto: answered by {auto.model}, usage {auto.usage}")
 
-    # count_tokens: an estimate, said so in a header.
+    # count_tokens: counted by Anthropic (the mock's side) for a Claude model, estimated for the
+    # others; a header says which.
     raw = c.messages.with_raw_response.count_tokens(model="claude-sonnet-4-5", messages=ASK)
+    assert raw.headers.get("x-spark-token-count") == "anthropic", raw.headers
+    assert raw.parse().input_tokens > 0
+    raw = c.messages.with_raw_response.count_tokens(model="gpt-4.1", messages=ASK)
     assert raw.headers.get("x-spark-token-count") == "estimate", raw.headers
     assert raw.parse().input_tokens > 0
+    print("count_tokens: anthropic and estimate")
 
     # A rejected prompt is a BadRequestError.
     try:

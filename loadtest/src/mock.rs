@@ -111,6 +111,7 @@ pub fn router(cfg: MockConfig) -> (Router, Arc<MockStats>) {
     });
     let router = Router::new()
         .route("/v1/messages", post(anthropic))
+        .route("/v1/messages/count_tokens", post(anthropic_count))
         .route("/v1/chat/completions", post(openai))
         .route("/stats", get(stats_get))
         .route("/stats/reset", post(stats_reset))
@@ -148,6 +149,27 @@ async fn anthropic(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Byte
     mock.stats.anthropic.fetch_add(1, Ordering::Relaxed);
     let authed = headers.contains_key("x-api-key") && headers.contains_key("anthropic-version");
     handle(&mock, Api::Anthropic, authed, &body).await
+}
+
+/// Anthropic's `count_tokens`: the input tokens of the body's system text and messages, about
+/// four characters a token. Not counted as a provider call: it generates nothing.
+async fn anthropic_count(headers: HeaderMap, body: Bytes) -> Response {
+    if !(headers.contains_key("x-api-key") && headers.contains_key("anthropic-version")) {
+        return error(
+            Api::Anthropic,
+            StatusCode::UNAUTHORIZED,
+            "missing or malformed API key",
+        );
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return error(Api::Anthropic, StatusCode::BAD_REQUEST, "body is not JSON");
+    };
+    let text_len = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
+    let chars = text_len(&v["system"])
+        + v["messages"]
+            .as_array()
+            .map_or(0, |m| m.iter().map(|m| text_len(&m["content"])).sum());
+    axum::Json(json!({"input_tokens": (chars as u64).div_ceil(4).max(1)})).into_response()
 }
 
 async fn openai(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {

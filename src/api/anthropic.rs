@@ -108,18 +108,23 @@ pub async fn messages(
     Ok(resp)
 }
 
-/// `POST /v1/messages/count_tokens`: the request is checked like a message (model, roles,
-/// blocks), then its tokens are estimated. No provider is asked, so nothing is sent anywhere;
-/// `X-Spark-Token-Count: estimate` says the figure is the gateway's, not a tokenizer's.
+/// `POST /v1/messages/count_tokens`: the request is prepared like a message (model, roles,
+/// blocks, the sanitizer: its text may go to a provider), then counted as it would be sent, by
+/// Anthropic's tokenizer when Anthropic is the provider, else estimated.
+/// `X-Spark-Token-Count` says which: `anthropic` or `estimate`.
 pub async fn count_tokens(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     AppJson(body): AppJson<MessagesParams>,
 ) -> Result<Response, ApiError> {
-    let (params, warnings) = messages::to_params(state.generator(), body)?;
-    let mut resp =
-        Json(json!({"input_tokens": messages::estimate_tokens(&params)})).into_response();
+    let service = state.generator();
+    let (params, warnings) = messages::to_params(service, body)?;
+    let request = service.validate(params, &caller)?;
+    let count = service.count_tokens(&request).await;
+    let mut resp = Json(json!({"input_tokens": count.tokens})).into_response();
+    let source = count.counted_by.map_or("estimate", |p| p.as_str());
     resp.headers_mut()
-        .insert("x-spark-token-count", HeaderValue::from_static("estimate"));
+        .insert("x-spark-token-count", HeaderValue::from_static(source));
     warn(&mut resp, &warnings);
     Ok(resp)
 }

@@ -270,14 +270,6 @@ pub fn error_body(message: &str, status: u16) -> Value {
     json!({"type": "error", "error": {"type": kind, "message": message}})
 }
 
-/// A token count for `count_tokens` when no provider counts them: the simulator's estimate
-/// (about four characters a token) of the system text and the prompt, at least one.
-pub fn estimate_tokens(params: &GenerateParams) -> u64 {
-    let estimate = crate::providers::simulator::token_estimate;
-    (params.prompt.as_deref().map_or(0, estimate) + params.system.as_deref().map_or(0, estimate))
-        .max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,16 +309,5 @@ mod tests {
             assert_eq!(error_body("m", status)["error"]["type"], kind, "{status}");
         }
         assert_eq!(error_body("m", 400)["type"], "error");
-    }
-
-    #[test]
-    fn estimates_round_up_and_are_never_zero() {
-        let p = GenerateParams {
-            prompt: Some("abcde".into()),
-            system: Some("abc".into()),
-            ..GenerateParams::default()
-        };
-        assert_eq!(estimate_tokens(&p), 3, "each text rounds up on its own");
-        assert_eq!(estimate_tokens(&GenerateParams::default()), 1);
     }
 }

@@ -258,8 +258,8 @@ mod operations {
         post, path = "/v1/messages/count_tokens", tag = "anthropic",
         request_body = MessagesParams,
         responses(
-            (status = 200, description = "The gateway's estimate of the input tokens (`X-Spark-Token-Count: estimate`)", body = TokenCount),
-            (status = 400, description = "Invalid request", body = AnthropicErrorEnvelope),
+            (status = 200, description = "The input tokens of what would be sent: Anthropic's count, or the gateway's estimate (`X-Spark-Token-Count` says which)", body = TokenCount),
+            (status = 400, description = "Invalid request or rejected prompt", body = AnthropicErrorEnvelope),
             (status = 401, description = "Missing or unknown key", body = AnthropicErrorEnvelope),
             (status = 408, description = "The body did not arrive in time", body = AnthropicErrorEnvelope),
             (status = 413, description = "Body over the limit", body = AnthropicErrorEnvelope),

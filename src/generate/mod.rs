@@ -75,6 +75,14 @@ pub struct Limits {
     pub max_stream: Duration,
 }
 
+/// An input-token count, and the provider whose tokenizer made it (`None`: the gateway's
+/// estimate of about four characters a token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCount {
+    pub tokens: u64,
+    pub counted_by: Option<ProviderId>,
+}
+
 /// The model name the OpenAI-compatible API accepts for "the fallback order".
 pub const AUTO_MODEL: &str = "spark-auto";
 
@@ -237,6 +245,37 @@ impl GenerateService {
             Err(e) => {
                 record_failure(&self.metrics, req.engine, &e);
                 Err(e)
+            }
+        }
+    }
+
+    /// Counts the input tokens of a prepared request as it would be sent (system prompt
+    /// included) with the tokenizer of the first provider of its plan, when that provider
+    /// offers counting (Anthropic does); otherwise, or when the count fails, estimates them. No
+    /// breaker is involved: counting generates nothing and costs nothing.
+    pub async fn count_tokens(&self, req: &GenerateRequest) -> TokenCount {
+        use crate::providers::simulator::token_estimate;
+        let estimate = TokenCount {
+            tokens: (token_estimate(&req.system) + token_estimate(&req.prompt)).max(1),
+            counted_by: None,
+        };
+        let Some((id, model)) = req.plan.first() else {
+            return estimate;
+        };
+        let Some(provider) = self.router.provider(*id) else {
+            return estimate;
+        };
+        let mut call = self.base_request(req);
+        call.model = model.clone();
+        match provider.count_tokens(&call).await {
+            None => estimate,
+            Some(Ok(tokens)) => TokenCount {
+                tokens,
+                counted_by: Some(*id),
+            },
+            Some(Err(e)) => {
+                tracing::warn!(provider = %id, error = %e, "token count failed; answering an estimate");
+                estimate
             }
         }
     }

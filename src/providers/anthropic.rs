@@ -58,6 +58,30 @@ impl WireFormat for Messages {
         parse_response(bytes)
     }
 
+    fn count_url(base: &str) -> Option<String> {
+        Some(format!("{base}/v1/messages/count_tokens"))
+    }
+
+    /// The Messages body without the generation settings, as the counting endpoint takes it.
+    fn count_request(
+        builder: reqwest::RequestBuilder,
+        key: &str,
+        req: &CompletionRequest,
+    ) -> reqwest::RequestBuilder {
+        let body = CountRequest {
+            model: &req.model,
+            system: &req.system,
+            messages: [Message {
+                role: "user",
+                content: &req.prompt,
+            }],
+        };
+        builder
+            .header("x-api-key", key)
+            .header("anthropic-version", ANTHROPIC_VERSION)
+            .json(&body)
+    }
+
     fn stream(
         events: impl futures_util::Stream<Item = Result<super::sse::SseEvent, super::sse::SseError>>
         + Send
@@ -78,6 +102,13 @@ struct MessagesRequest<'a> {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stop_sequences: &'a [String],
     stream: bool,
+}
+
+#[derive(Serialize)]
+struct CountRequest<'a> {
+    model: &'a str,
+    system: &'a str,
+    messages: [Message<'a>; 1],
 }
 
 #[derive(Serialize)]

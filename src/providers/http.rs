@@ -34,6 +34,18 @@ pub trait WireFormat: Send + Sync + 'static {
     fn stream(
         events: impl futures_util::Stream<Item = Result<sse::SseEvent, sse::SseError>> + Send + 'static,
     ) -> CompletionStream;
+    /// The token-counting endpoint, for APIs that have one.
+    fn count_url(_base: &str) -> Option<String> {
+        None
+    }
+    /// The token-counting request (only called when [`WireFormat::count_url`] is `Some`).
+    fn count_request(
+        builder: reqwest::RequestBuilder,
+        _key: &str,
+        _req: &CompletionRequest,
+    ) -> reqwest::RequestBuilder {
+        builder
+    }
 }
 
 /// An HTTP provider speaking wire format `W`.
@@ -41,6 +53,7 @@ pub struct HttpProvider<W> {
     http: reqwest::Client,
     api_key: SecretString,
     url: String,
+    count_url: Option<String>,
     models: Vec<String>,
     wire: PhantomData<W>,
 }
@@ -51,6 +64,7 @@ impl<W: WireFormat> HttpProvider<W> {
             http,
             api_key: cfg.api_key.clone(),
             url: W::url(&cfg.base_url),
+            count_url: W::count_url(&cfg.base_url),
             models: cfg.models.clone(),
             wire: PhantomData,
         }
@@ -94,6 +108,29 @@ impl<W: WireFormat> Provider for HttpProvider<W> {
     async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
         let resp = self.send(req, true).await?;
         Ok(W::stream(sse::events(Box::pin(resp.bytes_stream()))))
+    }
+
+    async fn count_tokens(&self, req: &CompletionRequest) -> Option<Result<u64, ProviderError>> {
+        let url = self.count_url.as_ref()?;
+        let builder = W::count_request(self.http.post(url), self.api_key.expose_secret(), req);
+        Some(
+            async {
+                let resp = send_checked(W::ID, builder, false, req.timeout).await?;
+                let bytes = read_body(W::ID, resp, req.timeout).await?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| ProviderError::Malformed {
+                        provider: W::ID,
+                        reason: format!("not a token count ({})", json_error_class(&e)),
+                    })?;
+                v["input_tokens"]
+                    .as_u64()
+                    .ok_or_else(|| ProviderError::Malformed {
+                        provider: W::ID,
+                        reason: "no input_tokens in the token count".into(),
+                    })
+            }
+            .await,
+        )
     }
 }
 

@@ -239,6 +239,11 @@ pub trait Provider: Send + Sync {
     /// Starts a streamed completion. Returns once the upstream accepted the request (status and
     /// headers); an error here happened before any byte of the answer.
     async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError>;
+    /// Counts the input tokens of `req` with the provider's own tokenizer, when the provider
+    /// offers that (Anthropic does); `None` when it does not, and the caller estimates.
+    async fn count_tokens(&self, _req: &CompletionRequest) -> Option<Result<u64, ProviderError>> {
+        None
+    }
 }
 
 #[cfg(test)]
