@@ -57,15 +57,7 @@ pub fn to_params(
     service: &GenerateService,
     chat: ChatParams,
 ) -> Result<GenerateParams, GenerateError> {
-    let model = chat
-        .model
-        .filter(|m| !m.trim().is_empty())
-        .ok_or_else(|| invalid("model is required"))?;
-    let (provider, model) = match service.provider_for_model(&model)? {
-        ProviderChoice::Auto => ("auto", None),
-        ProviderChoice::Only(p) if model == "simulator" => (p.as_str(), None),
-        ProviderChoice::Only(p) => (p.as_str(), Some(model)),
-    };
+    let (provider, model) = route_model(service, chat.model)?;
     let messages = chat.messages.unwrap_or_default();
     if messages.is_empty() {
         return Err(invalid("messages must hold at least one message"));
@@ -115,6 +107,23 @@ fn stop_list(stop: Option<Value>) -> Result<Vec<String>, GenerateError> {
             .collect(),
         Some(_) => Err(invalid("stop must be a string or an array of strings")),
     }
+}
+
+/// The `provider` and `model` fields a compatible API's `model` names: `spark-auto` the fallback
+/// order, `simulator` the simulator, any other allowed model its provider. Shared by both
+/// compatible APIs, so a model routes the same way on either.
+pub fn route_model(
+    service: &GenerateService,
+    model: Option<String>,
+) -> Result<(&'static str, Option<String>), GenerateError> {
+    let model = model
+        .filter(|m| !m.trim().is_empty())
+        .ok_or_else(|| invalid("model is required"))?;
+    Ok(match service.provider_for_model(&model)? {
+        ProviderChoice::Auto => ("auto", None),
+        ProviderChoice::Only(p) if model == "simulator" => (p.as_str(), None),
+        ProviderChoice::Only(p) => (p.as_str(), Some(model)),
+    })
 }
 
 /// A conversation as one prompt: a lone user message as it is, several turns labelled by speaker.

@@ -15,8 +15,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::chat::conversation_prompt;
-use crate::generate::{GenerateError, GenerateParams, GenerateService, Generation, ProviderChoice};
+use super::chat::{conversation_prompt, route_model};
+use crate::generate::{GenerateError, GenerateParams, GenerateService, Generation};
 
 /// `POST /v1/messages` (and `/v1/messages/count_tokens`) as Anthropic SDKs send it.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -103,15 +103,7 @@ pub fn to_params(
     service: &GenerateService,
     params: MessagesParams,
 ) -> Result<(GenerateParams, Vec<String>), GenerateError> {
-    let model = params
-        .model
-        .filter(|m| !m.trim().is_empty())
-        .ok_or_else(|| invalid("model is required"))?;
-    let (provider, model) = match service.provider_for_model(&model)? {
-        ProviderChoice::Auto => ("auto", None),
-        ProviderChoice::Only(p) if model == "simulator" => (p.as_str(), None),
-        ProviderChoice::Only(p) => (p.as_str(), Some(model)),
-    };
+    let (provider, model) = route_model(service, params.model)?;
     let messages = params.messages.unwrap_or_default();
     if messages.is_empty() {
         return Err(invalid("messages must hold at least one message"));
