@@ -74,8 +74,9 @@ pub async fn messages(
     span.record("provider", provider.as_str());
     span.record("cache", cache.label());
     warnings.extend(request.warnings.iter().cloned());
-    // The model the first provider of the plan will be asked for; the final message names the
-    // one that answered.
+    // The model the answering provider is asked for (a cache hit: the plan's model for the
+    // provider that produced it); the final `message_delta` carries the usage, and a plain
+    // answer names the model the provider reported.
     let model = request
         .plan
         .iter()
