@@ -34,15 +34,6 @@ fn event(name: &'static str, data: &Value) -> Result<Event, Infallible> {
     Ok(Event::default().event(name).data(data.to_string()))
 }
 
-/// Adds the warnings header (bounded like every other) when there is anything to say.
-fn warn(resp: &mut Response, warnings: &[String]) {
-    if !warnings.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&crate::export::warnings_header(warnings))
-    {
-        resp.headers_mut().insert("x-spark-warnings", v);
-    }
-}
-
 pub async fn messages(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -54,25 +45,19 @@ pub async fn messages(
     let (params, mut warnings) = messages::to_params(service, body)?;
     let request = service.validate(params, &caller)?;
     let read_cache = !super::wants_fresh(&headers);
-    let span = tracing::Span::current();
 
     if !request.stream {
         let (generation, cache) = service.generate(&request, read_cache, started).await?;
-        span.record("provider", generation.provider.as_str());
-        span.record("cache", cache.label());
         warnings.extend(generation.warnings.iter().cloned());
         let mut resp = Json(messages::message_body(&generation)).into_response();
-        resp.headers_mut()
-            .insert("x-cache", HeaderValue::from_static(cache.header()));
-        warn(&mut resp, &warnings);
+        super::mark_answer(&mut resp, generation.provider, cache);
+        super::set_warnings(&mut resp, &warnings);
         return Ok(resp);
     }
 
     let (stream, provider, cache) = service
         .generate_stream(&request, read_cache, started)
         .await?;
-    span.record("provider", provider.as_str());
-    span.record("cache", cache.label());
     warnings.extend(request.warnings.iter().cloned());
     // The model the answering provider is asked for (a cache hit: the plan's model for the
     // provider that produced it); the final `message_delta` carries the usage, and a plain
@@ -102,10 +87,8 @@ pub async fn messages(
     let mut resp = Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response();
-    let h = resp.headers_mut();
-    h.insert("x-cache", HeaderValue::from_static(cache.header()));
-    h.insert("x-provider", HeaderValue::from_static(provider.as_str()));
-    warn(&mut resp, &warnings);
+    super::mark_answer(&mut resp, provider, cache);
+    super::set_warnings(&mut resp, &warnings);
     Ok(resp)
 }
 
@@ -126,7 +109,7 @@ pub async fn count_tokens(
     let source = count.counted_by.map_or("estimate", |p| p.as_str());
     resp.headers_mut()
         .insert("x-spark-token-count", HeaderValue::from_static(source));
-    warn(&mut resp, &warnings);
+    super::set_warnings(&mut resp, &warnings);
     Ok(resp)
 }
 

@@ -33,10 +33,6 @@ pub async fn export(AppJson(params): AppJson<ExportParams>) -> Result<Response, 
     let disposition = HeaderValue::from_str(&content_disposition(&file_name))
         .map_err(|_| ApiError::Internal("unencodable Content-Disposition".into()))?;
     headers.insert(header::CONTENT_DISPOSITION, disposition);
-    if !warnings.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&export::warnings_header(&warnings))
-    {
-        headers.insert("x-spark-warnings", v);
-    }
+    super::set_warnings(&mut resp, &warnings);
     Ok(resp)
 }

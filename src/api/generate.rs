@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -79,39 +79,24 @@ pub async fn generate(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     let read_cache = !super::wants_fresh(&headers);
-    let span = tracing::Span::current();
 
     if request.stream || wants_sse {
         let (stream, provider, cache) = service
             .generate_stream(&request, read_cache, started)
             .await?;
-        span.record("provider", provider.as_str());
-        span.record("cache", cache.label());
         let request_id = request_id.map(|Extension(id)| id.0).unwrap_or_default();
         let events = stream.map(move |item| Ok::<_, Infallible>(sse_event(item, &request_id)));
         let mut resp = Sse::new(events)
             .keep_alive(KeepAlive::default())
             .into_response();
-        let h = resp.headers_mut();
-        h.insert("x-cache", HeaderValue::from_static(cache.header()));
-        h.insert("x-provider", HeaderValue::from_static(provider.as_str()));
+        super::mark_answer(&mut resp, provider, cache);
         return Ok(resp);
     }
 
     let (generation, cache) = service.generate(&request, read_cache, started).await?;
-    span.record("provider", generation.provider.as_str());
-    span.record("cache", cache.label());
-    Ok((
-        [
-            ("x-cache", HeaderValue::from_static(cache.header())),
-            (
-                "x-provider",
-                HeaderValue::from_static(generation.provider.as_str()),
-            ),
-        ],
-        Json(GenerationBody::from(&generation)),
-    )
-        .into_response())
+    let mut resp = Json(GenerationBody::from(&generation)).into_response();
+    super::mark_answer(&mut resp, generation.provider, cache);
+    Ok(resp)
 }
 
 /// API.md's SSE events: `delta` with `{"text"}`, `done` with the full body, `error` with the

@@ -62,6 +62,34 @@ async fn mark_error_shape(
     resp
 }
 
+/// Marks an answer with where it came from: `X-Cache` and `X-Provider`, and the same two fields
+/// on the request's span (the access log's line). Every generation route answers through this.
+fn mark_answer(
+    resp: &mut axum::response::Response,
+    provider: crate::providers::ProviderId,
+    cache: crate::cache::CacheResult,
+) {
+    let span = tracing::Span::current();
+    span.record("provider", provider.as_str());
+    span.record("cache", cache.label());
+    let h = resp.headers_mut();
+    h.insert("x-cache", header::HeaderValue::from_static(cache.header()));
+    h.insert(
+        "x-provider",
+        header::HeaderValue::from_static(provider.as_str()),
+    );
+}
+
+/// `X-Spark-Warnings`, bounded like every header the gateway writes, when there is anything to
+/// say.
+fn set_warnings(resp: &mut axum::response::Response, warnings: &[String]) {
+    if !warnings.is_empty()
+        && let Ok(v) = header::HeaderValue::from_str(&crate::export::warnings_header(warnings))
+    {
+        resp.headers_mut().insert("x-spark-warnings", v);
+    }
+}
+
 /// `Cache-Control: no-cache` on a request asks for a fresh answer (which is still stored).
 fn wants_fresh(headers: &axum::http::HeaderMap) -> bool {
     headers

@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -56,15 +56,15 @@ pub async fn chat_completions(
     if !request.stream {
         let (generation, cache) = service.generate(&request, read_cache, started).await?;
         let mut resp = Json(completion_body(&generation, unix_now())).into_response();
-        resp.headers_mut()
-            .insert("x-cache", HeaderValue::from_static(cache.header()));
+        super::mark_answer(&mut resp, generation.provider, cache);
         return Ok(resp);
     }
 
     let (stream, provider, cache) = service
         .generate_stream(&request, read_cache, started)
         .await?;
-    let provider = provider.as_str();
+    // Until the final chunk names the model that answered, chunks name the provider.
+    let name = provider.as_str();
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     let chunk = move |model: &str, delta: Value, finish: Value| {
@@ -72,13 +72,13 @@ pub async fn chat_completions(
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
     let first = chunk(
-        provider,
+        name,
         json!({"role": "assistant", "content": ""}),
         Value::Null,
     );
     let head = futures_util::stream::once(async move { vec![first.to_string()] });
     let body = stream.map(move |item| match item {
-        StreamItem::Delta(text) => vec![chunk(provider, json!({"content": text}), Value::Null).to_string()],
+        StreamItem::Delta(text) => vec![chunk(name, json!({"content": text}), Value::Null).to_string()],
         StreamItem::Done(g) => {
             let mut last = chunk(&g.model, json!({}), json!(finish_reason(&g)));
             let mut usage_chunk = last.clone();
@@ -97,8 +97,7 @@ pub async fn chat_completions(
         .flat_map(futures_util::stream::iter)
         .map(|data| Ok::<_, Infallible>(Event::default().data(data)));
     let mut resp = Sse::new(events).into_response();
-    resp.headers_mut()
-        .insert("x-cache", HeaderValue::from_static(cache.header()));
+    super::mark_answer(&mut resp, provider, cache);
     Ok(resp)
 }
 

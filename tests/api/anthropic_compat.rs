@@ -49,6 +49,8 @@ async fn a_claude_model_is_asked_as_it_is_and_answers_in_anthropics_shape() {
         .messages(ALICE_KEY, &ask("claude-sonnet-4-5", false))
         .await;
     assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-provider"], "anthropic");
+    assert_eq!(resp.headers()["x-cache"], "MISS");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["type"], "message");
     assert_eq!(body["role"], "assistant");
@@ -89,6 +91,11 @@ async fn spark_auto_falls_back_to_openai_and_comes_back_in_anthropics_shape() {
         .await;
     let resp = app.messages(BOB_KEY, &ask("spark-auto", false)).await;
     assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["x-provider"],
+        "openai",
+        "the provider that answered"
+    );
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["type"], "message");
     assert_eq!(body["content"][0]["text"], UNITY_ANSWER);
