@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, Read, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use spark_gateway::config::{Config, EnvSource};
@@ -52,17 +53,36 @@ fn main() -> ExitCode {
 }
 
 fn serve() -> ExitCode {
-    // Logging first, so even a configuration error is written in the requested format.
-    // Held to the end of `serve`: its drop flushes the lines still queued for the writer thread.
+    // Logging first, so even a configuration error is written in the requested format. The
+    // trace pipeline, when configured, is a layer of the same subscriber, so it is built from
+    // the configuration before the subscriber is installed. The guard is held to the end of
+    // `serve`: its drop flushes the lines still queued for the writer thread.
     let (format, filter) = Config::logging(&EnvSource);
-    let _logs = spark_gateway::telemetry::init(format, &filter);
-    let config = match Config::from_env() {
+    let config = Config::from_env();
+    let pipeline = config
+        .as_ref()
+        .ok()
+        .and_then(|c| c.trace.as_ref())
+        .map(spark_gateway::telemetry::trace::pipeline)
+        .transpose();
+    let (tracer, export, pipeline_error) = match pipeline {
+        Ok(Some((tracer, export))) => (Some(tracer), Some(export), None),
+        Ok(None) => (None, None, None),
+        Err(why) => (None, None, Some(why)),
+    };
+    let _logs = spark_gateway::telemetry::init(format, &filter, tracer);
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(problems = ?e.problems, "invalid configuration; not starting");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(why) = pipeline_error {
+        // The operator asked for traces: starting without them would hide that they are lost.
+        tracing::error!(error = %why, "cannot set up trace export; not starting");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,7 +93,7 @@ fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, export)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gateway stopped with an error");
@@ -82,7 +102,42 @@ fn serve() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(
+    config: Config,
+    export: Option<spark_gateway::telemetry::trace::SpanExport>,
+) -> anyhow::Result<()> {
+    // Span export runs beside the server and is flushed after it: the last requests' spans end
+    // when the server has drained, and go out before the process exits.
+    let (stop_export, export_stopped) = tokio::sync::oneshot::channel::<()>();
+    let export_timeout = config
+        .trace
+        .as_ref()
+        .map_or(Duration::ZERO, |t| t.timeout + Duration::from_secs(1));
+    let exporter = export.map(|export| {
+        if let Some(t) = &config.trace {
+            tracing::info!(endpoint = %t.endpoint, sampler = ?t.sampler, "exporting traces over OTLP/HTTP");
+        }
+        spark_gateway::telemetry::spawn_named(
+            "span-export",
+            export.run(async {
+                let _ = export_stopped.await;
+            }),
+        )
+    });
+    let result = serve_until_signal(config).await;
+    if let Some(exporter) = exporter {
+        let _ = stop_export.send(());
+        if tokio::time::timeout(export_timeout, exporter)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the last spans could not be exported before exit");
+        }
+    }
+    result
+}
+
+async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
     if !config.auth_enabled() {
         tracing::warn!(
             bind = %config.bind,

@@ -36,7 +36,9 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
         state.metrics().auth_blocked.inc();
         return ApiError::RateLimited { retry_after }.into_response();
     }
-    match keys.authenticate(presented_key(req.headers())) {
+    let caller =
+        tracing::debug_span!("auth").in_scope(|| keys.authenticate(presented_key(req.headers())));
+    match caller {
         Some(caller) => {
             tracing::Span::current().record("caller", caller.label());
             req.extensions_mut().insert(caller);

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::error::{ApiError, ErrorBody, render_body};
 use crate::state::AppState;
-use crate::telemetry::Severity;
+use crate::telemetry::{Severity, trace};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -67,15 +67,37 @@ pub async fn request_context(
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let method = req.method().clone();
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        route = %route,
-        method = %method,
-        caller = tracing::field::Empty,
-        provider = tracing::field::Empty,
-        cache = tracing::field::Empty,
-    );
+    // A root span: the request is its own trace (or continues its client's), never a child of
+    // the connection task that happens to serve it. The OpenTelemetry fields are declared only
+    // when traces are exported: the log line does not need them and would format them.
+    macro_rules! request_span {
+        ($($otel:tt)*) => {
+            tracing::info_span!(
+                parent: None,
+                "request",
+                request_id = %id,
+                route = %route,
+                method = %method,
+                caller = tracing::field::Empty,
+                provider = tracing::field::Empty,
+                cache = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
+                $($otel)*
+            )
+        };
+    }
+    let span = if state.config().trace.is_some() {
+        let method = crate::telemetry::metrics::method_label(method.as_str());
+        request_span!(otel.name = %format_args!("{method} {route}"), otel.kind = "server")
+    } else {
+        request_span!()
+    };
+    if let Some(trace) = &state.config().trace {
+        trace::adopt_client_context(&span, req.headers(), trace.trust_client_context);
+        if let Some(trace_id) = trace::trace_id(&span) {
+            span.record("trace_id", trace_id.as_str());
+        }
+    }
 
     let mut resp = next.run(req).instrument(span.clone()).await;
 
@@ -125,6 +147,10 @@ pub async fn request_context(
     }
 
     let status = resp.status().as_u16();
+    trace::set_attribute(&span, "http.response.status_code", i64::from(status));
+    if status >= 500 {
+        trace::set_error(&span, &status.to_string());
+    }
     let elapsed = started.elapsed();
     // Status and latency go on the closing event only: with the JSON formatter every
     // `Span::record` re-parses and re-serializes the span's fields, a cost paid per request.

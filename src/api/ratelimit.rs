@@ -11,6 +11,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 
 use super::error::ApiError;
 use crate::auth::Caller;
@@ -52,7 +53,14 @@ pub async fn limit(
         Some(Caller::Master) => LimitKey::Master,
         Some(Caller::Anonymous) | None => LimitKey::Ip(client_ip(&state, &req)),
     };
-    let decision = state.limiter().check(class, &key).await;
+    let decision = state
+        .limiter()
+        .check(class, &key)
+        .instrument(tracing::debug_span!(
+            "rate_limit",
+            spark.route_class = class.as_str()
+        ))
+        .await;
     let mut resp = if decision.allowed {
         next.run(req).await
     } else {

@@ -21,6 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 use hmac::{Hmac, KeyInit};
 use secrecy::{ExposeSecret, SecretString};
@@ -297,7 +298,12 @@ impl<V: CacheValue> ResponseCache<V> {
 
     async fn load_shared(&self, key: &CacheKey, fits: &impl Fn(&V) -> bool) -> Option<V> {
         let shared = self.shared.as_ref()?;
-        let sealed = shared.redis.get(&shared.key(key)).await.ok()??;
+        let sealed = shared
+            .redis
+            .get(&shared.key(key))
+            .instrument(tracing::debug_span!("cache_shared_lookup"))
+            .await
+            .ok()??;
         let value = shared
             .open(key, &sealed)
             .and_then(V::decode)

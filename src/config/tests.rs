@@ -196,3 +196,56 @@ fn an_undeclared_read_is_a_problem_not_a_panic() {
     assert_eq!(r.text("SPARK_NOT_A_VARIABLE"), None);
     assert_eq!(r.problems.len(), 1);
 }
+
+#[test]
+fn trace_export_is_off_until_an_endpoint_is_set_and_then_reads_the_standard_variables() {
+    assert!(Config::from_source(&src(&[])).unwrap().trace.is_none());
+    let c = Config::from_source(&src(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-honeycomb-team=abc%3D%3D"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "250"),
+        ("SPARK_OTEL_TRUST_CLIENT_CONTEXT", "false"),
+    ]))
+    .unwrap();
+    let t = c.trace.as_ref().unwrap();
+    assert_eq!(t.endpoint, "http://collector:4318/v1/traces");
+    assert_eq!(t.headers, vec![("x-honeycomb-team".into(), "abc==".into())]);
+    assert_eq!(t.sampler, SamplerChoice::ParentRatio(0.1));
+    assert_eq!(t.delay, Duration::from_millis(250));
+    assert_eq!((t.max_queue, t.max_batch), (2048, 512));
+    assert!(!t.trust_client_context);
+    // The collector's credentials are a secret: check-config and Debug hide them.
+    assert!(
+        c.redacted()
+            .contains(&("OTEL_EXPORTER_OTLP_HEADERS", "<redacted>".to_owned()))
+    );
+    assert!(!format!("{t:?}").contains("abc"));
+}
+
+#[test]
+fn a_bad_trace_setting_is_a_problem_not_a_silent_default() {
+    let err = Config::from_source(&src(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "tokenwithoutname"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_TRACES_SAMPLER", "traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "2"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "20"),
+    ]))
+    .unwrap_err();
+    let text = err.to_string();
+    for name in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_TRACES_SAMPLER_ARG",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    ] {
+        assert!(text.contains(name), "{name} missing from {text}");
+    }
+    assert!(!text.contains("tokenwithoutname"), "{text}");
+    assert_eq!(err.problems.len(), 5, "{text}");
+}

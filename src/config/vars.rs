@@ -159,6 +159,19 @@ pub const VARS: &[Var] = &[
     var("SPARK_ENABLE_PANIC_ROUTE", Some("false"), BOOL, "mount /api/debug/panic (drills and tests only)"),
     var("SPARK_LOG_FORMAT", Some("pretty"), Kind::Choice(&["pretty", "json"]), "json for JSON lines"),
     var("RUST_LOG", Some("info"), TEXT, "log filter (tracing EnvFilter syntax)"),
+    // Distributed tracing (OpenTelemetry): off unless an endpoint is set.
+    var("OTEL_EXPORTER_OTLP_ENDPOINT", None, TEXT, "OTLP/HTTP collector base URL (/v1/traces is appended); set to export traces"),
+    var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None, TEXT, "the full OTLP/HTTP traces URL, used as it is; overrides the base URL"),
+    var("OTEL_EXPORTER_OTLP_HEADERS", None, SECRET, "headers sent to the collector, name=value pairs separated by commas, values percent-encoded"),
+    var("OTEL_EXPORTER_OTLP_PROTOCOL", Some("http/protobuf"), Kind::Choice(&["http/protobuf"]), "OTLP transport; only http/protobuf is built in"),
+    var("OTEL_EXPORTER_OTLP_TIMEOUT", Some("10000"), int(1, 600_000), "milliseconds one export may take"),
+    var("OTEL_SERVICE_NAME", Some("spark-gateway"), TEXT, "service.name of the exported spans"),
+    var("OTEL_TRACES_SAMPLER", Some("parentbased_always_on"), Kind::Choice(crate::telemetry::trace::SAMPLERS), "which traces are recorded"),
+    var("OTEL_TRACES_SAMPLER_ARG", None, TEXT, "the ratio (0 to 1) of the traceidratio samplers; default 1"),
+    var("OTEL_BSP_MAX_QUEUE_SIZE", Some("2048"), int(1, 1_000_000), "finished spans waiting for export at most; more are dropped and counted"),
+    var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", Some("512"), int(1, 100_000), "spans per export request at most"),
+    var("OTEL_BSP_SCHEDULE_DELAY", Some("5000"), int(1, 600_000), "milliseconds a partial batch waits before it is sent"),
+    var("SPARK_OTEL_TRUST_CLIENT_CONTEXT", Some("true"), BOOL, "continue a client's traceparent; false starts a new trace linked to it"),
 ];
 
 pub fn find(name: &str) -> Option<&'static Var> {

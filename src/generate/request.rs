@@ -145,7 +145,8 @@ impl GenerateService {
         // Resolve now so a model outside the allow-list is a 400 before any work is done.
         let plan = self.plan(provider, model.as_deref())?;
 
-        let sanitized = sanitize::sanitize(&prompt, &self.policy)
+        let sanitized = tracing::debug_span!("sanitize")
+            .in_scope(|| sanitize::sanitize(&prompt, &self.policy))
             .inspect_err(|rejection| self.count_rejection(engine, rejection))?;
         warnings.extend(sanitized.warnings);
         let system = match params.system {

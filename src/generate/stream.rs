@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::outcome::{build_generation, record_failure, record_success, since};
 use super::{GenerateError, GenerateRequest, GenerateService, Generation, route_error};
@@ -168,7 +169,10 @@ impl GenerateService {
         started: Instant,
     ) -> Result<(GenerationStream, ProviderId, CacheResult), GenerateError> {
         let hit = if read_cache {
-            self.cache.lookup(&req.cache_key, |g| g.fits(req)).await
+            self.cache
+                .lookup(&req.cache_key, |g| g.fits(req))
+                .instrument(tracing::debug_span!("cache_lookup"))
+                .await
         } else {
             None
         };

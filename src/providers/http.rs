@@ -251,6 +251,9 @@ pub async fn send_checked(
     stream: bool,
     timeout: Duration,
 ) -> Result<reqwest::Response, ProviderError> {
+    // The attempt's trace context goes with it (W3C `traceparent`), so a provider's or a
+    // proxy's own traces join ours. Nothing is added when traces are not exported.
+    let builder = builder.headers(crate::telemetry::trace::outgoing_headers());
     let builder = if stream {
         builder
     } else {

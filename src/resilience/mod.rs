@@ -29,7 +29,8 @@ use crate::providers::{
     Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId,
     StreamEvent,
 };
-use crate::telemetry::{ErrorTracker, Metrics, Severity};
+use crate::telemetry::{ErrorTracker, Metrics, Severity, trace};
+use tracing::Instrument;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
@@ -169,7 +170,13 @@ impl ProviderRouter {
             deadline,
             upstream_wait,
             true,
-            |provider, call| async move { provider.complete(&call).await },
+            |provider, call| async move {
+                let completion = provider.complete(&call).await;
+                if let Ok(c) = &completion {
+                    record_answer(&tracing::Span::current(), &c.model, c.usage);
+                }
+                completion
+            },
             |completion, permit| {
                 permit.success();
                 completion
@@ -198,9 +205,19 @@ impl ProviderRouter {
             upstream_wait,
             false,
             |provider, call| async move {
+                let asked = Instant::now();
                 let mut s = provider.stream(&call).await?;
                 match s.next().await {
-                    Some(Ok(first)) => Ok((first, s)),
+                    Some(Ok(first)) => {
+                        // The attempt's span ends here: its length is the time to the first
+                        // token, said outright for the trace's reader.
+                        trace::set_attribute(
+                            &tracing::Span::current(),
+                            "spark.time_to_first_token_ms",
+                            asked.elapsed().as_secs_f64() * 1000.0,
+                        );
+                        Ok((first, s))
+                    }
                     Some(Err(e)) => Err(e),
                     None => Err(ProviderError::Malformed {
                         provider: provider.id(),
@@ -274,13 +291,18 @@ impl ProviderRouter {
                 };
                 let call = self.attempt(model, base, deadline)?;
                 let timeout = call.timeout;
+                let span = attempt_span(*id, &call, n, index);
                 let started = Instant::now();
                 let outcome = tokio::time::timeout(timeout, attempt(Arc::clone(provider), call))
+                    .instrument(span.clone())
                     .await
                     .unwrap_or(Err(ProviderError::Timeout {
                         provider: *id,
                         timeout,
                     }));
+                if let Err(e) = &outcome {
+                    record_attempt_error(&span, e);
+                }
                 let took = started.elapsed();
                 *upstream_wait += took;
                 self.observe(*id, outcome.as_ref().err(), took);
@@ -396,6 +418,50 @@ impl ProviderRouter {
         }
         (!error.is_retryable() && !misconfigured).then(|| RouteError::Provider(error.clone()))
     }
+}
+
+/// One provider attempt's span, named and attributed as the OpenTelemetry GenAI semantic
+/// conventions say (`chat {model}`, a client span). A `debug` span: when no trace is exported
+/// it is disabled at its call site and costs nothing.
+fn attempt_span(
+    id: ProviderId,
+    call: &CompletionRequest,
+    retry: u32,
+    index: usize,
+) -> tracing::Span {
+    tracing::debug_span!(
+        "provider_attempt",
+        otel.name = %format_args!("chat {}", call.model),
+        otel.kind = "client",
+        gen_ai.operation.name = "chat",
+        gen_ai.system = id.as_str(),
+        gen_ai.provider.name = id.as_str(),
+        gen_ai.request.model = %call.model,
+        // Integers as i64: the OpenTelemetry layer records unsigned fields as text.
+        gen_ai.request.max_tokens = i64::from(call.max_tokens),
+        spark.retry = i64::from(retry),
+        spark.plan_index = index as i64,
+    )
+}
+
+/// What the provider answered, on the attempt's span: the model it reports and the tokens.
+fn record_answer(span: &tracing::Span, model: &str, usage: crate::providers::Usage) {
+    trace::set_attribute(span, "gen_ai.response.model", model.to_owned());
+    trace::set_attribute(span, "gen_ai.usage.input_tokens", usage.input_tokens as i64);
+    trace::set_attribute(
+        span,
+        "gen_ai.usage.output_tokens",
+        usage.output_tokens as i64,
+    );
+}
+
+/// A failed attempt on its span: the status when there was one, and the error's kind (a fixed
+/// word, never the provider's message).
+fn record_attempt_error(span: &tracing::Span, error: &ProviderError) {
+    if let Some(status) = error.status() {
+        trace::set_attribute(span, "http.response.status_code", i64::from(status));
+    }
+    trace::set_error(span, error.kind());
 }
 
 /// Why a walk through the plan ended without an answer: the last failure, else the time until

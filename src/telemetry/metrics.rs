@@ -55,6 +55,8 @@ pub struct Metrics {
     pub auth_failures: IntCounter,
     /// Requests refused by the per-address brake on failed authentications.
     pub auth_blocked: IntCounter,
+    /// Finished spans by what became of them; brought up to date from `trace` at each scrape.
+    otel_spans: IntCounterVec,
 }
 
 impl Metrics {
@@ -99,6 +101,11 @@ impl Metrics {
             auth_blocked: plain(
                 "spark_auth_blocked_total",
                 "Requests refused with 429 because their address failed authentication too often.",
+            )?,
+            otel_spans: counter(
+                "spark_otel_spans_total",
+                "Finished trace spans by outcome: exported, dropped (export queue full) or failed (the collector refused or did not answer).",
+                &["outcome"],
             )?,
             http_requests: counter(
                 "http_requests_total",
@@ -224,6 +231,12 @@ impl Metrics {
 
     /// The text exposition format (0.0.4) of every registered metric.
     pub fn render(&self) -> Result<String, prometheus::Error> {
+        // The span counts are process-wide atomics (the subscriber that produces spans is
+        // process-wide); each registry's counter catches up with them here.
+        for (outcome, total) in super::trace::span_counts() {
+            let counter = self.otel_spans.with_label_values(&[outcome]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))

@@ -1,11 +1,14 @@
-//! Telemetry: Prometheus metrics ([`Metrics`]) and the logging set-up (one `tracing` subscriber,
-//! JSON lines in production, pretty locally).
+//! Telemetry: Prometheus metrics ([`Metrics`]), the logging set-up (one `tracing` subscriber,
+//! JSON lines in production, pretty locally) and, when configured, OpenTelemetry trace export
+//! ([`trace`]) as a second layer of the same subscriber.
 //!
-//! `RUST_LOG` filters (default `info`). Spans carry the request id, route and caller label, never
-//! keys or prompt text (see `api::middleware`).
+//! `RUST_LOG` filters the log lines (default `info`); it does not filter the exported spans.
+//! Spans carry the request id, route and caller label, never keys or prompt text (see
+//! `api::middleware`).
 
 pub mod errors;
 pub mod metrics;
+pub mod trace;
 
 pub use errors::{ErrorTracker, Severity};
 pub use metrics::Metrics;
@@ -102,30 +105,60 @@ const QUEUED_LINES: usize = 64 * 1024;
 /// never waits on a write to stderr, which in a container is a pipe that a slow log collector can
 /// fill. Measured under load (BENCHMARKS.md), writing each request line in place cost throughput
 /// at the knee; under a flood beyond `QUEUED_LINES` lines are dropped, never requests.
-pub fn init(format: LogFormat, filter: &str) -> LogGuard {
+///
+/// With a `tracer` (tracing configured), our own spans also go to OpenTelemetry, whatever
+/// `RUST_LOG` says: the log filter and the span export are separate per-layer filters, so the
+/// `debug` step spans are exported without their becoming log lines.
+pub fn init(
+    format: LogFormat,
+    filter: &str,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+) -> LogGuard {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(QUEUED_LINES)
         .thread_name("spark-log-writer")
         .finish(std::io::stderr());
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         // Colour codes only for a person at a terminal: in a file or a pipe they are noise, and
         // writing them costs time on every request line.
         .with_ansi(std::io::stderr().is_terminal());
-    // A second init (tests) is harmless: the first subscriber stays.
-    let _ = match format {
-        LogFormat::Json => builder
+    let fmt = match format {
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+            .boxed(),
+        LogFormat::Pretty => fmt.compact().boxed(),
     };
+    let otel = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(exported_span))
+    });
+    // A second init (tests) is harmless: the first subscriber stays.
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(otel)
+        .try_init();
     LogGuard(guard)
+}
+
+/// Which spans become OpenTelemetry spans: the gateway's own, except the wrapper of a
+/// long-lived background task (it would be a trace that lasts as long as the process). Events
+/// stay in the log: a span's outcome is in its attributes and status.
+fn exported_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() && meta.target().starts_with("spark_gateway") && meta.name() != "task"
 }
 
 #[cfg(test)]

@@ -91,7 +91,11 @@ fn init_test_log() {
     LOGS.get_or_init(|| {
         std::env::var_os("TEST_LOG").map(|_| {
             let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".to_owned());
-            spark_gateway::telemetry::init(spark_gateway::telemetry::LogFormat::Pretty, &filter)
+            spark_gateway::telemetry::init(
+                spark_gateway::telemetry::LogFormat::Pretty,
+                &filter,
+                None,
+            )
         })
     });
 }

@@ -22,4 +22,5 @@ mod ratelimit;
 mod resilience;
 mod security;
 mod streaming;
+mod tracing;
 mod validation;
