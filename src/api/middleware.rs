@@ -81,7 +81,6 @@ pub async fn request_context(
                 caller = tracing::field::Empty,
                 provider = tracing::field::Empty,
                 cache = tracing::field::Empty,
-                trace_id = tracing::field::Empty,
                 $($otel)*
             )
         };
@@ -92,12 +91,12 @@ pub async fn request_context(
     } else {
         request_span!()
     };
-    if let Some(trace) = &state.config().trace {
+    // The trace id goes on the request's log line (its closing event), not into the span: a
+    // `Span::record` would re-serialize the span's fields for the JSON log.
+    let trace_id = state.config().trace.as_ref().and_then(|trace| {
         trace::adopt_client_context(&span, req.headers(), trace.trust_client_context);
-        if let Some(trace_id) = trace::trace_id(&span) {
-            span.record("trace_id", trace_id.as_str());
-        }
-    }
+        trace::trace_id(&span)
+    });
 
     let mut resp = next.run(req).instrument(span.clone()).await;
 
@@ -179,10 +178,10 @@ pub async fn request_context(
             }
         }
         Some(e) if status >= 500 => {
-            tracing::error!(status, latency_ms, code = e.code, cause = %e.cause, "request failed")
+            tracing::error!(status, latency_ms, code = e.code, cause = %e.cause, trace_id, "request failed")
         }
-        Some(e) => tracing::info!(status, latency_ms, code = e.code, "request rejected"),
-        None => tracing::info!(status, latency_ms, "request finished"),
+        Some(e) => tracing::info!(status, latency_ms, code = e.code, trace_id, "request rejected"),
+        None => tracing::info!(status, latency_ms, trace_id, "request finished"),
     });
     resp
 }

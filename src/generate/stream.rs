@@ -223,7 +223,12 @@ impl GenerateService {
                 started,
                 result,
             };
-            crate::telemetry::spawn_named("stream-flight", pilot.fly());
+            // The flight runs in the leading request's span, so its provider attempts are that
+            // request's children in a trace (a task's span is not exported).
+            crate::telemetry::spawn_named(
+                "stream-flight",
+                pilot.fly().instrument(tracing::Span::current()),
+            );
         }
         let provider = flight.opened().await?;
         Ok((stream, provider, result))

@@ -347,7 +347,7 @@ async fn a_generate_call_with_a_fallback_exports_its_span_tree_and_continues_the
         .find(|l| l.contains("request finished") && l.contains("/api/spark/generate"))
         .expect("a request line");
     let line: serde_json::Value = serde_json::from_str(line).unwrap();
-    assert_eq!(line["span"]["trace_id"], CLIENT_TRACE, "{line}");
+    assert_eq!(line["trace_id"], CLIENT_TRACE, "{line}");
 }
 
 #[tokio::test]
@@ -461,4 +461,48 @@ async fn spans_still_queued_at_sigterm_are_exported_before_exit() {
         "the request's spans were flushed: {:?}",
         spans.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test]
+async fn a_streamed_attempt_says_when_its_first_token_came() {
+    let collector = collector(false).await;
+    let anthropic = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(super::streaming::anthropic_sse(UNITY_ANSWER, false)),
+        )
+        .mount(&anthropic)
+        .await;
+    let openai = MockServer::start().await;
+    let gw = gateway(&collector, &anthropic, &openai, &[]).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/spark/generate", gw.base))
+        .header("x-api-key", ALICE_KEY)
+        .json(&json!({"prompt": format!("Create a lever {MARKER}"), "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let events = super::streaming::read_events(resp).await;
+    assert!(events.iter().any(|(e, _)| e == "done"), "{events:?}");
+
+    let spans = collector.wait_for("POST /api/spark/generate").await;
+    let request = one(&spans, "POST /api/spark/generate");
+    let attempt = one(&spans, "chat claude-sonnet-4-5");
+    assert_eq!(
+        attempt.trace_id, request.trace_id,
+        "the streamed attempt is in the request's trace"
+    );
+    assert_eq!(
+        attempt.parent_span_id, request.span_id,
+        "under the request, not a task's span"
+    );
+    match attr(attempt, "spark.time_to_first_token_ms") {
+        Some(AnyValue::DoubleValue(ms)) => assert!(*ms > 0.0),
+        other => panic!("time to first token is {other:?}"),
+    }
+    assert!(!String::from_utf8_lossy(&collector.raw()).contains(MARKER));
 }
