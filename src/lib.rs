@@ -14,6 +14,8 @@
 //! - [`generate`]: the generation service: validation, cache key, calls, code extraction;
 //! - [`cache`]: the response cache, single-flight on misses;
 //! - [`resilience`]: circuit breakers, retries and fallback within one deadline;
+//! - [`shaping`]: each provider's capacity (requests, tokens, in flight) shared by priority and
+//!   in fair turns;
 //! - [`providers`]: Anthropic, OpenAI and the built-in simulator behind one trait;
 //! - [`redis`]: the one Redis connection the limiter and the cache share;
 //! - [`config`]: typed configuration; [`state`]: `AppState`; `api::error`: API.md's error table;
@@ -37,6 +39,7 @@ pub mod ratelimit;
 pub mod redis;
 pub mod resilience;
 pub mod sanitize;
+pub mod shaping;
 pub mod state;
 pub mod telemetry;
 

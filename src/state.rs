@@ -170,7 +170,14 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
         config.upstream_timeout,
         Arc::clone(&metrics),
         Arc::clone(&errors),
-    );
+    )
+    .with_shaper(Arc::new(crate::shaping::Shaper::new(
+        &config.provider_limits,
+        config.queue_timeout,
+        config.queue_max,
+        config.batch_users.clone(),
+        &metrics,
+    )));
     let redis = match &config.redis_url {
         Some(url) => Some(
             RedisBackend::connect(url, config.redis_timeout, Arc::clone(&metrics))

@@ -48,6 +48,8 @@ pub enum ApiError {
     Overloaded,
     #[error("every eligible provider's circuit is open")]
     ProvidersUnavailable { retry_after: Duration },
+    #[error("every eligible provider's capacity is taken (SPARK_PROVIDER_LIMITS)")]
+    ProvidersBusy { retry_after: Duration },
     #[error("the request deadline of {0:?} passed")]
     UpstreamTimeout(Duration),
 }
@@ -77,9 +79,9 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Overloaded | ApiError::ProvidersUnavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Overloaded
+            | ApiError::ProvidersUnavailable { .. }
+            | ApiError::ProvidersBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -102,6 +104,7 @@ impl ApiError {
             ApiError::Upstream(_) => "upstream_error",
             ApiError::Overloaded => "overloaded",
             ApiError::ProvidersUnavailable { .. } => "providers_unavailable",
+            ApiError::ProvidersBusy { .. } => "providers_busy",
             ApiError::UpstreamTimeout(_) => "upstream_timeout",
         }
     }
@@ -140,6 +143,9 @@ impl ApiError {
             ApiError::ProvidersUnavailable { .. } => {
                 "No model provider is available right now; retry later.".into()
             }
+            ApiError::ProvidersBusy { .. } => {
+                "Every model provider's capacity is in use; retry shortly.".into()
+            }
             ApiError::UpstreamTimeout(_) => {
                 "The request did not complete within its deadline.".into()
             }
@@ -157,7 +163,8 @@ impl ApiError {
                 risk_score,
             }) => Some(json!({ "categories": categories, "riskScore": risk_score })),
             ApiError::RateLimited { retry_after }
-            | ApiError::ProvidersUnavailable { retry_after } => {
+            | ApiError::ProvidersUnavailable { retry_after }
+            | ApiError::ProvidersBusy { retry_after } => {
                 Some(json!({ "retryAfterMs": retry_after.as_millis() }))
             }
             ApiError::Upstream(e) => Some(json!({
@@ -181,7 +188,8 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::RateLimited { retry_after }
-            | ApiError::ProvidersUnavailable { retry_after } => Some(*retry_after),
+            | ApiError::ProvidersUnavailable { retry_after }
+            | ApiError::ProvidersBusy { retry_after } => Some(*retry_after),
             ApiError::Overloaded => Some(Duration::from_secs(1)),
             // The provider said when it will take requests again; pass that on.
             ApiError::Upstream(e) => e.retry_after(),
@@ -253,6 +261,7 @@ impl From<GenerateError> for ApiError {
             GenerateError::Unavailable(retry_after) => {
                 ApiError::ProvidersUnavailable { retry_after }
             }
+            GenerateError::Busy(retry_after) => ApiError::ProvidersBusy { retry_after },
         }
     }
 }

@@ -82,6 +82,8 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
                 "hitRate": cache.hit_rate,
             },
             "rateLimiter": {"backend": limiter.backend(), "ok": limiter.ok()},
+            // Outbound shaping lanes (SPARK_PROVIDER_LIMITS): in flight, waiting, capacity left.
+            "shaping": router.shaper().snapshot(),
             "errorTracking": {
                 "total": totals.iter().map(|(_, n)| n).sum::<u64>(),
                 "bySeverity": totals
@@ -122,6 +124,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 /// half-open even if no call has arrived to notice.
 pub fn refresh_breakers(state: &AppState) {
     let router = state.generator().router();
+    // Shaping budgets refill with time, not events: their gauges are set at scrape time too.
+    router.shaper().publish();
     for id in router.ids() {
         if let Some(b) = router.breaker(id) {
             let _ = b.snapshot();

@@ -114,6 +114,12 @@ pub struct Config {
     pub system_prompt_override: Vec<String>,
     pub breaker: BreakerConfig,
     pub retry: RetryPolicy,
+    /// Provider capacity rules (`SPARK_PROVIDER_LIMITS`); empty: no shaping.
+    pub provider_limits: Vec<crate::shaping::Rule>,
+    pub queue_timeout: Duration,
+    pub queue_max: usize,
+    /// User ids whose whole-answer requests are batch priority.
+    pub batch_users: Vec<String>,
     pub cache: CacheConfig,
     pub rate_limits: Quotas,
     pub trusted_proxies: TrustedProxies,
@@ -270,6 +276,28 @@ impl Config {
             max_delay: r.duration("SPARK_RETRY_MAX_DELAY"),
         };
 
+        let provider_limits = r
+            .parsed_with("SPARK_PROVIDER_LIMITS", crate::shaping::limits::parse)
+            .unwrap_or_default();
+        for rule in &provider_limits {
+            let upstream = match rule.provider {
+                ProviderId::Anthropic => anthropic.as_ref(),
+                ProviderId::OpenAi => openai.as_ref(),
+                ProviderId::Simulator => None,
+            };
+            if let (Some(model), Some(up)) = (&rule.model, upstream)
+                && !up.models.contains(model)
+            {
+                r.problem(format!(
+                    "SPARK_PROVIDER_LIMITS: {model:?} is not in {}'s model allow-list",
+                    rule.provider
+                ));
+            }
+        }
+        let queue_timeout = r.duration("SPARK_QUEUE_TIMEOUT");
+        let queue_max = r.int("SPARK_QUEUE_MAX") as usize;
+        let batch_users = r.list("SPARK_BATCH_USERS");
+
         let cache = CacheConfig {
             ttl: r.duration("SPARK_CACHE_TTL"),
             max_bytes: r.size("SPARK_CACHE_MAX_BYTES") as u64,
@@ -368,6 +396,10 @@ impl Config {
             system_prompt_override,
             breaker,
             retry,
+            provider_limits,
+            queue_timeout,
+            queue_max,
+            batch_users,
             cache,
             rate_limits,
             trusted_proxies,

@@ -249,3 +249,32 @@ fn a_bad_trace_setting_is_a_problem_not_a_silent_default() {
     assert!(!text.contains("tokenwithoutname"), "{text}");
     assert_eq!(err.problems.len(), 5, "{text}");
 }
+
+#[test]
+fn provider_limits_are_parsed_and_a_model_outside_the_allow_list_is_a_problem() {
+    let c = Config::from_source(&src(&[
+        ("OPENAI_API_KEY", "sk-test"),
+        (
+            "SPARK_PROVIDER_LIMITS",
+            "openai:gpt-4.1=500rpm,64inflight;anthropic=50inflight",
+        ),
+        ("SPARK_BATCH_USERS", "ci-bot, nightly"),
+    ]))
+    .unwrap();
+    assert_eq!(c.provider_limits.len(), 2);
+    assert_eq!(c.queue_timeout, Duration::from_secs(5));
+    assert_eq!(c.queue_max, 1000);
+    assert_eq!(c.batch_users, ["ci-bot", "nightly"]);
+    let err = Config::from_source(&src(&[
+        ("OPENAI_API_KEY", "sk-test"),
+        ("SPARK_PROVIDER_LIMITS", "openai:gpt-5-typo=5rpm"),
+    ]))
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("\"gpt-5-typo\" is not in openai's model allow-list"),
+        "{err}"
+    );
+    let err = Config::from_source(&src(&[("SPARK_PROVIDER_LIMITS", "openai=5rps")])).unwrap_err();
+    assert!(err.to_string().contains("SPARK_PROVIDER_LIMITS"), "{err}");
+}

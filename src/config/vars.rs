@@ -139,6 +139,11 @@ pub const VARS: &[Var] = &[
     var("SPARK_RETRY_ATTEMPTS", Some("2"), int(1, 10), "attempts at the last provider of the plan, the first included"),
     var("SPARK_RETRY_BASE_DELAY", Some("100ms"), DAY, "retry back-off base"),
     var("SPARK_RETRY_MAX_DELAY", Some("2s"), DAY, "retry back-off cap"),
+    // Outbound traffic shaping.
+    var("SPARK_PROVIDER_LIMITS", None, TEXT, "capacity per provider or model, e.g. openai:gpt-4.1=500rpm,200000tpm,64inflight;anthropic=50inflight"),
+    var("SPARK_QUEUE_TIMEOUT", Some("5s"), DAY, "longest a request waits for provider capacity (never past its deadline)"),
+    var("SPARK_QUEUE_MAX", Some("1000"), int(1, 1_000_000), "requests waiting per lane at most; more fall back or get 503 providers_busy"),
+    var("SPARK_BATCH_USERS", None, TEXT, "comma list of user ids whose whole-answer requests are batch priority"),
     // Cache and rate limits.
     var("SPARK_CACHE_TTL", Some("1h"), Kind::Duration { max: MAX_CACHE_TTL }, "response cache lifetime; 0 turns the cache off"),
     var("SPARK_CACHE_MAX_BYTES", Some("256MiB"), Kind::Size, "response cache size bound"),

@@ -43,6 +43,8 @@ pub enum GenerateError {
     Deadline(Duration),
     #[error("every eligible provider's circuit is open")]
     Unavailable(Duration),
+    #[error("every eligible provider's capacity is taken")]
+    Busy(Duration),
 }
 
 impl GenerateError {
@@ -55,6 +57,7 @@ impl GenerateError {
             GenerateError::Provider(_) => "upstream_error",
             GenerateError::Deadline(_) => "upstream_timeout",
             GenerateError::Unavailable(_) => "providers_unavailable",
+            GenerateError::Busy(_) => "providers_busy",
         }
     }
 }
@@ -220,7 +223,7 @@ impl GenerateService {
         let result = tokio::time::timeout_at(
             ends_at,
             self.router
-                .complete(&req.plan, &base, ends_at, &mut upstream_wait),
+                .complete(&req.plan, &base, &req.ticket, ends_at, &mut upstream_wait),
         )
         .await
         .unwrap_or(Err(RouteError::Deadline))
@@ -324,6 +327,7 @@ fn route_error(e: RouteError, deadline: Duration) -> GenerateError {
     match e {
         RouteError::Provider(p) => GenerateError::Provider(p),
         RouteError::Unavailable { retry_after } => GenerateError::Unavailable(retry_after),
+        RouteError::Busy { retry_after } => GenerateError::Busy(retry_after),
         RouteError::Deadline => GenerateError::Deadline(deadline),
     }
 }

@@ -18,7 +18,9 @@ use crate::providers::{MAX_STOP_SEQUENCES, ProviderId};
 
 /// The longest stop sequence accepted, in characters.
 const MAX_STOP_SEQUENCE_CHARS: usize = 64;
+use crate::providers::simulator::token_estimate;
 use crate::sanitize::{self, Policy, Rejection};
+use crate::shaping::Ticket;
 
 /// The request body of `POST /api/spark/generate`, as sent. Unknown fields are refused so a
 /// misspelt option (`maxToken`) is an error rather than silently ignored.
@@ -72,6 +74,8 @@ pub struct GenerateRequest {
     pub plan: Vec<(ProviderId, String)>,
     /// Digest of what is sent upstream (and the caller, in key scope).
     pub cache_key: CacheKey,
+    /// Who waits for provider capacity, how urgently, for how many tokens (shaping).
+    pub ticket: Ticket,
 }
 
 impl GenerateService {
@@ -162,6 +166,15 @@ impl GenerateService {
                 }
             }
         };
+        let stream = params.stream.unwrap_or(false);
+        let ticket = Ticket {
+            caller: caller.label().into(),
+            class: self.router.shaper().class_for(caller.label(), stream),
+            // What a provider will count: the prompt as sent and every token it may answer.
+            tokens: token_estimate(&system)
+                + token_estimate(&sanitized.text)
+                + u64::from(max_tokens),
+        };
         let mut request = GenerateRequest {
             prompt: sanitized.text,
             engine,
@@ -169,12 +182,13 @@ impl GenerateService {
             model,
             max_tokens,
             temperature,
-            stream: params.stream.unwrap_or(false),
+            stream,
             warnings,
             stop,
             system,
             plan,
             cache_key: [0; 32],
+            ticket,
         };
         request.cache_key = self.cache_key(&request, caller);
         Ok(request)

@@ -241,8 +241,13 @@ impl Pilot {
         let mut upstream_wait = Duration::ZERO;
         let opened = tokio::time::timeout_at(
             ends_at,
-            self.router
-                .stream(&self.req.plan, &self.base, ends_at, &mut upstream_wait),
+            self.router.stream(
+                &self.req.plan,
+                &self.base,
+                &self.req.ticket,
+                ends_at,
+                &mut upstream_wait,
+            ),
         )
         .await
         .unwrap_or(Err(RouteError::Deadline));

@@ -29,6 +29,7 @@ use crate::providers::{
     Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId,
     StreamEvent,
 };
+use crate::shaping::{Grant, Shaper, Ticket};
 use crate::telemetry::{ErrorTracker, Metrics, Severity, trace};
 use tracing::Instrument;
 
@@ -71,6 +72,8 @@ pub enum RouteError {
     Provider(ProviderError),
     #[error("every eligible provider's circuit is open")]
     Unavailable { retry_after: Duration },
+    #[error("every eligible provider's capacity is taken")]
+    Busy { retry_after: Duration },
     #[error("the request deadline passed")]
     Deadline,
 }
@@ -85,6 +88,8 @@ pub struct ProviderRouter {
     /// Set while a provider's last answer refused our key or endpoint (401/403/404): health
     /// shows it `misconfigured` until an attempt succeeds again.
     misconfigured: BTreeMap<ProviderId, AtomicBool>,
+    /// Each provider's capacity (`SPARK_PROVIDER_LIMITS`); empty: calls go out unshaped.
+    shaper: Arc<Shaper>,
 }
 
 impl ProviderRouter {
@@ -133,7 +138,18 @@ impl ProviderRouter {
             upstream_timeout,
             metrics,
             errors,
+            shaper: Arc::new(Shaper::default()),
         }
+    }
+
+    /// Shapes every call through `shaper`'s lanes.
+    pub fn with_shaper(mut self, shaper: Arc<Shaper>) -> Self {
+        self.shaper = shaper;
+        self
+    }
+
+    pub fn shaper(&self) -> &Shaper {
+        &self.shaper
     }
 
     pub fn provider(&self, id: ProviderId) -> Option<&Arc<dyn Provider>> {
@@ -161,12 +177,14 @@ impl ProviderRouter {
         &self,
         plan: &[(ProviderId, String)],
         base: &CompletionRequest,
+        ticket: &Ticket,
         deadline: Instant,
         upstream_wait: &mut Duration,
     ) -> Result<(ProviderId, Completion), RouteError> {
         self.walk(
             plan,
             base,
+            ticket,
             deadline,
             upstream_wait,
             true,
@@ -177,8 +195,11 @@ impl ProviderRouter {
                 }
                 completion
             },
-            |completion, permit| {
+            |completion: Completion, permit, grant| {
                 permit.success();
+                if let Some(grant) = grant {
+                    grant.settle(completion.usage.input_tokens + completion.usage.output_tokens);
+                }
                 completion
             },
         )
@@ -194,6 +215,7 @@ impl ProviderRouter {
         &self,
         plan: &[(ProviderId, String)],
         base: &CompletionRequest,
+        ticket: &Ticket,
         deadline: Instant,
         upstream_wait: &mut Duration,
     ) -> Result<(ProviderId, CompletionStream), RouteError> {
@@ -201,6 +223,7 @@ impl ProviderRouter {
         self.walk(
             plan,
             base,
+            ticket,
             deadline,
             upstream_wait,
             false,
@@ -225,8 +248,8 @@ impl ProviderRouter {
                     }),
                 }
             },
-            |(first, rest), permit| {
-                if permit.is_probe() {
+            |(first, rest), permit, grant| {
+                let stream = if permit.is_probe() {
                     // A probe is settled by its first event: holding the only half-open slot for
                     // a whole (possibly minutes-long) stream would keep the circuit undecided.
                     permit.success();
@@ -234,6 +257,10 @@ impl ProviderRouter {
                     Box::pin(head.chain(rest)) as CompletionStream
                 } else {
                     guard_stream(first, rest, permit)
+                };
+                match grant {
+                    Some(grant) => hold_grant(stream, grant),
+                    None => stream,
                 }
             },
         )
@@ -255,11 +282,12 @@ impl ProviderRouter {
         &self,
         plan: &[(ProviderId, String)],
         base: &CompletionRequest,
+        ticket: &Ticket,
         deadline: Instant,
         upstream_wait: &mut Duration,
         retry_last: bool,
         attempt: A,
-        finish: impl Fn(T, breaker::Permit) -> U,
+        finish: impl Fn(T, breaker::Permit, Option<Grant>) -> U,
     ) -> Result<(ProviderId, U), RouteError>
     where
         A: Fn(Arc<dyn Provider>, CompletionRequest) -> Fut,
@@ -267,6 +295,8 @@ impl ProviderRouter {
     {
         let mut last_error: Option<ProviderError> = None;
         let mut earliest_open: Option<Duration> = None;
+        // Set once a lane was busy: later providers are taken only if they have room at once.
+        let mut busy: Option<Duration> = None;
         for (index, (id, model)) in plan.iter().enumerate() {
             let (Some(provider), Some(breaker)) = (self.providers.get(id), self.breakers.get(id))
             else {
@@ -289,6 +319,26 @@ impl ProviderRouter {
                         break;
                     }
                 };
+                let grant = match self.shaper.lane(*id, model) {
+                    None => None,
+                    Some(lane) => {
+                        let until = match busy {
+                            Some(_) => Instant::now(),
+                            None => self.shaper.wait_until(deadline),
+                        };
+                        match lane.acquire(ticket, until).await {
+                            Ok(grant) => Some(grant),
+                            Err(refused) => {
+                                // Nothing was asked of the provider: the breaker learns nothing.
+                                permit.neutral();
+                                let after = refused.retry_after();
+                                busy = Some(busy.map_or(after, |b| b.min(after)));
+                                tracing::info!(provider = %id, reason = refused.reason(), "provider capacity taken; falling back");
+                                break;
+                            }
+                        }
+                    }
+                };
                 let call = self.attempt(model, base, deadline)?;
                 let timeout = call.timeout;
                 let span = attempt_span(*id, &call, n, index);
@@ -309,7 +359,7 @@ impl ProviderRouter {
                 let error = match outcome {
                     Ok(t) => {
                         self.set_misconfigured(*id, false);
-                        return Ok((*id, finish(t, permit)));
+                        return Ok((*id, finish(t, permit, grant)));
                     }
                     Err(e) => e,
                 };
@@ -332,7 +382,7 @@ impl ProviderRouter {
                 tokio::time::sleep(delay).await;
             }
         }
-        Err(walk_ended(last_error, earliest_open))
+        Err(walk_ended(last_error, earliest_open, busy))
     }
 
     fn set_misconfigured(&self, id: ProviderId, on: bool) {
@@ -466,14 +516,33 @@ fn record_attempt_error(span: &tracing::Span, error: &ProviderError) {
 
 /// Why a walk through the plan ended without an answer: the last failure, else the time until
 /// the first open circuit lets a probe through.
-fn walk_ended(last_error: Option<ProviderError>, earliest_open: Option<Duration>) -> RouteError {
-    match (last_error, earliest_open) {
-        (Some(e), _) => RouteError::Provider(e),
-        (None, Some(retry_after)) => RouteError::Unavailable { retry_after },
-        (None, None) => RouteError::Unavailable {
+fn walk_ended(
+    last_error: Option<ProviderError>,
+    earliest_open: Option<Duration>,
+    busy: Option<Duration>,
+) -> RouteError {
+    match (last_error, busy, earliest_open) {
+        (Some(e), _, _) => RouteError::Provider(e),
+        (None, Some(retry_after), _) => RouteError::Busy { retry_after },
+        (None, None, Some(retry_after)) => RouteError::Unavailable { retry_after },
+        (None, None, None) => RouteError::Unavailable {
             retry_after: Duration::from_secs(1),
         },
     }
+}
+
+/// The stream holding its lane's capacity until it ends (or is dropped): a stream is in flight
+/// for as long as it streams. Its real token usage settles the lane's token budget.
+fn hold_grant(stream: CompletionStream, grant: Grant) -> CompletionStream {
+    use futures_util::StreamExt;
+    let mut grant = Some(grant);
+    Box::pin(stream.inspect(move |item| {
+        if let Ok(StreamEvent::Finished { usage, .. }) = item
+            && let Some(g) = grant.take()
+        {
+            g.settle(usage.input_tokens + usage.output_tokens);
+        }
+    }))
 }
 
 /// The stream after its first event, reporting its outcome to the breaker: success when it

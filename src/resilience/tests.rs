@@ -26,6 +26,8 @@ struct Fake {
     models: Vec<String>,
     script: Mutex<Vec<Answer>>,
     calls: AtomicUsize,
+    /// When each call arrived.
+    times: Mutex<Vec<Instant>>,
 }
 
 impl Fake {
@@ -35,6 +37,7 @@ impl Fake {
             models: vec!["m".into()],
             script: Mutex::new(script.to_vec()),
             calls: AtomicUsize::new(0),
+            times: Mutex::new(Vec::new()),
         })
     }
 
@@ -44,6 +47,7 @@ impl Fake {
 
     fn next(&self) -> Answer {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.times.lock().unwrap().push(Instant::now());
         let mut script = self.script.lock().unwrap();
         if script.len() > 1 {
             script.remove(0)
@@ -123,6 +127,26 @@ fn plan() -> Vec<(ProviderId, String)> {
     vec![(A, "m".into()), (O, "m".into())]
 }
 
+fn ticket() -> Ticket {
+    Ticket {
+        caller: "tester".into(),
+        class: crate::shaping::Class::Interactive,
+        tokens: 10,
+    }
+}
+
+/// The router with `SPARK_PROVIDER_LIMITS` rules and a 5 s queue timeout.
+fn shaped(r: ProviderRouter, rules: &str, metrics: &Arc<Metrics>) -> ProviderRouter {
+    let rules = crate::shaping::limits::parse(rules).unwrap();
+    r.with_shaper(Arc::new(Shaper::new(
+        &rules,
+        Duration::from_secs(5),
+        1_000,
+        Vec::new(),
+        metrics,
+    )))
+}
+
 fn base() -> CompletionRequest {
     CompletionRequest {
         model: String::new(),
@@ -138,9 +162,15 @@ fn base() -> CompletionRequest {
 
 async fn ask(r: &ProviderRouter) -> Result<ProviderId, RouteError> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    r.complete(&plan(), &base(), deadline, &mut Duration::default())
-        .await
-        .map(|(id, _)| id)
+    r.complete(
+        &plan(),
+        &base(),
+        &ticket(),
+        deadline,
+        &mut Duration::default(),
+    )
+    .await
+    .map(|(id, _)| id)
 }
 
 fn circuit(r: &ProviderRouter, id: ProviderId) -> CircuitState {
@@ -261,7 +291,13 @@ async fn an_attempt_cut_short_by_the_deadline_is_neutral_to_the_breaker() {
     // 25 s of the 30 s deadline are already gone: the fallback gets 5 s, not 20.
     let deadline = Instant::now() + Duration::from_secs(5);
     let result = r
-        .complete(&plan(), &base(), deadline, &mut Duration::default())
+        .complete(
+            &plan(),
+            &base(),
+            &ticket(),
+            deadline,
+            &mut Duration::default(),
+        )
         .await;
     assert!(matches!(result, Err(RouteError::Deadline)), "{result:?}");
     let snap = r.breaker(O).unwrap().snapshot();
@@ -305,6 +341,7 @@ async fn a_stream_probe_is_settled_by_its_first_event() {
         .stream(
             &[(A, "m".into())],
             &base(),
+            &ticket(),
             deadline,
             &mut Duration::default(),
         )
@@ -315,5 +352,68 @@ async fn a_stream_probe_is_settled_by_its_first_event() {
         circuit(&r, A),
         CircuitState::Closed,
         "closed while the probe's stream is still running"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_at_its_rate_gets_at_most_that_many_calls_a_minute_and_the_rest_fall_back() {
+    let a = Fake::new(A, &[Answer::Ok]);
+    let o = Fake::new(O, &[Answer::Ok]);
+    let (r, metrics) = router(&a, &o);
+    let r = Arc::new(shaped(r, "anthropic=60rpm", &metrics));
+    // 300 requests a minute for two minutes.
+    let mut requests = Vec::new();
+    for _ in 0..600 {
+        let r = Arc::clone(&r);
+        requests.push(crate::telemetry::spawn_named("offered", async move {
+            ask(&r).await
+        }));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for req in requests {
+        req.await.unwrap().unwrap();
+    }
+    let times = a.times.lock().unwrap().clone();
+    for (i, start) in times.iter().enumerate() {
+        let in_minute = times[i..]
+            .iter()
+            .take_while(|t| **t < *start + Duration::from_secs(60))
+            .count();
+        assert!(
+            in_minute <= 60,
+            "{in_minute} calls to A in the minute from call {i}"
+        );
+    }
+    assert!(a.calls() >= 115, "A's capacity is used: {}", a.calls());
+    assert_eq!(
+        a.calls() + o.calls(),
+        600,
+        "every request was answered once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_lane_waits_the_queue_timeout_then_falls_back_then_answers_busy() {
+    let a = Fake::new(A, &[Answer::Ok]);
+    let o = Fake::new(O, &[Answer::Ok]);
+    let (r, metrics) = router(&a, &o);
+    let r = shaped(r, "anthropic=1rpm;openai=1rpm", &metrics);
+    let t0 = Instant::now();
+    assert_eq!(ask(&r).await.unwrap(), A);
+    assert_eq!(Instant::now(), t0, "room: no wait");
+    // A is spent for a minute: this one waits 5 s in A's line, then O has room.
+    assert_eq!(ask(&r).await.unwrap(), O);
+    assert_eq!(Instant::now(), t0 + Duration::from_secs(5));
+    // Both spent: 5 s more in A's line, O has no room at once: busy, retry when A refills.
+    match ask(&r).await {
+        Err(RouteError::Busy { retry_after }) => {
+            assert_eq!(retry_after, Duration::from_secs(50));
+        }
+        other => panic!("expected busy, got {other:?}"),
+    }
+    assert_eq!(
+        (a.calls(), o.calls()),
+        (1, 1),
+        "no call went out to collect a 429"
     );
 }

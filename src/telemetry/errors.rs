@@ -49,7 +49,8 @@ impl Severity {
         match code {
             "internal_error" => Severity::Critical,
             "upstream_error" | "upstream_timeout" | "providers_unavailable" => Severity::High,
-            "overloaded" => Severity::Medium,
+            // Capacity shaping doing its job under a burst: worth watching, not paging.
+            "overloaded" | "providers_busy" => Severity::Medium,
             _ => Severity::Low,
         }
     }

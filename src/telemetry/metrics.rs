@@ -57,6 +57,11 @@ pub struct Metrics {
     pub auth_blocked: IntCounter,
     /// Finished spans by what became of them; brought up to date from `trace` at each scrape.
     otel_spans: IntCounterVec,
+    /// Outbound shaping, per lane (`provider` or `provider:model`, from configuration).
+    shaper_depth: IntGaugeVec,
+    shaper_wait: HistogramVec,
+    shaper_rejected: IntCounterVec,
+    shaper_available: IntGaugeVec,
 }
 
 impl Metrics {
@@ -102,6 +107,39 @@ impl Metrics {
                 "spark_auth_blocked_total",
                 "Requests refused with 429 because their address failed authentication too often.",
             )?,
+            shaper_depth: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "spark_shaper_queue_depth",
+                        "Requests waiting for provider capacity, per lane and priority class.",
+                    ),
+                    &["lane", "class"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            shaper_wait: histogram(
+                "spark_shaper_wait_seconds",
+                "Time requests waited for provider capacity before going out, per lane and class.",
+                &["lane", "class"],
+                HTTP_BUCKETS,
+            )?,
+            shaper_rejected: counter(
+                "spark_shaper_rejected_total",
+                "Requests a lane did not admit: queue_full or timeout (they fall back or get 503 providers_busy).",
+                &["lane", "reason"],
+            )?,
+            shaper_available: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "spark_shaper_available",
+                        "Requests or tokens a lane could send at once (its one-second burst when idle), at scrape time.",
+                    ),
+                    &["lane", "kind"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             otel_spans: counter(
                 "spark_otel_spans_total",
                 "Finished trace spans by outcome: exported, dropped (export queue full) or failed (the collector refused or did not answer).",
@@ -291,6 +329,34 @@ impl Metrics {
 
     pub fn breaker_gauge(&self, provider: &'static str, gauge: i64) {
         self.breaker_state.with_label_values(&[provider]).set(gauge);
+    }
+
+    /// Requests waiting in a shaping lane's line for one class.
+    pub fn shaper_queue_depth(&self, lane: &str, class: &str, depth: usize) {
+        self.shaper_depth
+            .with_label_values(&[lane, class])
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// A request that waited in a shaping lane's line and then went out.
+    pub fn shaper_waited(&self, lane: &str, class: &str, waited: Duration) {
+        self.shaper_wait
+            .with_label_values(&[lane, class])
+            .observe(waited.as_secs_f64());
+    }
+
+    /// A request a shaping lane did not admit.
+    pub fn shaper_rejected(&self, lane: &str, reason: &str) {
+        self.shaper_rejected
+            .with_label_values(&[lane, reason])
+            .inc();
+    }
+
+    /// What a shaping lane could send now (`kind` is `requests` or `tokens`).
+    pub fn shaper_available(&self, lane: &str, kind: &str, units: u64) {
+        self.shaper_available
+            .with_label_values(&[lane, kind])
+            .set(i64::try_from(units).unwrap_or(i64::MAX));
     }
 
     pub fn provider_misconfigured(&self, provider: &'static str, on: bool) {

@@ -21,6 +21,7 @@ mod providers;
 mod ratelimit;
 mod resilience;
 mod security;
+mod shaping;
 mod streaming;
 mod tracing;
 mod validation;

@@ -1,0 +1,436 @@
+//! Outbound traffic shaping: each provider's (or model's) capacity, shared by priority and in
+//! fair turns, so requests wait a moment here instead of going out to collect a 429.
+//!
+//! A [`Lane`] holds one rule's capacity (`SPARK_PROVIDER_LIMITS`): requests per minute and tokens
+//! per minute as GCRA buckets with a one-second burst, and requests in flight. A call takes a
+//! [`Grant`] before it goes out; a call that does not fit waits in the lane's [`queue::Line`]
+//! (interactive before batch, callers in turn) up to `SPARK_QUEUE_TIMEOUT` and never past the
+//! request's deadline, bounded by `SPARK_QUEUE_MAX`. A token budget is charged with the
+//! request's estimate (prompt and `maxTokens`) and corrected by the real usage afterwards.
+//!
+//! The module knows nothing of HTTP; `resilience` asks it before each attempt and falls back to
+//! the next provider when a lane is busy.
+
+pub mod gcra;
+pub mod limits;
+pub mod queue;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+pub use limits::{Capacity, Rule};
+pub use queue::Class;
+
+use crate::providers::ProviderId;
+use crate::telemetry::Metrics;
+use gcra::Gcra;
+use queue::Line;
+
+/// Who is asking, how urgently and for how many tokens (prompt estimate plus `maxTokens`).
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    /// The caller's bounded label (a user id, `master` or `anonymous`): the unit of fairness.
+    pub caller: Arc<str>,
+    pub class: Class,
+    pub tokens: u64,
+}
+
+/// Why a lane did not admit a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// `SPARK_QUEUE_MAX` requests already wait.
+    QueueFull { retry_after: Duration },
+    /// The wait would outlive the queue timeout or the request's deadline.
+    Timeout { retry_after: Duration },
+}
+
+impl Busy {
+    pub fn retry_after(self) -> Duration {
+        match self {
+            Busy::QueueFull { retry_after } | Busy::Timeout { retry_after } => retry_after,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Busy::QueueFull { .. } => "queue_full",
+            Busy::Timeout { .. } => "timeout",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LaneState {
+    rpm: Option<Gcra>,
+    tpm: Option<Gcra>,
+    in_flight: u32,
+    line: Line,
+}
+
+/// One rule's capacity and waiting line.
+pub struct Lane {
+    provider: ProviderId,
+    /// `provider` or `provider:model`: a bounded label (rules are configuration).
+    label: String,
+    capacity: Capacity,
+    max_queue: usize,
+    state: Mutex<LaneState>,
+    /// Woken whenever capacity may have freed or the head of the line changed.
+    changed: Notify,
+    metrics: Arc<Metrics>,
+}
+
+/// A snapshot for health.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaneSnapshot {
+    pub lane: String,
+    pub in_flight: u32,
+    pub queued_interactive: usize,
+    pub queued_batch: usize,
+    pub requests_available: Option<u64>,
+    pub tokens_available: Option<u64>,
+}
+
+impl Lane {
+    fn new(rule: &Rule, max_queue: usize, metrics: Arc<Metrics>) -> Self {
+        let now = Instant::now();
+        let label = match &rule.model {
+            Some(m) => format!("{}:{m}", rule.provider),
+            None => rule.provider.as_str().to_owned(),
+        };
+        Lane {
+            provider: rule.provider,
+            label,
+            capacity: rule.capacity,
+            max_queue,
+            state: Mutex::new(LaneState {
+                rpm: rule.capacity.rpm.map(|r| Gcra::per_minute(r, now)),
+                tpm: rule.capacity.tpm.map(|t| Gcra::per_minute(t, now)),
+                in_flight: 0,
+                line: Line::default(),
+            }),
+            changed: Notify::new(),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        // The state stays consistent at every await-free step; a panic elsewhere cannot leave
+        // it half-written, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When a request of `tokens` could go: `None` while the in-flight limit is reached (it
+    /// frees on a release, not at a time).
+    fn ready_at(&self, st: &LaneState, tokens: u64, now: Instant) -> Option<Instant> {
+        if self
+            .capacity
+            .inflight
+            .is_some_and(|max| st.in_flight >= max)
+        {
+            return None;
+        }
+        let tokens = tokens.max(1);
+        let rpm = st.rpm.as_ref().map_or(now, |g| g.ready_at(1, now));
+        let tpm = st.tpm.as_ref().map_or(now, |g| g.ready_at(tokens, now));
+        Some(rpm.max(tpm).max(now))
+    }
+
+    fn admit(self: &Arc<Self>, st: &mut LaneState, ticket: &Ticket, now: Instant) -> Grant {
+        if let Some(g) = st.rpm.as_mut() {
+            g.take(1, now);
+        }
+        if let Some(g) = st.tpm.as_mut() {
+            g.take(ticket.tokens.max(1), now);
+        }
+        st.in_flight += 1;
+        Grant {
+            lane: Arc::clone(self),
+            tokens: ticket.tokens.max(1),
+        }
+    }
+
+    /// A client's next try: when the lane would admit a small request, at least a second.
+    fn retry_after(&self, st: &LaneState, now: Instant) -> Duration {
+        self.ready_at(st, 1, now)
+            .map_or(Duration::from_secs(1), |at| at - now)
+            .max(Duration::from_secs(1))
+    }
+
+    fn set_depth(&self, st: &LaneState, class: Class) {
+        self.metrics
+            .shaper_queue_depth(&self.label, class.as_str(), st.line.len_of(class));
+    }
+
+    /// Takes capacity for one call, waiting in line until `until` at most. `until` at or
+    /// before now means "only if it fits at once" (a fallback provider is asked that way).
+    pub async fn acquire(self: &Arc<Self>, ticket: &Ticket, until: Instant) -> Result<Grant, Busy> {
+        let asked = Instant::now();
+        let id = {
+            let mut st = self.lock();
+            if st.line.is_empty()
+                && self
+                    .ready_at(&st, ticket.tokens, asked)
+                    .is_some_and(|at| at <= asked)
+            {
+                return Ok(self.admit(&mut st, ticket, asked));
+            }
+            let retry_after = self.retry_after(&st, asked);
+            if until <= asked {
+                return Err(self.refuse(Busy::Timeout { retry_after }));
+            }
+            if st.line.len() >= self.max_queue {
+                return Err(self.refuse(Busy::QueueFull { retry_after }));
+            }
+            let id = st.line.push(ticket.class, &ticket.caller);
+            self.set_depth(&st, ticket.class);
+            id
+        };
+        // Leaves the line if this future is dropped (the request went away) or gives up.
+        let mut place = Place {
+            lane: self,
+            class: ticket.class,
+            caller: Arc::clone(&ticket.caller),
+            id,
+            waiting: true,
+        };
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before the state is read, so a change in between is not missed.
+            notified.as_mut().enable();
+            let now = Instant::now();
+            let wake = {
+                let mut st = self.lock();
+                if st.line.head() == Some(id) {
+                    match self.ready_at(&st, ticket.tokens, now) {
+                        Some(at) if at <= now => {
+                            st.line.pop_head();
+                            place.waiting = false;
+                            self.set_depth(&st, ticket.class);
+                            let grant = self.admit(&mut st, ticket, now);
+                            drop(st);
+                            // The next in line may fit too (a burst, a second slot).
+                            self.changed.notify_waiters();
+                            self.metrics.shaper_waited(
+                                &self.label,
+                                ticket.class.as_str(),
+                                now - asked,
+                            );
+                            return Ok(grant);
+                        }
+                        Some(at) => Some(at),
+                        None => None,
+                    }
+                } else {
+                    None
+                }
+            };
+            if now >= until {
+                let retry_after = self.retry_after(&self.lock(), now);
+                return Err(self.refuse(Busy::Timeout { retry_after }));
+            }
+            let wake = wake.map_or(until, |w| w.min(until));
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    fn refuse(&self, busy: Busy) -> Busy {
+        self.metrics.shaper_rejected(&self.label, busy.reason());
+        busy
+    }
+
+    /// Narrows the lane to what the provider says is left (its rate-limit response headers).
+    pub fn tighten(&self, hint: &UpstreamLimits) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        if let (Some(g), Some((left, reset))) = (st.rpm.as_mut(), hint.requests) {
+            g.tighten(left, reset, now);
+        }
+        if let (Some(g), Some((left, reset))) = (st.tpm.as_mut(), hint.tokens) {
+            g.tighten(left, reset, now);
+        }
+    }
+
+    /// Sets the remaining-capacity gauges (at scrape time: buckets refill without events).
+    pub fn publish(&self) {
+        let now = Instant::now();
+        let st = self.lock();
+        if let Some(g) = &st.rpm {
+            self.metrics
+                .shaper_available(&self.label, "requests", g.available(now));
+        }
+        if let Some(g) = &st.tpm {
+            self.metrics
+                .shaper_available(&self.label, "tokens", g.available(now));
+        }
+    }
+
+    pub fn snapshot(&self) -> LaneSnapshot {
+        let now = Instant::now();
+        let st = self.lock();
+        LaneSnapshot {
+            lane: self.label.clone(),
+            in_flight: st.in_flight,
+            queued_interactive: st.line.len_of(Class::Interactive),
+            queued_batch: st.line.len_of(Class::Batch),
+            requests_available: st.rpm.as_ref().map(|g| g.available(now)),
+            tokens_available: st.tpm.as_ref().map(|g| g.available(now)),
+        }
+    }
+
+    pub fn provider(&self) -> ProviderId {
+        self.provider
+    }
+}
+
+/// What a provider's response headers say is left: `(remaining, time until reset)` for
+/// requests and for tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamLimits {
+    pub requests: Option<(u64, Duration)>,
+    pub tokens: Option<(u64, Duration)>,
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane")
+            .field("label", &self.label)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A waiting request's place in line; dropping it while still waiting gives the place up.
+struct Place<'a> {
+    lane: &'a Arc<Lane>,
+    class: Class,
+    caller: Arc<str>,
+    id: u64,
+    waiting: bool,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if self.waiting {
+            let mut st = self.lane.lock();
+            st.line.remove(self.class, &self.caller, self.id);
+            self.lane.set_depth(&st, self.class);
+            drop(st);
+            // The head may have changed.
+            self.lane.changed.notify_waiters();
+        }
+    }
+}
+
+/// Capacity taken for one call: its in-flight slot is released when dropped; [`Grant::settle`]
+/// corrects the token charge with the real usage.
+#[derive(Debug)]
+pub struct Grant {
+    lane: Arc<Lane>,
+    tokens: u64,
+}
+
+impl Grant {
+    /// The call used `tokens` (input + output): the difference from the estimate is charged or
+    /// refunded.
+    pub fn settle(&self, tokens: u64) {
+        let delta = i64::try_from(tokens).unwrap_or(i64::MAX)
+            - i64::try_from(self.tokens).unwrap_or(i64::MAX);
+        if delta != 0 {
+            let mut st = self.lane.lock();
+            if let Some(g) = st.tpm.as_mut() {
+                g.adjust(delta, Instant::now());
+            }
+        }
+        self.lane.changed.notify_waiters();
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        let mut st = self.lane.lock();
+        st.in_flight = st.in_flight.saturating_sub(1);
+        drop(st);
+        self.lane.changed.notify_waiters();
+    }
+}
+
+/// Every lane, by the traffic it governs.
+#[derive(Debug, Default)]
+pub struct Shaper {
+    lanes: BTreeMap<(ProviderId, Option<String>), Arc<Lane>>,
+    queue_timeout: Duration,
+    /// Callers whose whole-answer requests are `batch` (`SPARK_BATCH_USERS`).
+    batch_users: Vec<String>,
+}
+
+impl Shaper {
+    pub fn new(
+        rules: &[Rule],
+        queue_timeout: Duration,
+        max_queue: usize,
+        batch_users: Vec<String>,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
+        let lanes = rules
+            .iter()
+            .map(|r| {
+                (
+                    (r.provider, r.model.clone()),
+                    Arc::new(Lane::new(r, max_queue, Arc::clone(metrics))),
+                )
+            })
+            .collect();
+        Shaper {
+            lanes,
+            queue_timeout,
+            batch_users,
+        }
+    }
+
+    /// A caller's class: `batch` for the configured batch callers' whole-answer requests;
+    /// streams (someone is reading them as they come) and everyone else `interactive`.
+    pub fn class_for(&self, caller: &str, stream: bool) -> Class {
+        if !stream && self.batch_users.iter().any(|u| u == caller) {
+            Class::Batch
+        } else {
+            Class::Interactive
+        }
+    }
+
+    /// The lane governing a model of a provider: the model's own rule, else the provider's.
+    pub fn lane(&self, provider: ProviderId, model: &str) -> Option<&Arc<Lane>> {
+        self.lanes
+            .get(&(provider, Some(model.to_owned())))
+            .or_else(|| self.lanes.get(&(provider, None)))
+    }
+
+    /// How long a request may wait in line: the queue timeout, never past `deadline`.
+    pub fn wait_until(&self, deadline: Instant) -> Instant {
+        (Instant::now() + self.queue_timeout).min(deadline)
+    }
+
+    pub fn snapshot(&self) -> Vec<LaneSnapshot> {
+        self.lanes.values().map(|l| l.snapshot()).collect()
+    }
+
+    pub fn publish(&self) {
+        self.lanes.values().for_each(|l| l.publish());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lanes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,96 @@
+//! Outbound shaping through the real router: a provider's capacity is respected, a busy
+//! primary falls back, no room anywhere is 503 `providers_busy`, and health shows the lanes.
+
+use serde_json::json;
+use wiremock::matchers::path;
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn capacity_is_respected_then_falls_back_then_answers_providers_busy() {
+    let app = spawn_app_with(&[
+        ("SPARK_PROVIDER_LIMITS", "anthropic=1rpm;openai=1rpm"),
+        ("SPARK_QUEUE_TIMEOUT", "200ms"),
+        ("SPARK_CACHE_TTL", "0s"),
+    ])
+    .await;
+    Mock::given(path("/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(anthropic_answer(UNITY_ANSWER)))
+        .mount(&app.anthropic)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(openai_answer(UNITY_ANSWER)))
+        .mount(&app.openai)
+        .await;
+    let body = json!({"prompt": "Create a door"});
+    let ask = || app.post_generate(&body);
+
+    let first = ask().await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-provider"], "anthropic");
+    // Anthropic's minute is spent: the request waits in its line, then OpenAI has room.
+    let second = ask().await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.headers()["x-provider"], "openai");
+    // Both spent.
+    let third = ask().await;
+    let retry_after: u64 = third.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((55..=60).contains(&retry_after), "{retry_after}");
+    let body = assert_error(third, 503, "providers_busy").await;
+    assert!(body["error"]["details"]["retryAfterMs"].as_u64().unwrap() > 50_000);
+    assert_eq!(app.anthropic.received_requests().await.unwrap().len(), 1);
+    assert_eq!(app.openai.received_requests().await.unwrap().len(), 1);
+
+    let (_, health) = app.health().await;
+    let lanes = health["checks"]["shaping"].as_array().unwrap();
+    assert_eq!(lanes.len(), 2);
+    assert_eq!(lanes[0]["lane"], "anthropic");
+    assert_eq!(lanes[0]["requestsAvailable"], 0);
+    assert_eq!(lanes[0]["queuedInteractive"], 0);
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("spark_shaper_rejected_total{lane=\"anthropic\",reason=\"timeout\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("spark_shaper_available{kind=\"requests\",lane=\"openai\"} 0"));
+}
+
+#[tokio::test]
+async fn the_openai_compatible_api_gets_a_503_it_can_retry() {
+    let app = spawn_app_with(&[
+        ("SPARK_PROVIDER_LIMITS", "anthropic=1inflight"),
+        ("SPARK_PROVIDER_ORDER", "anthropic"),
+        ("SPARK_QUEUE_TIMEOUT", "100ms"),
+        ("SPARK_CACHE_TTL", "0s"),
+    ])
+    .await;
+    Mock::given(path("/v1/messages"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(anthropic_answer(UNITY_ANSWER))
+                .set_delay(std::time::Duration::from_secs(2)),
+        )
+        .mount(&app.anthropic)
+        .await;
+    let door =
+        json!({"model": "spark-auto", "messages": [{"role": "user", "content": "Create a door"}]});
+    let lamp =
+        json!({"model": "spark-auto", "messages": [{"role": "user", "content": "Create a lamp"}]});
+    let slow = app.chat(ALICE_KEY, &door);
+    let busy = async {
+        // The slow call holds the one slot by now.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        app.chat(ALICE_KEY, &lamp).await
+    };
+    let (slow, busy) = tokio::join!(slow, busy);
+    assert_eq!(slow.status(), 200);
+    assert_eq!(busy.status(), 503);
+    assert!(busy.headers().contains_key("retry-after"));
+    let body: serde_json::Value = busy.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "providers_busy", "{body}");
+}
