@@ -263,6 +263,8 @@ pub async fn send_checked(
         .send()
         .await
         .map_err(|e| transport_error(provider, &e, timeout))?;
+    // What the provider says is left of our limits, on successes and 429s alike.
+    super::ratelimit_headers::report(resp.headers());
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);

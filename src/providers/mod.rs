@@ -9,6 +9,7 @@
 pub mod anthropic;
 pub mod http;
 pub mod openai;
+pub mod ratelimit_headers;
 pub mod simulator;
 pub mod sse;
 

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, CircuitState};
 
+use crate::providers::ratelimit_headers;
 use crate::providers::{
     Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId,
     StreamEvent,
@@ -319,7 +320,8 @@ impl ProviderRouter {
                         break;
                     }
                 };
-                let grant = match self.shaper.lane(*id, model) {
+                let lane = self.shaper.lane(*id, model);
+                let grant = match lane {
                     None => None,
                     Some(lane) => {
                         let until = match busy {
@@ -343,13 +345,19 @@ impl ProviderRouter {
                 let timeout = call.timeout;
                 let span = attempt_span(*id, &call, n, index);
                 let started = Instant::now();
-                let outcome = tokio::time::timeout(timeout, attempt(Arc::clone(provider), call))
-                    .instrument(span.clone())
-                    .await
-                    .unwrap_or(Err(ProviderError::Timeout {
-                        provider: *id,
-                        timeout,
-                    }));
+                let (outcome, limits) = ratelimit_headers::capture(
+                    tokio::time::timeout(timeout, attempt(Arc::clone(provider), call))
+                        .instrument(span.clone()),
+                )
+                .await;
+                let outcome = outcome.unwrap_or(Err(ProviderError::Timeout {
+                    provider: *id,
+                    timeout,
+                }));
+                // The provider's own count of what is left narrows ours.
+                if let (Some(lane), Some(limits)) = (lane, limits) {
+                    lane.tighten(&limits);
+                }
                 if let Err(e) = &outcome {
                     record_attempt_error(&span, e);
                 }

@@ -26,6 +26,7 @@ pub use limits::{Capacity, Rule};
 pub use queue::Class;
 
 use crate::providers::ProviderId;
+use crate::providers::ratelimit_headers::UpstreamLimits;
 use crate::telemetry::Metrics;
 use gcra::Gcra;
 use queue::Line;
@@ -290,14 +291,6 @@ impl Lane {
     pub fn provider(&self) -> ProviderId {
         self.provider
     }
-}
-
-/// What a provider's response headers say is left: `(remaining, time until reset)` for
-/// requests and for tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UpstreamLimits {
-    pub requests: Option<(u64, Duration)>,
-    pub tokens: Option<(u64, Duration)>,
 }
 
 impl std::fmt::Debug for Lane {

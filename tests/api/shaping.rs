@@ -94,3 +94,38 @@ async fn the_openai_compatible_api_gets_a_503_it_can_retry() {
     let body: serde_json::Value = busy.json().await.unwrap();
     assert_eq!(body["error"]["code"], "providers_busy", "{body}");
 }
+
+#[tokio::test]
+async fn a_providers_rate_limit_headers_shrink_the_local_budget() {
+    let app = spawn_app_with(&[
+        ("SPARK_PROVIDER_ORDER", "openai,anthropic"),
+        ("SPARK_PROVIDER_LIMITS", "openai=600rpm"),
+        ("SPARK_QUEUE_TIMEOUT", "200ms"),
+        ("SPARK_CACHE_TTL", "0s"),
+    ])
+    .await;
+    // OpenAI answers, and says our requests are spent for the next minute.
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(openai_answer(UNITY_ANSWER))
+                .insert_header("x-ratelimit-remaining-requests", "0")
+                .insert_header("x-ratelimit-reset-requests", "1m0s"),
+        )
+        .mount(&app.openai)
+        .await;
+    Mock::given(path("/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(anthropic_answer(UNITY_ANSWER)))
+        .mount(&app.anthropic)
+        .await;
+    let body = json!({"prompt": "Create a door"});
+    let first = app.post_generate(&body).await;
+    assert_eq!(first.headers()["x-provider"], "openai");
+    // 600 rpm would allow this one at once; the provider's word does not.
+    let second = app.post_generate(&body).await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.headers()["x-provider"], "anthropic");
+    assert_eq!(app.openai.received_requests().await.unwrap().len(), 1);
+    let (_, health) = app.health().await;
+    assert_eq!(health["checks"]["shaping"][0]["requestsAvailable"], 0);
+}
