@@ -116,8 +116,8 @@ class Procs:
             self.stop(p)
 
 
-def loadtest(args):
-    cmd = [str(LOADTEST), "run", "--json", "--quiet", "--timeout", "5s", *args]
+def loadtest(args, timeout="5s"):
+    cmd = [str(LOADTEST), "run", "--json", "--quiet", "--timeout", timeout, *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if r.returncode not in (0, 3):
         raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr}")

@@ -154,6 +154,9 @@ pub struct MockArgs {
     /// The status of an injected failure (529 is Anthropic's overloaded).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(400..=599))]
     pub error_status: u16,
+    /// Provider calls accepted in any sliding minute; more are answered 429.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rpm_limit: Option<u32>,
 }
 
 fn method(name: &str) -> anyhow::Result<Method> {
@@ -335,6 +338,7 @@ pub async fn mock_upstream(args: MockArgs) -> anyhow::Result<ExitCode> {
         error_rate: args.error_rate,
         error_status: axum::http::StatusCode::from_u16(args.error_status)
             .context("--error-status is not an HTTP status")?,
+        rpm_limit: args.rpm_limit,
     };
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port))
         .await

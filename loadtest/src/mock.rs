@@ -5,7 +5,9 @@
 //! OpenAI Chat Completions, both plain and streaming (`"stream": true`: Anthropic's named events,
 //! OpenAI's `data:` chunks ending in `[DONE]`). `--latency`/`--jitter` delay every answer,
 //! `--error-rate`/`--error-status` fail a share of them with the provider's own error body (529
-//! is Anthropic's `overloaded_error`). `GET /stats` counts what arrived (`POST /stats/reset`
+//! is Anthropic's `overloaded_error`). `--rpm-limit` enforces a provider's per-minute request
+//! limit over a sliding minute: calls past it get the provider's 429 `rate_limit_error` with
+//! `retry-after`, as an organisation over its quota does. `GET /stats` counts what arrived (`POST /stats/reset`
 //! zeroes it) and `GET /ping` is the trivial route the benchmarks use as the bare baseline: the
 //! same server, listener and HTTP stack with no work behind it.
 
@@ -32,6 +34,8 @@ pub struct MockConfig {
     /// The share of provider calls answered with `error_status`, in `[0, 1]`.
     pub error_rate: f64,
     pub error_status: StatusCode,
+    /// Provider calls accepted in any sliding minute; more get 429. `None`: no limit.
+    pub rpm_limit: Option<u32>,
 }
 
 impl Default for MockConfig {
@@ -41,6 +45,7 @@ impl Default for MockConfig {
             jitter: Duration::ZERO,
             error_rate: 0.0,
             error_status: StatusCode::INTERNAL_SERVER_ERROR,
+            rpm_limit: None,
         }
     }
 }
@@ -54,6 +59,7 @@ pub struct MockStats {
     streamed: AtomicU64,
     injected_errors: AtomicU64,
     rejected: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 impl MockStats {
@@ -66,6 +72,7 @@ impl MockStats {
             "streamed": n(&self.streamed),
             "injectedErrors": n(&self.injected_errors),
             "rejected": n(&self.rejected),
+            "rateLimited": n(&self.rate_limited),
         })
     }
 
@@ -77,6 +84,7 @@ impl MockStats {
             &self.streamed,
             &self.injected_errors,
             &self.rejected,
+            &self.rate_limited,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -91,6 +99,32 @@ impl MockStats {
 struct Mock {
     cfg: MockConfig,
     stats: Arc<MockStats>,
+    /// When each call of the last minute was accepted (with `rpm_limit`).
+    window: std::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>,
+}
+
+impl Mock {
+    /// With `rpm_limit`: accepts the call if fewer than the limit were accepted in the last
+    /// minute, else says how long until the oldest of them leaves the window.
+    fn admit(&self) -> Result<(), Duration> {
+        let Some(limit) = self.cfg.rpm_limit else {
+            return Ok(());
+        };
+        let now = tokio::time::Instant::now();
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        while window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            window.pop_front();
+        }
+        if window.len() >= limit as usize {
+            let oldest = window.front().copied().unwrap_or(now);
+            return Err(Duration::from_secs(60).saturating_sub(now.duration_since(oldest)));
+        }
+        window.push_back(now);
+        Ok(())
+    }
 }
 
 /// The answer every call gets: a short Unity script in a fence, as a model writes it.
@@ -108,6 +142,7 @@ pub fn router(cfg: MockConfig) -> (Router, Arc<MockStats>) {
     let mock = Arc::new(Mock {
         cfg,
         stats: Arc::clone(&stats),
+        window: std::sync::Mutex::new(std::collections::VecDeque::new()),
     });
     let router = Router::new()
         .route("/v1/messages", post(anthropic))
@@ -250,6 +285,19 @@ async fn handle(mock: &Mock, api: Api, authed: bool, body: &[u8]) -> Response {
     if fail {
         mock.stats.injected_errors.fetch_add(1, Ordering::Relaxed);
         return error(api, mock.cfg.error_status, "injected by mock-upstream");
+    }
+    if let Err(wait) = mock.admit() {
+        mock.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let mut resp = error(
+            api,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limit exceeded (--rpm-limit)",
+        );
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(wait.as_secs().max(1)),
+        );
+        return resp;
     }
     if call.stream {
         mock.stats.streamed.fetch_add(1, Ordering::Relaxed);
@@ -480,6 +528,33 @@ mod tests {
                 (name, serde_json::from_str(data).unwrap())
             })
             .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rpm_limit_is_a_sliding_minute() {
+        let mock = Mock {
+            cfg: MockConfig {
+                rpm_limit: Some(3),
+                ..MockConfig::default()
+            },
+            stats: Arc::default(),
+            window: std::sync::Mutex::default(),
+        };
+        for _ in 0..3 {
+            assert_eq!(mock.admit(), Ok(()));
+            tokio::time::advance(Duration::from_secs(10)).await;
+        }
+        // Three in the last 30 s: the first leaves the window 30 s from now.
+        assert_eq!(mock.admit(), Err(Duration::from_secs(30)));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(mock.admit(), Ok(()));
+        assert!(mock.admit().is_err());
+        let unlimited = Mock {
+            cfg: MockConfig::default(),
+            stats: Arc::default(),
+            window: std::sync::Mutex::default(),
+        };
+        assert!((0..1000).all(|_| unlimited.admit().is_ok()));
     }
 
     #[test]
