@@ -116,6 +116,14 @@ class Procs:
             self.stop(p)
 
 
+def build_release():
+    """The release gateway and generator, as every script here measures them."""
+    subprocess.run(
+        ["cargo", "build", "--release", "--locked", "-p", "spark-gateway", "-p", "spark-loadtest"],
+        cwd=ROOT, check=True,
+    )
+
+
 def loadtest(args, timeout="5s"):
     cmd = [str(LOADTEST), "run", "--json", "--quiet", "--timeout", timeout, *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -355,10 +363,7 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
     args = ap.parse_args()
     if not args.no_build:
-        subprocess.run(
-            ["cargo", "build", "--release", "--locked", "-p", "spark-gateway", "-p", "spark-loadtest"],
-            cwd=ROOT, check=True,
-        )
+        build_release()
     t0 = time.time()
     res = run_all()
     res["seconds"] = round(time.time() - t0)

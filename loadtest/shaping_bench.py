@@ -91,10 +91,7 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
     args = ap.parse_args()
     if not args.no_build:
-        subprocess.run(
-            ["cargo", "build", "--release", "--locked", "-p", "spark-gateway", "-p", "spark-loadtest"],
-            cwd=bench.ROOT, check=True,
-        )
+        bench.build_release()
     bench.OUT_DIR.mkdir(parents=True, exist_ok=True)
     procs = bench.Procs()
     try:

@@ -20,7 +20,6 @@ import argparse
 import os
 import http.server
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -114,10 +113,7 @@ def main():
     ap.add_argument("--loads", default="gate,miss", help="which loads: gate, miss or both (default)")
     args = ap.parse_args()
     if not args.no_build:
-        subprocess.run(
-            ["cargo", "build", "--release", "--locked", "-p", "spark-gateway", "-p", "spark-loadtest"],
-            cwd=bench.ROOT, check=True,
-        )
+        bench.build_release()
     bench.OUT_DIR.mkdir(parents=True, exist_ok=True)
     procs = bench.Procs()
     sink, sink_url = start_sink()
