@@ -163,6 +163,13 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
         Some(sentry::Client::from(sentry::apply_defaults(opts)))
     });
     let errors = Arc::new(ErrorTracker::new(500, metrics.errors.clone(), sentry));
+    let redis = match &config.redis_url {
+        Some(url) => Some(
+            RedisBackend::connect(url, config.redis_timeout, Arc::clone(&metrics))
+                .map_err(InitError::Redis)?,
+        ),
+        None => None,
+    };
     let router = ProviderRouter::new(
         providers,
         &config.breaker,
@@ -177,14 +184,8 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
         config.queue_max,
         config.batch_users.clone(),
         &metrics,
+        redis.as_ref(),
     )));
-    let redis = match &config.redis_url {
-        Some(url) => Some(
-            RedisBackend::connect(url, config.redis_timeout, Arc::clone(&metrics))
-                .map_err(InitError::Redis)?,
-        ),
-        None => None,
-    };
     let limiter: Arc<dyn Limiter> = match &redis {
         Some(r) => Arc::new(RedisLimiter::new(Arc::clone(r), config.rate_limits.clone())),
         None => Arc::new(MemoryLimiter::new(config.rate_limits.clone())),

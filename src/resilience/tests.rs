@@ -144,6 +144,7 @@ fn shaped(r: ProviderRouter, rules: &str, metrics: &Arc<Metrics>) -> ProviderRou
         1_000,
         Vec::new(),
         metrics,
+        None,
     )))
 }
 

@@ -61,12 +61,21 @@ impl Gcra {
     /// Pushes the bucket's refill out so that at most `remaining` units go before `reset` from
     /// now: what a provider's own rate-limit headers say is left.
     pub fn tighten(&mut self, remaining: u64, reset: Duration, now: Instant) {
-        // Units go while `tat - (burst - 1) × interval <= t`: from this `tat`, `remaining` of
-        // them fit before `now + reset`.
-        let end = now + reset + self.span(self.burst.saturating_sub(1));
-        if let Some(t) = end.checked_sub(self.span(remaining)) {
-            self.tat = self.tat.max(t);
+        if let Some(ahead) = self.push_out_for(remaining, reset) {
+            self.tat = self.tat.max(now + ahead);
         }
+    }
+
+    /// How far from now the theoretical arrival time must be for at most `remaining` units to
+    /// go within `reset`; `None` when that allows more than the rate does anyway. Units go
+    /// while `tat - (burst - 1) × interval <= t`.
+    pub fn push_out_for(&self, remaining: u64, reset: Duration) -> Option<Duration> {
+        (reset + self.span(self.burst.saturating_sub(1))).checked_sub(self.span(remaining))
+    }
+
+    /// The time one unit is worth and the units of one burst (for the shared twin in Redis).
+    pub fn shape(&self) -> (Duration, u64) {
+        (self.interval, self.burst)
     }
 
     /// Whole units that could go now (for health and the remaining-budget gauge).

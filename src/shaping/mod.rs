@@ -8,12 +8,16 @@
 //! request's deadline, bounded by `SPARK_QUEUE_MAX`. A token budget is charged with the
 //! request's estimate (prompt and `maxTokens`) and corrected by the real usage afterwards.
 //!
+//! With `REDIS_URL` the per-minute budgets are shared by every replica ([`shared`]); the local
+//! buckets stay as the fail-closed fallback when Redis does not answer.
+//!
 //! The module knows nothing of HTTP; `resilience` asks it before each attempt and falls back to
 //! the next provider when a lane is busy.
 
 pub mod gcra;
 pub mod limits;
 pub mod queue;
+pub mod shared;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +31,7 @@ pub use queue::Class;
 
 use crate::providers::ProviderId;
 use crate::providers::ratelimit_headers::UpstreamLimits;
+use crate::redis::RedisBackend;
 use crate::telemetry::Metrics;
 use gcra::Gcra;
 use queue::Line;
@@ -64,6 +69,13 @@ impl Busy {
     }
 }
 
+/// What one try at taking capacity came to.
+enum Try {
+    Granted(Grant),
+    /// Not now: try again at this time, or when the lane changes (`None`).
+    Wait(Option<Instant>),
+}
+
 #[derive(Debug)]
 struct LaneState {
     rpm: Option<Gcra>,
@@ -83,6 +95,8 @@ pub struct Lane {
     /// Woken whenever capacity may have freed or the head of the line changed.
     changed: Notify,
     metrics: Arc<Metrics>,
+    /// The per-minute budgets shared by every replica, with Redis.
+    shared: Option<shared::SharedBudgets>,
 }
 
 /// A snapshot for health.
@@ -98,13 +112,33 @@ pub struct LaneSnapshot {
 }
 
 impl Lane {
-    fn new(rule: &Rule, max_queue: usize, metrics: Arc<Metrics>) -> Self {
+    fn new(
+        rule: &Rule,
+        max_queue: usize,
+        metrics: Arc<Metrics>,
+        redis: Option<&Arc<RedisBackend>>,
+    ) -> Self {
         let now = Instant::now();
         let label = match &rule.model {
             Some(m) => format!("{}:{m}", rule.provider),
             None => rule.provider.as_str().to_owned(),
         };
+        let budget = |rate: Option<u32>| {
+            rate.map(|r| {
+                let (interval, burst) = Gcra::per_minute(r, now).shape();
+                shared::Budget { interval, burst }
+            })
+        };
+        let shared = redis.map(|r| {
+            shared::SharedBudgets::new(
+                Arc::clone(r),
+                &label,
+                budget(rule.capacity.rpm),
+                budget(rule.capacity.tpm),
+            )
+        });
         Lane {
+            shared,
             provider: rule.provider,
             label,
             capacity: rule.capacity,
@@ -142,18 +176,56 @@ impl Lane {
         Some(rpm.max(tpm).max(now))
     }
 
-    fn admit(self: &Arc<Self>, st: &mut LaneState, ticket: &Ticket, now: Instant) -> Grant {
+    /// One try at taking capacity now, for the request whose turn it is: `queued` is its
+    /// ticket, or `None` for a newcomer, whose turn it is only while nobody waits. The in-flight
+    /// slot is reserved first (as a [`Grant`], so a request that goes away mid-try releases
+    /// it); then the shared budgets in Redis, when configured, and the local ones are charged.
+    async fn try_take(self: &Arc<Self>, ticket: &Ticket, queued: Option<u64>) -> Try {
+        let tokens = ticket.tokens.max(1);
+        let now = Instant::now();
+        let grant = {
+            let mut st = self.lock();
+            let my_turn = match queued {
+                Some(id) => st.line.head() == Some(id),
+                None => st.line.is_empty(),
+            };
+            if !my_turn {
+                return Try::Wait(None);
+            }
+            match self.ready_at(&st, tokens, now) {
+                None => return Try::Wait(None),
+                Some(at) if at > now => return Try::Wait(Some(at)),
+                Some(_) => {}
+            }
+            st.in_flight += 1;
+            Grant {
+                lane: Arc::clone(self),
+                tokens,
+            }
+        };
+        if let Some(shared) = &self.shared {
+            match shared.take(tokens).await {
+                // Redis unreachable: the local budgets, already checked, decide (fail closed).
+                Ok(shared::Shared::Taken) | Err(_) => {}
+                Ok(shared::Shared::Wait(d)) => {
+                    drop(grant);
+                    return Try::Wait(Some(Instant::now() + d));
+                }
+            }
+        }
+        let now = Instant::now();
+        let mut st = self.lock();
         if let Some(g) = st.rpm.as_mut() {
             g.take(1, now);
         }
         if let Some(g) = st.tpm.as_mut() {
-            g.take(ticket.tokens.max(1), now);
+            g.take(tokens, now);
         }
-        st.in_flight += 1;
-        Grant {
-            lane: Arc::clone(self),
-            tokens: ticket.tokens.max(1),
+        if let Some(id) = queued {
+            st.line.served(ticket.class, &ticket.caller, id);
+            self.set_depth(&st, ticket.class);
         }
+        Try::Granted(grant)
     }
 
     /// A client's next try: when the lane would admit a small request, at least a second.
@@ -172,17 +244,14 @@ impl Lane {
     /// before now means "only if it fits at once" (a fallback provider is asked that way).
     pub async fn acquire(self: &Arc<Self>, ticket: &Ticket, until: Instant) -> Result<Grant, Busy> {
         let asked = Instant::now();
+        if let Try::Granted(grant) = self.try_take(ticket, None).await {
+            return Ok(grant);
+        }
         let id = {
             let mut st = self.lock();
-            if st.line.is_empty()
-                && self
-                    .ready_at(&st, ticket.tokens, asked)
-                    .is_some_and(|at| at <= asked)
-            {
-                return Ok(self.admit(&mut st, ticket, asked));
-            }
-            let retry_after = self.retry_after(&st, asked);
-            if until <= asked {
+            let now = Instant::now();
+            let retry_after = self.retry_after(&st, now);
+            if until <= now {
                 return Err(self.refuse(Busy::Timeout { retry_after }));
             }
             if st.line.len() >= self.max_queue {
@@ -205,33 +274,21 @@ impl Lane {
             tokio::pin!(notified);
             // Registered before the state is read, so a change in between is not missed.
             notified.as_mut().enable();
-            let now = Instant::now();
-            let wake = {
-                let mut st = self.lock();
-                if st.line.head() == Some(id) {
-                    match self.ready_at(&st, ticket.tokens, now) {
-                        Some(at) if at <= now => {
-                            st.line.pop_head();
-                            place.waiting = false;
-                            self.set_depth(&st, ticket.class);
-                            let grant = self.admit(&mut st, ticket, now);
-                            drop(st);
-                            // The next in line may fit too (a burst, a second slot).
-                            self.changed.notify_waiters();
-                            self.metrics.shaper_waited(
-                                &self.label,
-                                ticket.class.as_str(),
-                                now - asked,
-                            );
-                            return Ok(grant);
-                        }
-                        Some(at) => Some(at),
-                        None => None,
-                    }
-                } else {
-                    None
+            let wake = match self.try_take(ticket, Some(id)).await {
+                Try::Granted(grant) => {
+                    place.waiting = false;
+                    // The next in line may fit too (a burst, a second slot).
+                    self.changed.notify_waiters();
+                    self.metrics.shaper_waited(
+                        &self.label,
+                        ticket.class.as_str(),
+                        Instant::now() - asked,
+                    );
+                    return Ok(grant);
                 }
+                Try::Wait(at) => at,
             };
+            let now = Instant::now();
             if now >= until {
                 let retry_after = self.retry_after(&self.lock(), now);
                 return Err(self.refuse(Busy::Timeout { retry_after }));
@@ -250,14 +307,31 @@ impl Lane {
     }
 
     /// Narrows the lane to what the provider says is left (its rate-limit response headers).
-    pub fn tighten(&self, hint: &UpstreamLimits) {
+    pub fn tighten(self: &Arc<Self>, hint: &UpstreamLimits) {
         let now = Instant::now();
-        let mut st = self.lock();
-        if let (Some(g), Some((left, reset))) = (st.rpm.as_mut(), hint.requests) {
-            g.tighten(left, reset, now);
+        let mut pushes = Vec::new();
+        {
+            let mut st = self.lock();
+            if let (Some(g), Some((left, reset))) = (st.rpm.as_mut(), hint.requests) {
+                g.tighten(left, reset, now);
+                pushes.extend(g.push_out_for(left, reset).map(|d| (false, d)));
+            }
+            if let (Some(g), Some((left, reset))) = (st.tpm.as_mut(), hint.tokens) {
+                g.tighten(left, reset, now);
+                pushes.extend(g.push_out_for(left, reset).map(|d| (true, d)));
+            }
         }
-        if let (Some(g), Some((left, reset))) = (st.tpm.as_mut(), hint.tokens) {
-            g.tighten(left, reset, now);
+        if self.shared.is_some() && !pushes.is_empty() {
+            // Off the request path: the answer is already here, and a lost push only leaves
+            // the shared budget as wide as the rule.
+            let lane = Arc::clone(self);
+            crate::telemetry::spawn_named("shaping-tighten", async move {
+                if let Some(shared) = &lane.shared {
+                    for (tokens, ahead) in pushes {
+                        let _ = shared.push_out(tokens, ahead).await;
+                    }
+                }
+            });
         }
     }
 
@@ -343,6 +417,15 @@ impl Grant {
             if let Some(g) = st.tpm.as_mut() {
                 g.adjust(delta, Instant::now());
             }
+            drop(st);
+            if self.lane.shared.is_some() {
+                let lane = Arc::clone(&self.lane);
+                crate::telemetry::spawn_named("shaping-settle", async move {
+                    if let Some(shared) = &lane.shared {
+                        let _ = shared.adjust_tokens(delta).await;
+                    }
+                });
+            }
         }
         self.lane.changed.notify_waiters();
     }
@@ -367,19 +450,21 @@ pub struct Shaper {
 }
 
 impl Shaper {
+    /// With `redis`, the lanes' per-minute budgets are shared by every replica using it.
     pub fn new(
         rules: &[Rule],
         queue_timeout: Duration,
         max_queue: usize,
         batch_users: Vec<String>,
         metrics: &Arc<Metrics>,
+        redis: Option<&Arc<RedisBackend>>,
     ) -> Self {
         let lanes = rules
             .iter()
             .map(|r| {
                 (
                     (r.provider, r.model.clone()),
-                    Arc::new(Lane::new(r, max_queue, Arc::clone(metrics))),
+                    Arc::new(Lane::new(r, max_queue, Arc::clone(metrics), redis)),
                 )
             })
             .collect();

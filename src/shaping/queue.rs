@@ -107,6 +107,22 @@ impl Line {
         }
     }
 
+    /// Removes a ticket that is being served now; if its caller's turn was up, the turn passes
+    /// on, as with [`Line::pop_head`]. Used when the head may have changed while the ticket
+    /// was being admitted (a more urgent request arrived meanwhile).
+    pub fn served(&mut self, class: Class, caller: &Arc<str>, id: u64) {
+        let line = &mut self.classes[class.index()];
+        let had_turn = line.turn.front() == Some(caller);
+        self.remove(class, caller, id);
+        let line = &mut self.classes[class.index()];
+        if had_turn
+            && line.tickets.contains_key(caller)
+            && let Some(c) = line.turn.pop_front()
+        {
+            line.turn.push_back(c);
+        }
+    }
+
     /// Removes a ticket that stopped waiting (timed out, or its request went away).
     pub fn remove(&mut self, class: Class, caller: &Arc<str>, id: u64) {
         let line = &mut self.classes[class.index()];
@@ -151,6 +167,17 @@ mod tests {
         assert_eq!(line.len_of(Class::Batch), 1);
         assert_eq!(drain(&mut line), vec![h[0], l0, h[1], l1, h[2], h[3], b0]);
         assert!(line.is_empty());
+    }
+
+    #[test]
+    fn a_served_ticket_passes_its_callers_turn_on() {
+        let mut line = Line::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let a0 = line.push(Class::Interactive, &a);
+        let a1 = line.push(Class::Interactive, &a);
+        let b0 = line.push(Class::Interactive, &b);
+        line.served(Class::Interactive, &a, a0);
+        assert_eq!(drain(&mut line), vec![b0, a1]);
     }
 
     #[test]

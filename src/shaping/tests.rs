@@ -14,6 +14,7 @@ fn lane(capacity: Capacity, max_queue: usize) -> Arc<Lane> {
         &rule,
         max_queue,
         Arc::new(Metrics::new().unwrap()),
+        None,
     ))
 }
 

@@ -129,3 +129,98 @@ async fn a_providers_rate_limit_headers_shrink_the_local_budget() {
     let (_, health) = app.health().await;
     assert_eq!(health["checks"]["shaping"][0]["requestsAvailable"], 0);
 }
+
+#[tokio::test]
+async fn with_redis_replicas_share_a_budget_and_each_keeps_its_own_when_redis_is_down() {
+    let mut redis = TestRedis::start().await;
+    let url = redis.url();
+    let config = [
+        ("REDIS_URL", url.as_str()),
+        ("SPARK_PROVIDER_LIMITS", "anthropic=1rpm"),
+        ("SPARK_PROVIDER_ORDER", "anthropic"),
+        ("SPARK_QUEUE_TIMEOUT", "100ms"),
+        ("SPARK_CACHE_TTL", "0s"),
+    ];
+    let a = spawn_app_with(&config).await;
+    let b = spawn_app_with(&config).await;
+    wait_for_redis(&a, true).await;
+    wait_for_redis(&b, true).await;
+    for app in [&a, &b] {
+        Mock::given(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(anthropic_answer(UNITY_ANSWER)))
+            .mount(&app.anthropic)
+            .await;
+    }
+    let body = json!({"prompt": "Create a door"});
+    assert_eq!(a.post_generate(&body).await.status(), 200);
+    // One call a minute between them: the other replica's budget is spent too.
+    assert_error(b.post_generate(&body).await, 503, "providers_busy").await;
+    assert!(b.anthropic.received_requests().await.unwrap().is_empty());
+    assert_eq!(
+        redis.keys("spark:shape:anthropic:*").await,
+        ["spark:shape:anthropic:rpm"]
+    );
+
+    // Redis gone: each replica falls back to its own budget for the rule, never to none.
+    redis.kill();
+    assert_error(a.post_generate(&body).await, 503, "providers_busy").await;
+    assert_eq!(b.post_generate(&body).await.status(), 200);
+    assert_error(b.post_generate(&body).await, 503, "providers_busy").await;
+    // b asked Redis (its own budget allowed the call) and fell back.
+    assert!(
+        b.metrics()
+            .await
+            .contains("spark_redis_fallback_total{op=\"shaping\"}")
+    );
+}
+
+#[tokio::test]
+async fn the_shared_budget_scripts_charge_refund_and_push_out_in_redis() {
+    use spark_gateway::shaping::shared::{Budget, Shared, SharedBudgets};
+    use std::time::Duration;
+    let redis = TestRedis::start().await;
+    let metrics = std::sync::Arc::new(spark_gateway::telemetry::Metrics::new().unwrap());
+    let backend = spark_gateway::redis::RedisBackend::connect(
+        &secrecy::SecretString::from(redis.url()),
+        Duration::from_secs(1),
+        metrics,
+    )
+    .unwrap();
+    for _ in 0..100 {
+        if backend.healthy() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 6,000 tokens a minute: 10 ms a token, 100 at once.
+    let tokens = Budget {
+        interval: Duration::from_millis(10),
+        burst: 100,
+    };
+    let shared = SharedBudgets::new(backend, "test", None, Some(tokens));
+    assert_eq!(shared.take(1_000).await.unwrap(), Shared::Taken);
+    let wait = |s: Shared| match s {
+        Shared::Wait(d) => d,
+        Shared::Taken => panic!("taken"),
+    };
+    // Ten seconds of debt less a burst's headroom for one token.
+    let w = wait(shared.take(1).await.unwrap());
+    assert!(
+        w > Duration::from_millis(8_900) && w <= Duration::from_millis(9_010),
+        "{w:?}"
+    );
+    // The call used 100 tokens: 9 s refunded.
+    shared.adjust_tokens(-900).await.unwrap();
+    let w = wait(shared.take(100).await.unwrap());
+    assert!(
+        w > Duration::from_millis(900) && w <= Duration::from_secs(1),
+        "{w:?}"
+    );
+    // The provider says nothing is left for 30 s.
+    shared
+        .push_out(true, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let w = wait(shared.take(100).await.unwrap());
+    assert!(w > Duration::from_secs(29), "{w:?}");
+}
