@@ -212,7 +212,10 @@ fn trace_export_is_off_until_an_endpoint_is_set_and_then_reads_the_standard_vari
     let t = c.trace.as_ref().unwrap();
     assert_eq!(t.endpoint, "http://collector:4318/v1/traces");
     assert_eq!(t.headers, vec![("x-honeycomb-team".into(), "abc==".into())]);
-    assert_eq!(t.sampler, SamplerChoice::ParentRatio(0.1));
+    assert_eq!(
+        t.sampler,
+        crate::telemetry::trace::SamplerChoice::ParentRatio(0.1)
+    );
     assert_eq!(t.delay, Duration::from_millis(250));
     assert_eq!((t.max_queue, t.max_batch), (2048, 512));
     assert!(!t.trust_client_context);

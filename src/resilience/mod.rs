@@ -15,6 +15,8 @@
 //! share the one walk ([`ProviderRouter::walk`]).
 
 pub mod breaker;
+mod ending;
+mod spans;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,10 +30,11 @@ pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, CircuitState};
 use crate::providers::ratelimit_headers;
 use crate::providers::{
     Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId,
-    StreamEvent,
 };
 use crate::shaping::{Grant, Shaper, Ticket};
 use crate::telemetry::{ErrorTracker, Metrics, Severity, trace};
+use ending::{guard_stream, hold_grant, walk_ended};
+use spans::{attempt_span, record_answer, record_attempt_error};
 use tracing::Instrument;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -476,110 +479,6 @@ impl ProviderRouter {
         }
         (!error.is_retryable() && !misconfigured).then(|| RouteError::Provider(error.clone()))
     }
-}
-
-/// One provider attempt's span, named and attributed as the OpenTelemetry GenAI semantic
-/// conventions say (`chat {model}`, a client span). A `debug` span: when no trace is exported
-/// it is disabled at its call site and costs nothing.
-fn attempt_span(
-    id: ProviderId,
-    call: &CompletionRequest,
-    retry: u32,
-    index: usize,
-) -> tracing::Span {
-    tracing::debug_span!(
-        "provider_attempt",
-        otel.name = %format_args!("chat {}", call.model),
-        otel.kind = "client",
-        gen_ai.operation.name = "chat",
-        gen_ai.system = id.as_str(),
-        gen_ai.provider.name = id.as_str(),
-        gen_ai.request.model = %call.model,
-        // Integers as i64: the OpenTelemetry layer records unsigned fields as text.
-        gen_ai.request.max_tokens = i64::from(call.max_tokens),
-        spark.retry = i64::from(retry),
-        spark.plan_index = index as i64,
-    )
-}
-
-/// What the provider answered, on the attempt's span: the model it reports and the tokens.
-fn record_answer(span: &tracing::Span, model: &str, usage: crate::providers::Usage) {
-    trace::set_attribute(span, "gen_ai.response.model", model.to_owned());
-    trace::set_attribute(span, "gen_ai.usage.input_tokens", usage.input_tokens as i64);
-    trace::set_attribute(
-        span,
-        "gen_ai.usage.output_tokens",
-        usage.output_tokens as i64,
-    );
-}
-
-/// A failed attempt on its span: the status when there was one, and the error's kind (a fixed
-/// word, never the provider's message).
-fn record_attempt_error(span: &tracing::Span, error: &ProviderError) {
-    if let Some(status) = error.status() {
-        trace::set_attribute(span, "http.response.status_code", i64::from(status));
-    }
-    trace::set_error(span, error.kind());
-}
-
-/// Why a walk through the plan ended without an answer: the last failure, else the time until
-/// the first open circuit lets a probe through.
-fn walk_ended(
-    last_error: Option<ProviderError>,
-    earliest_open: Option<Duration>,
-    busy: Option<Duration>,
-) -> RouteError {
-    match (last_error, busy, earliest_open) {
-        (Some(e), _, _) => RouteError::Provider(e),
-        (None, Some(retry_after), _) => RouteError::Busy { retry_after },
-        (None, None, Some(retry_after)) => RouteError::Unavailable { retry_after },
-        (None, None, None) => RouteError::Unavailable {
-            retry_after: Duration::from_secs(1),
-        },
-    }
-}
-
-/// The stream holding its lane's capacity until it ends (or is dropped): a stream is in flight
-/// for as long as it streams. Its real token usage settles the lane's token budget.
-fn hold_grant(stream: CompletionStream, grant: Grant) -> CompletionStream {
-    use futures_util::StreamExt;
-    let mut grant = Some(grant);
-    Box::pin(stream.inspect(move |item| {
-        if let Ok(StreamEvent::Finished { usage, .. }) = item
-            && let Some(g) = grant.take()
-        {
-            g.settle(usage.input_tokens + usage.output_tokens);
-        }
-    }))
-}
-
-/// The stream after its first event, reporting its outcome to the breaker: success when it
-/// finishes, failure when it breaks, nothing when the client goes away first.
-fn guard_stream(
-    first: StreamEvent,
-    rest: CompletionStream,
-    permit: breaker::Permit,
-) -> CompletionStream {
-    use futures_util::StreamExt;
-    let mut permit = Some(permit);
-    let head = futures_util::stream::once(async move { Ok(first) });
-    Box::pin(head.chain(rest).inspect(move |item| match item {
-        Ok(StreamEvent::Finished { .. }) => {
-            if let Some(p) = permit.take() {
-                p.success();
-            }
-        }
-        Err(e) => {
-            if let Some(p) = permit.take() {
-                if e.is_provider_fault() {
-                    p.failure();
-                } else {
-                    p.neutral();
-                }
-            }
-        }
-        Ok(StreamEvent::Delta(_)) => {}
-    }))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 
 use super::*;
 use crate::engine::Engine;
-use crate::providers::{Completion, Usage};
+use crate::providers::{Completion, StreamEvent, Usage};
 
 /// What a fake provider does on its next calls: each entry is used once, the last one forever.
 #[derive(Clone)]

@@ -15,6 +15,7 @@
 //! the next provider when a lane is busy.
 
 pub mod gcra;
+mod grant;
 pub mod limits;
 pub mod queue;
 pub mod shared;
@@ -34,6 +35,8 @@ use crate::providers::ratelimit_headers::UpstreamLimits;
 use crate::redis::RedisBackend;
 use crate::telemetry::Metrics;
 use gcra::Gcra;
+pub use grant::Grant;
+use grant::Place;
 use queue::Line;
 
 /// Who is asking, how urgently and for how many tokens (prompt estimate plus `maxTokens`).
@@ -373,70 +376,6 @@ impl std::fmt::Debug for Lane {
             .field("label", &self.label)
             .field("capacity", &self.capacity)
             .finish_non_exhaustive()
-    }
-}
-
-/// A waiting request's place in line; dropping it while still waiting gives the place up.
-struct Place<'a> {
-    lane: &'a Arc<Lane>,
-    class: Class,
-    caller: Arc<str>,
-    id: u64,
-    waiting: bool,
-}
-
-impl Drop for Place<'_> {
-    fn drop(&mut self) {
-        if self.waiting {
-            let mut st = self.lane.lock();
-            st.line.remove(self.class, &self.caller, self.id);
-            self.lane.set_depth(&st, self.class);
-            drop(st);
-            // The head may have changed.
-            self.lane.changed.notify_waiters();
-        }
-    }
-}
-
-/// Capacity taken for one call: its in-flight slot is released when dropped; [`Grant::settle`]
-/// corrects the token charge with the real usage.
-#[derive(Debug)]
-pub struct Grant {
-    lane: Arc<Lane>,
-    tokens: u64,
-}
-
-impl Grant {
-    /// The call used `tokens` (input + output): the difference from the estimate is charged or
-    /// refunded.
-    pub fn settle(&self, tokens: u64) {
-        let delta = i64::try_from(tokens).unwrap_or(i64::MAX)
-            - i64::try_from(self.tokens).unwrap_or(i64::MAX);
-        if delta != 0 {
-            let mut st = self.lane.lock();
-            if let Some(g) = st.tpm.as_mut() {
-                g.adjust(delta, Instant::now());
-            }
-            drop(st);
-            if self.lane.shared.is_some() {
-                let lane = Arc::clone(&self.lane);
-                crate::telemetry::spawn_named("shaping-settle", async move {
-                    if let Some(shared) = &lane.shared {
-                        let _ = shared.adjust_tokens(delta).await;
-                    }
-                });
-            }
-        }
-        self.lane.changed.notify_waiters();
-    }
-}
-
-impl Drop for Grant {
-    fn drop(&mut self) {
-        let mut st = self.lane.lock();
-        st.in_flight = st.in_flight.saturating_sub(1);
-        drop(st);
-        self.lane.changed.notify_waiters();
     }
 }
 
