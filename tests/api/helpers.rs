@@ -190,6 +190,20 @@ pub fn anthropic_answer(text: &str) -> Value {
     })
 }
 
+/// Both mock providers answer every generation with [`UNITY_ANSWER`] in their own format.
+pub async fn both_providers_answer(app: &TestApp) {
+    use wiremock::matchers::path;
+    use wiremock::{Mock, ResponseTemplate};
+    Mock::given(path("/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(anthropic_answer(UNITY_ANSWER)))
+        .mount(&app.anthropic)
+        .await;
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(openai_answer(UNITY_ANSWER)))
+        .mount(&app.openai)
+        .await;
+}
+
 /// A chat completion holding `text`, as OpenAI sends it.
 pub fn openai_answer(text: &str) -> Value {
     json!({

@@ -15,14 +15,7 @@ async fn capacity_is_respected_then_falls_back_then_answers_providers_busy() {
         ("SPARK_CACHE_TTL", "0s"),
     ])
     .await;
-    Mock::given(path("/v1/messages"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(anthropic_answer(UNITY_ANSWER)))
-        .mount(&app.anthropic)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(openai_answer(UNITY_ANSWER)))
-        .mount(&app.openai)
-        .await;
+    both_providers_answer(&app).await;
     let body = json!({"prompt": "Create a door"});
     let ask = || app.post_generate(&body);
 
@@ -146,10 +139,7 @@ async fn with_redis_replicas_share_a_budget_and_each_keeps_its_own_when_redis_is
     wait_for_redis(&a, true).await;
     wait_for_redis(&b, true).await;
     for app in [&a, &b] {
-        Mock::given(path("/v1/messages"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(anthropic_answer(UNITY_ANSWER)))
-            .mount(&app.anthropic)
-            .await;
+        both_providers_answer(app).await;
     }
     let body = json!({"prompt": "Create a door"});
     assert_eq!(a.post_generate(&body).await.status(), 200);
