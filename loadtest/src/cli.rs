@@ -21,6 +21,7 @@ use crate::report::{self, ReportData};
 use crate::rss::RssWatch;
 use crate::runner::{self, Live, LoadModel, RunConfig, Stop};
 use crate::scenario::{Mix, RequestFactory, Scenario, Workload};
+use crate::shaping::{self, ShapingReport};
 use crate::threshold::Threshold;
 
 /// Exit status when a threshold fails (1 is any other failure, 2 a usage error).
@@ -277,7 +278,21 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
+    // A gateway's own account of its outbound shaping, from its metrics around the run (only
+    // for the gateway scenarios; a custom URL is not a gateway).
+    let metrics_client = reqwest::Client::new();
+    let gateway_before = match args.body {
+        None => shaping::scrape(&metrics_client, &args.target).await,
+        Some(_) => None,
+    };
     let result = runner::run(cfg, Arc::clone(&live)).await;
+    let shaping = match &gateway_before {
+        Some(before) => shaping::scrape(&metrics_client, &args.target)
+            .await
+            .map(|after| ShapingReport::between(before, &after))
+            .filter(|r| !r.is_empty()),
+        None => None,
+    };
     ctrl_c.abort();
     if let Some((tx, task)) = shown {
         let _ = tx.send(());
@@ -301,6 +316,7 @@ pub async fn run(args: Box<RunArgs>) -> anyhow::Result<ExitCode> {
         warmup_seconds: warmup.as_secs_f64(),
         summary,
         peak_rss_bytes,
+        shaping,
         thresholds,
     };
     if let Some(path) = &args.report {

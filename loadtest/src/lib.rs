@@ -15,5 +15,6 @@ pub mod report;
 pub mod rss;
 pub mod runner;
 pub mod scenario;
+pub mod shaping;
 pub mod stats;
 pub mod threshold;

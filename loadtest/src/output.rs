@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::runner::LoadModel;
+use crate::shaping::ShapingReport;
 use crate::stats::Summary;
 use crate::threshold::Verdict;
 
@@ -39,6 +40,10 @@ pub struct RunOutput {
     /// The peak resident memory of `--watch-pid` during measurement.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,
+    /// The gateway's outbound shaping during the run (its `spark_shaper_*` series), when it
+    /// has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shaping: Option<ShapingReport>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub thresholds: Vec<Verdict>,
 }
@@ -105,6 +110,9 @@ impl RunOutput {
         if let Some(rss) = self.peak_rss_bytes {
             let _ = writeln!(out, "peak rss    {:.1} MiB", rss as f64 / (1024.0 * 1024.0));
         }
+        if let Some(shaping) = &self.shaping {
+            out.push_str(&shaping.table());
+        }
         for v in &self.thresholds {
             let _ = writeln!(
                 out,
@@ -145,6 +153,7 @@ mod tests {
             warmup_seconds: 1.0,
             summary: r.summary(),
             peak_rss_bytes: Some(32 * 1024 * 1024),
+            shaping: None,
             thresholds: vec![Verdict {
                 threshold: "errors<1%".into(),
                 measured: "50.000%".into(),

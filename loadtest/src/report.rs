@@ -294,6 +294,38 @@ pub fn render(data: &ReportData<'_>) -> String {
         }
         out.push_str("</table>");
     }
+    if let Some(shaping) = &o.shaping {
+        out.push_str("<h2>Gateway outbound shaping</h2>");
+        out.push_str(
+            r#"<table><tr><th class="l">lane</th><th class="l">class</th><th>waited</th><th>mean wait (ms)</th><th>queued at end</th></tr>"#,
+        );
+        for r in &shaping.rows {
+            let _ = write!(
+                out,
+                r#"<tr><td class="l">{}</td><td class="l">{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>"#,
+                escape(&r.lane),
+                escape(&r.class),
+                r.waited,
+                r.mean_wait_ms,
+                r.queued_at_end
+            );
+        }
+        out.push_str("</table>");
+        out.push_str(
+            r#"<table><tr><th class="l">lane</th><th class="l">refused</th><th>count</th></tr>"#,
+        );
+        for (lane, reasons) in &shaping.rejected {
+            for (reason, n) in reasons {
+                let _ = write!(
+                    out,
+                    r#"<tr><td class="l">{}</td><td class="l">{}</td><td>{n}</td></tr>"#,
+                    escape(lane),
+                    escape(reason)
+                );
+            }
+        }
+        out.push_str("</table>");
+    }
     out.push_str("<h2>Latency over time</h2>");
     latency_over_time(&mut out, &data.timeline);
     out.push_str("<h2>Latency histogram</h2>");

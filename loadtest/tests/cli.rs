@@ -204,3 +204,62 @@ async fn the_report_is_well_formed_html_holding_both_charts() {
     assert!(!html.contains("<script") && !html.contains("<link") && !html.contains("src="));
     std::fs::remove_file(&path).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_shows_the_gateways_outbound_shaping_during_the_run() {
+    let mock = common::start_mock(MockConfig {
+        latency: std::time::Duration::from_millis(100),
+        ..MockConfig::default()
+    })
+    .await;
+    let gateway = common::start_gateway_with(&[
+        ("ANTHROPIC_API_KEY", "sk-test-key"),
+        ("ANTHROPIC_BASE_URL", &mock),
+        ("SPARK_PROVIDER_ORDER", "anthropic"),
+        ("SPARK_CACHE_TTL", "0s"),
+        // One call at a time, 100 ms each, 30 a second offered: most wait, some give up.
+        ("SPARK_PROVIDER_LIMITS", "anthropic=1inflight"),
+        ("SPARK_QUEUE_TIMEOUT", "150ms"),
+    ])
+    .await;
+    let page = std::env::temp_dir().join(format!(
+        "spark-loadtest-shaping-{}.html",
+        std::process::id()
+    ));
+    let out = common::loadtest(&[
+        "run",
+        "--target",
+        &gateway,
+        "--scenario",
+        "generate-miss",
+        "--rate",
+        "30",
+        "--duration",
+        "2s",
+        "--warmup",
+        "0s",
+        "--json",
+        "--quiet",
+        "--report",
+        page.to_str().unwrap(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let row = &v["shaping"]["rows"][0];
+    assert_eq!(row["lane"], "anthropic");
+    assert_eq!(row["class"], "interactive");
+    assert!(row["waited"].as_u64().unwrap() >= 5, "{v}");
+    assert!(row["meanWaitMs"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        v["shaping"]["rejected"]["anthropic"]["timeout"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{v}"
+    );
+    assert!(v["statusCounts"]["503"].as_u64().unwrap() >= 1, "{v}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("Gateway outbound shaping"));
+    std::fs::remove_file(&page).unwrap();
+}

@@ -18,13 +18,19 @@ pub async fn start_mock(cfg: MockConfig) -> String {
 
 /// Starts the gateway on the simulator; returns its base URL.
 pub async fn start_gateway() -> String {
+    start_gateway_with(&[]).await
+}
+
+/// Starts the gateway with `extra` variables on top of the simulator set-up.
+pub async fn start_gateway_with(extra: &[(&str, &str)]) -> String {
     let env: BTreeMap<String, String> = [
         ("SPARK_BIND", "127.0.0.1:0"),
         ("SPARK_RATE_LIMIT_GENERATE", "1000000/min"),
         ("SPARK_RATE_LIMIT_EXPORT", "1000000/min"),
     ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .iter()
+    .chain(extra)
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
     let config = spark_gateway::config::Config::from_source(&env).unwrap();
     let state = spark_gateway::build_state(config).unwrap();
