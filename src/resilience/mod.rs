@@ -357,7 +357,19 @@ impl ProviderRouter {
                     provider: *id,
                     timeout,
                 }));
-                // The provider's own count of what is left narrows ours.
+                // The provider's own count of what is left narrows ours; a bare 429 with
+                // `retry-after` says "nothing until then".
+                let limits = limits.or(match &outcome {
+                    Err(ProviderError::Status {
+                        status: 429,
+                        retry_after: Some(wait),
+                        ..
+                    }) => Some(ratelimit_headers::UpstreamLimits {
+                        requests: Some((0, *wait)),
+                        tokens: None,
+                    }),
+                    _ => None,
+                });
                 if let (Some(lane), Some(limits)) = (lane, limits) {
                     lane.tighten(&limits);
                 }

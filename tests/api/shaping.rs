@@ -214,3 +214,36 @@ async fn the_shared_budget_scripts_charge_refund_and_push_out_in_redis() {
     let w = wait(shared.take(100).await.unwrap());
     assert!(w > Duration::from_secs(29), "{w:?}");
 }
+
+#[tokio::test]
+async fn a_bare_429_with_retry_after_closes_the_lane_until_then() {
+    let app = spawn_app_with(&[
+        ("SPARK_PROVIDER_ORDER", "openai,anthropic"),
+        ("SPARK_PROVIDER_LIMITS", "openai=600rpm"),
+        ("SPARK_QUEUE_TIMEOUT", "100ms"),
+        ("SPARK_CACHE_TTL", "0s"),
+    ])
+    .await;
+    // OpenAI refuses with a 429 and no rate-limit headers, only retry-after.
+    Mock::given(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "30")
+                .set_body_json(json!({"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}})),
+        )
+        .mount(&app.openai)
+        .await;
+    both_providers_answer(&app).await;
+    let body = json!({"prompt": "Create a door"});
+    assert_eq!(
+        app.post_generate(&body).await.headers()["x-provider"],
+        "anthropic"
+    );
+    assert_eq!(
+        app.post_generate(&body).await.headers()["x-provider"],
+        "anthropic"
+    );
+    // The second request did not go to OpenAI to collect another 429.
+    let to_openai = app.openai.received_requests().await.unwrap().len();
+    assert_eq!(to_openai, 1);
+}
