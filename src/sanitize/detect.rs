@@ -19,7 +19,8 @@ use base64::Engine as _;
 use regex::{Regex, RegexSet, RegexSetBuilder};
 use serde::Serialize;
 
-use super::normalize::{Hidden, fold, fold_lowered, lower, needs_fold, normalize};
+use super::fold::{fold, fold_lowered, lower, needs_fold};
+use super::normalize::{Hidden, normalize};
 pub use super::rules::Category;
 use super::rules::RULES;
 

@@ -4,13 +4,14 @@
 //! rejected prompt never reaches a provider or the cache. One pipeline, [`sanitize`]:
 //! 1. [`normalize`](normalize::normalize) gives the text that is forwarded (NFKC, hidden characters
 //!    stripped, whitespace collapsed) and the length is checked on it;
-//! 2. [`fold`](normalize::fold) gives a copy only the detector reads (look-alikes, leetspeak and
+//! 2. [`fold`](fold::fold) gives a copy only the detector reads (look-alikes, leetspeak and
 //!    letter-spacing undone), so a disguise does not change the verdict;
 //! 3. [`detect`] scores the folded copy with rule families compiled once into a `RegexSet`.
 //!
 //! The policy decides what a score means: block, warn, or nothing.
 
 mod detect;
+mod fold;
 mod normalize;
 mod rules;
 
@@ -18,8 +19,9 @@ use serde::Serialize;
 
 use detect::assess_counted;
 pub use detect::{Category, Finding, assess, ready};
+pub use fold::{fold, fold_lowered, lower, needs_fold};
 use normalize::normalize_counted;
-pub use normalize::{Hidden, fold, fold_lowered, is_stripped, lower, needs_fold, normalize};
+pub use normalize::{Hidden, is_stripped, normalize};
 
 /// What to do with a prompt that scores at or above the threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
