@@ -146,9 +146,11 @@ pub async fn request_context(
     }
 
     let status = resp.status().as_u16();
-    trace::set_attribute(&span, "http.response.status_code", i64::from(status));
-    if status >= 500 {
-        trace::set_error(&span, &status.to_string());
+    if state.config().trace.is_some() {
+        trace::set_attribute(&span, "http.response.status_code", i64::from(status));
+        if status >= 500 {
+            trace::set_error(&span, &status.to_string());
+        }
     }
     let elapsed = started.elapsed();
     // Status and latency go on the closing event only: with the JSON formatter every

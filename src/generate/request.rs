@@ -18,7 +18,6 @@ use crate::providers::{MAX_STOP_SEQUENCES, ProviderId};
 
 /// The longest stop sequence accepted, in characters.
 const MAX_STOP_SEQUENCE_CHARS: usize = 64;
-use crate::providers::simulator::token_estimate;
 use crate::sanitize::{self, Policy, Rejection};
 use crate::shaping::Ticket;
 
@@ -170,10 +169,6 @@ impl GenerateService {
         let ticket = Ticket {
             caller: caller.label().into(),
             class: self.router.shaper().class_for(caller.label(), stream),
-            // What a provider will count: the prompt as sent and every token it may answer.
-            tokens: token_estimate(&system)
-                + token_estimate(&sanitized.text)
-                + u64::from(max_tokens),
         };
         let mut request = GenerateRequest {
             prompt: sanitized.text,

@@ -23,32 +23,50 @@ pub struct UpstreamLimits {
 }
 
 impl UpstreamLimits {
+    /// A 429 that says only `retry-after`: no request until then.
+    pub fn nothing_until(wait: Duration) -> Self {
+        UpstreamLimits {
+            requests: Some((0, wait)),
+            tokens: None,
+        }
+    }
+
     /// The limits in `headers`, if the provider sent any.
     pub fn from_headers(headers: &HeaderMap, now: time::OffsetDateTime) -> Option<Self> {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let number = |name: &str| text(name).and_then(|v| v.trim().parse::<u64>().ok());
-        let openai = |kind: &str| {
-            Some((
-                number(&format!("x-ratelimit-remaining-{kind}"))?,
-                go_duration(text(&format!("x-ratelimit-reset-{kind}"))?)?,
-            ))
-        };
-        let anthropic = |kind: &str| {
-            let reset = text(&format!("anthropic-ratelimit-{kind}-reset"))?;
+        let openai =
+            |remaining: &str, reset: &str| Some((number(remaining)?, go_duration(text(reset)?)?));
+        let anthropic = |remaining: &str, reset: &str| {
             let at = time::OffsetDateTime::parse(
-                reset.trim(),
+                text(reset)?.trim(),
                 &time::format_description::well_known::Rfc3339,
             )
             .ok()?;
-            let until = at - now;
             Some((
-                number(&format!("anthropic-ratelimit-{kind}-remaining"))?,
-                Duration::try_from(until).unwrap_or(Duration::ZERO),
+                number(remaining)?,
+                Duration::try_from(at - now).unwrap_or(Duration::ZERO),
             ))
         };
         let limits = UpstreamLimits {
-            requests: openai("requests").or_else(|| anthropic("requests")),
-            tokens: openai("tokens").or_else(|| anthropic("tokens")),
+            requests: openai(
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            )
+            .or_else(|| {
+                anthropic(
+                    "anthropic-ratelimit-requests-remaining",
+                    "anthropic-ratelimit-requests-reset",
+                )
+            }),
+            tokens: openai("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens").or_else(
+                || {
+                    anthropic(
+                        "anthropic-ratelimit-tokens-remaining",
+                        "anthropic-ratelimit-tokens-reset",
+                    )
+                },
+            ),
         };
         (limits != UpstreamLimits::default()).then_some(limits)
     }
@@ -97,13 +115,15 @@ pub async fn capture<F: std::future::Future>(attempt: F) -> (F::Output, Option<U
     (out, seen)
 }
 
-/// Notes the limits in a response's headers for the attempt being [`capture`]d (outside one,
-/// nothing happens).
+/// Notes the limits in a response's headers for the attempt being [`capture`]d. Outside one
+/// (no lane governs the call) the headers are not even read.
 pub fn report(headers: &HeaderMap) {
-    if let Some(limits) = UpstreamLimits::from_headers(headers, time::OffsetDateTime::now_utc()) {
-        let _ =
-            SEEN.try_with(|slot| *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(limits));
-    }
+    let _ = SEEN.try_with(|slot| {
+        if let Some(limits) = UpstreamLimits::from_headers(headers, time::OffsetDateTime::now_utc())
+        {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(limits);
+        }
+    });
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, CircuitState};
 
-use crate::providers::ratelimit_headers;
+use crate::providers::ratelimit_headers::{self, UpstreamLimits};
 use crate::providers::{
     Completion, CompletionRequest, CompletionStream, Provider, ProviderError, ProviderId,
 };
@@ -301,6 +301,8 @@ impl ProviderRouter {
         let mut earliest_open: Option<Duration> = None;
         // Set once a lane was busy: later providers are taken only if they have room at once.
         let mut busy: Option<Duration> = None;
+        // The call's token estimate, worked out once and only if a lane governs a call.
+        let mut estimate: Option<u64> = None;
         for (index, (id, model)) in plan.iter().enumerate() {
             let (Some(provider), Some(breaker)) = (self.providers.get(id), self.breakers.get(id))
             else {
@@ -331,7 +333,8 @@ impl ProviderRouter {
                             Some(_) => Instant::now(),
                             None => self.shaper.wait_until(deadline),
                         };
-                        match lane.acquire(ticket, until).await {
+                        let tokens = *estimate.get_or_insert_with(|| call_tokens(base));
+                        match lane.acquire(ticket, tokens, until).await {
                             Ok(grant) => Some(grant),
                             Err(refused) => {
                                 // Nothing was asked of the provider: the breaker learns nothing.
@@ -348,30 +351,32 @@ impl ProviderRouter {
                 let timeout = call.timeout;
                 let span = attempt_span(*id, &call, n, index);
                 let started = Instant::now();
-                let (outcome, limits) = ratelimit_headers::capture(
-                    tokio::time::timeout(timeout, attempt(Arc::clone(provider), call))
-                        .instrument(span.clone()),
-                )
-                .await;
-                let outcome = outcome.unwrap_or(Err(ProviderError::Timeout {
+                let call = tokio::time::timeout(timeout, attempt(Arc::clone(provider), call))
+                    .instrument(span.clone());
+                // The provider's rate-limit headers are read only for a call a lane governs.
+                let mut seen = None;
+                let outcome = match lane {
+                    Some(_) => {
+                        let (outcome, limits) = ratelimit_headers::capture(call).await;
+                        seen = limits;
+                        outcome
+                    }
+                    None => call.await,
+                }
+                .unwrap_or(Err(ProviderError::Timeout {
                     provider: *id,
                     timeout,
                 }));
-                // The provider's own count of what is left narrows ours; a bare 429 with
-                // `retry-after` says "nothing until then".
-                let limits = limits.or(match &outcome {
-                    Err(ProviderError::Status {
-                        status: 429,
-                        retry_after: Some(wait),
-                        ..
-                    }) => Some(ratelimit_headers::UpstreamLimits {
-                        requests: Some((0, *wait)),
-                        tokens: None,
-                    }),
-                    _ => None,
-                });
-                if let (Some(lane), Some(limits)) = (lane, limits) {
-                    lane.tighten(&limits);
+                if let Some(lane) = lane {
+                    // The provider's own count of what is left narrows ours; a bare 429 with
+                    // `retry-after` says "nothing until then".
+                    let refused_until = match &outcome {
+                        Err(e) if e.status() == Some(429) => e.retry_after(),
+                        _ => None,
+                    };
+                    if let Some(left) = seen.or(refused_until.map(UpstreamLimits::nothing_until)) {
+                        lane.tighten(&left);
+                    }
                 }
                 if let Err(e) = &outcome {
                     record_attempt_error(&span, e);
@@ -491,6 +496,12 @@ impl ProviderRouter {
         }
         (!error.is_retryable() && !misconfigured).then(|| RouteError::Provider(error.clone()))
     }
+}
+
+/// What a provider will count for a call: the prompt as sent and every token it may answer.
+fn call_tokens(base: &CompletionRequest) -> u64 {
+    use crate::providers::simulator::token_estimate;
+    token_estimate(&base.system) + token_estimate(&base.prompt) + u64::from(base.max_tokens)
 }
 
 #[cfg(test)]

@@ -131,7 +131,6 @@ fn ticket() -> Ticket {
     Ticket {
         caller: "tester".into(),
         class: crate::shaping::Class::Interactive,
-        tokens: 10,
     }
 }
 

@@ -45,22 +45,28 @@ impl Grant {
     pub fn settle(&self, tokens: u64) {
         let delta = i64::try_from(tokens).unwrap_or(i64::MAX)
             - i64::try_from(self.tokens).unwrap_or(i64::MAX);
-        if delta != 0 {
-            let mut st = self.lane.lock();
-            if let Some(g) = st.tpm.as_mut() {
-                g.adjust(delta, Instant::now());
-            }
-            drop(st);
-            if self.lane.shared.is_some() {
-                let lane = Arc::clone(&self.lane);
-                crate::telemetry::spawn_named("shaping-settle", async move {
-                    if let Some(shared) = &lane.shared {
-                        let _ = shared.adjust_tokens(delta).await;
-                    }
-                });
-            }
+        if delta == 0 {
+            return;
         }
-        self.lane.changed.notify_waiters();
+        let mut st = self.lane.lock();
+        let Some(g) = st.tpm.as_mut() else {
+            // No token budget to correct.
+            return;
+        };
+        g.adjust(delta, Instant::now());
+        drop(st);
+        if self.lane.shared.is_some() {
+            let lane = Arc::clone(&self.lane);
+            crate::telemetry::spawn_named("shaping-settle", async move {
+                if let Some(shared) = &lane.shared {
+                    let _ = shared.adjust_tokens(delta).await;
+                }
+            });
+        }
+        if delta < 0 {
+            // A refund may let the head of the line go sooner.
+            self.lane.changed.notify_waiters();
+        }
     }
 }
 

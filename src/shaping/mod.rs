@@ -20,7 +20,6 @@ pub mod limits;
 pub mod queue;
 pub mod shared;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,13 +38,13 @@ pub use grant::Grant;
 use grant::Place;
 use queue::Line;
 
-/// Who is asking, how urgently and for how many tokens (prompt estimate plus `maxTokens`).
+/// Who is asking and how urgently. (How many tokens is worked out by the router, and only when
+/// a lane governs the call.)
 #[derive(Debug, Clone)]
 pub struct Ticket {
     /// The caller's bounded label (a user id, `master` or `anonymous`): the unit of fairness.
     pub caller: Arc<str>,
     pub class: Class,
-    pub tokens: u64,
 }
 
 /// Why a lane did not admit a request.
@@ -90,6 +89,8 @@ struct LaneState {
 /// One rule's capacity and waiting line.
 pub struct Lane {
     provider: ProviderId,
+    /// The model the rule names; `None` governs the provider's other models.
+    model: Option<String>,
     /// `provider` or `provider:model`: a bounded label (rules are configuration).
     label: String,
     capacity: Capacity,
@@ -143,6 +144,7 @@ impl Lane {
         Lane {
             shared,
             provider: rule.provider,
+            model: rule.model.clone(),
             label,
             capacity: rule.capacity,
             max_queue,
@@ -183,8 +185,8 @@ impl Lane {
     /// ticket, or `None` for a newcomer, whose turn it is only while nobody waits. The in-flight
     /// slot is reserved first (as a [`Grant`], so a request that goes away mid-try releases
     /// it); then the shared budgets in Redis, when configured, and the local ones are charged.
-    async fn try_take(self: &Arc<Self>, ticket: &Ticket, queued: Option<u64>) -> Try {
-        let tokens = ticket.tokens.max(1);
+    async fn try_take(self: &Arc<Self>, ticket: &Ticket, tokens: u64, queued: Option<u64>) -> Try {
+        let tokens = tokens.max(1);
         let now = Instant::now();
         let grant = {
             let mut st = self.lock();
@@ -245,9 +247,16 @@ impl Lane {
 
     /// Takes capacity for one call, waiting in line until `until` at most. `until` at or
     /// before now means "only if it fits at once" (a fallback provider is asked that way).
-    pub async fn acquire(self: &Arc<Self>, ticket: &Ticket, until: Instant) -> Result<Grant, Busy> {
+    /// `tokens` is the call's estimate (prompt and `maxTokens`), settled later with
+    /// [`Grant::settle`].
+    pub async fn acquire(
+        self: &Arc<Self>,
+        ticket: &Ticket,
+        tokens: u64,
+        until: Instant,
+    ) -> Result<Grant, Busy> {
         let asked = Instant::now();
-        if let Try::Granted(grant) = self.try_take(ticket, None).await {
+        if let Try::Granted(grant) = self.try_take(ticket, tokens, None).await {
             return Ok(grant);
         }
         let id = {
@@ -277,7 +286,7 @@ impl Lane {
             tokio::pin!(notified);
             // Registered before the state is read, so a change in between is not missed.
             notified.as_mut().enable();
-            let wake = match self.try_take(ticket, Some(id)).await {
+            let wake = match self.try_take(ticket, tokens, Some(id)).await {
                 Try::Granted(grant) => {
                     place.waiting = false;
                     // The next in line may fit too (a burst, a second slot).
@@ -364,10 +373,6 @@ impl Lane {
             tokens_available: st.tpm.as_ref().map(|g| g.available(now)),
         }
     }
-
-    pub fn provider(&self) -> ProviderId {
-        self.provider
-    }
 }
 
 impl std::fmt::Debug for Lane {
@@ -382,7 +387,8 @@ impl std::fmt::Debug for Lane {
 /// Every lane, by the traffic it governs.
 #[derive(Debug, Default)]
 pub struct Shaper {
-    lanes: BTreeMap<(ProviderId, Option<String>), Arc<Lane>>,
+    /// In the order of `SPARK_PROVIDER_LIMITS` (health lists them so).
+    lanes: Vec<Arc<Lane>>,
     queue_timeout: Duration,
     /// Callers whose whole-answer requests are `batch` (`SPARK_BATCH_USERS`).
     batch_users: Vec<String>,
@@ -400,12 +406,7 @@ impl Shaper {
     ) -> Self {
         let lanes = rules
             .iter()
-            .map(|r| {
-                (
-                    (r.provider, r.model.clone()),
-                    Arc::new(Lane::new(r, max_queue, Arc::clone(metrics), redis)),
-                )
-            })
+            .map(|r| Arc::new(Lane::new(r, max_queue, Arc::clone(metrics), redis)))
             .collect();
         Shaper {
             lanes,
@@ -425,10 +426,14 @@ impl Shaper {
     }
 
     /// The lane governing a model of a provider: the model's own rule, else the provider's.
+    /// A few configured rules: a scan, with nothing allocated per call.
     pub fn lane(&self, provider: ProviderId, model: &str) -> Option<&Arc<Lane>> {
-        self.lanes
-            .get(&(provider, Some(model.to_owned())))
-            .or_else(|| self.lanes.get(&(provider, None)))
+        let of = |m: Option<&str>| {
+            self.lanes
+                .iter()
+                .find(|l| l.provider == provider && l.model.as_deref() == m)
+        };
+        of(Some(model)).or_else(|| of(None))
     }
 
     /// How long a request may wait in line: the queue timeout, never past `deadline`.
@@ -437,15 +442,11 @@ impl Shaper {
     }
 
     pub fn snapshot(&self) -> Vec<LaneSnapshot> {
-        self.lanes.values().map(|l| l.snapshot()).collect()
+        self.lanes.iter().map(|l| l.snapshot()).collect()
     }
 
     pub fn publish(&self) {
-        self.lanes.values().for_each(|l| l.publish());
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lanes.is_empty()
+        self.lanes.iter().for_each(|l| l.publish());
     }
 }
 

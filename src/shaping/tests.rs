@@ -22,7 +22,6 @@ fn ticket(caller: &str, class: Class) -> Ticket {
     Ticket {
         caller: caller.into(),
         class,
-        tokens: 100,
     }
 }
 
@@ -42,7 +41,7 @@ async fn offer(
     for _ in 0..per_minute * minutes {
         let (lane, t) = (Arc::clone(lane), ticket(caller, Class::Interactive));
         calls.push(spawn_named("offered-call", async move {
-            let r = lane.acquire(&t, Instant::now() + QUEUE_TIMEOUT).await;
+            let r = lane.acquire(&t, 100, Instant::now() + QUEUE_TIMEOUT).await;
             let at = Instant::now();
             if let Ok(grant) = &r {
                 tokio::time::sleep(hold).await;
@@ -123,7 +122,7 @@ async fn interactive_requests_overtake_queued_batch_requests() {
         100,
     );
     let first = lane
-        .acquire(&ticket("bot", Class::Batch), Instant::now())
+        .acquire(&ticket("bot", Class::Batch), 100, Instant::now())
         .await
         .unwrap();
     let order = Arc::new(Mutex::new(Vec::new()));
@@ -137,7 +136,7 @@ async fn interactive_requests_overtake_queued_batch_requests() {
         waiting.push(spawn_named("waiter", async move {
             let t = ticket(name, class);
             let grant = lane
-                .acquire(&t, Instant::now() + QUEUE_TIMEOUT)
+                .acquire(&t, 100, Instant::now() + QUEUE_TIMEOUT)
                 .await
                 .unwrap();
             order.lock().unwrap().push(name);
@@ -165,7 +164,7 @@ async fn a_full_line_refuses_at_once_and_a_request_that_goes_away_leaves_it() {
         2,
     );
     let _held = lane
-        .acquire(&ticket("a", Class::Interactive), Instant::now())
+        .acquire(&ticket("a", Class::Interactive), 100, Instant::now())
         .await
         .unwrap();
     let until = Instant::now() + QUEUE_TIMEOUT;
@@ -173,21 +172,21 @@ async fn a_full_line_refuses_at_once_and_a_request_that_goes_away_leaves_it() {
         ticket("b", Class::Interactive),
         ticket("c", Class::Interactive),
     );
-    let mut w1 = Box::pin(lane.acquire(&b, until));
-    let mut w2 = Box::pin(lane.acquire(&c, until));
+    let mut w1 = Box::pin(lane.acquire(&b, 100, until));
+    let mut w2 = Box::pin(lane.acquire(&c, 100, until));
     // Polled once each: both are in line.
     assert!(futures_util::poll!(&mut w1).is_pending());
     assert!(futures_util::poll!(&mut w2).is_pending());
     let started = Instant::now();
     let busy = lane
-        .acquire(&ticket("d", Class::Interactive), until)
+        .acquire(&ticket("d", Class::Interactive), 100, until)
         .await
         .unwrap_err();
     assert!(matches!(busy, Busy::QueueFull { .. }));
     assert_eq!(Instant::now(), started, "refused without waiting");
     // Neither fits a zero wait.
     assert!(matches!(
-        lane.acquire(&ticket("d", Class::Interactive), Instant::now())
+        lane.acquire(&ticket("d", Class::Interactive), 100, Instant::now())
             .await
             .unwrap_err(),
         Busy::Timeout { .. }
@@ -210,16 +209,15 @@ async fn token_budgets_are_charged_by_estimate_and_settled_by_usage() {
         },
         10,
     );
-    let big = Ticket {
-        tokens: 1_000,
-        ..ticket("a", Class::Interactive)
-    };
-    let grant = lane.acquire(&big, Instant::now()).await.unwrap();
+    let big = ticket("a", Class::Interactive);
+    let grant = lane.acquire(&big, 1_000, Instant::now()).await.unwrap();
     // Ten seconds of tokens charged: a second call must wait.
-    assert!(lane.acquire(&big, Instant::now()).await.is_err());
+    assert!(lane.acquire(&big, 1_000, Instant::now()).await.is_err());
     // It used 100: refunded, the next one fits after one second instead of ten.
     grant.settle(100);
     let started = Instant::now();
-    lane.acquire(&big, started + QUEUE_TIMEOUT).await.unwrap();
+    lane.acquire(&big, 1_000, started + QUEUE_TIMEOUT)
+        .await
+        .unwrap();
     assert_eq!(Instant::now() - started, Duration::from_secs(1));
 }

@@ -43,14 +43,7 @@ async fn a_scripted_set_of_requests_leaves_each_counter_at_its_exact_value() {
         .respond_with(ResponseTemplate::new(500))
         .mount(&app.anthropic)
         .await;
-    Mock::given(path("/v1/messages"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(anthropic_answer(UNITY_ANSWER)))
-        .mount(&app.anthropic)
-        .await;
-    Mock::given(path("/v1/chat/completions"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(openai_answer(UNITY_ANSWER)))
-        .mount(&app.openai)
-        .await;
+    both_providers_answer(&app).await;
 
     let success = app.post_generate(&json!({"prompt": "a door"})).await;
     assert_eq!(
