@@ -11,6 +11,7 @@
 //! The policy decides what a score means: block, warn, or nothing.
 
 mod detect;
+mod flood;
 mod fold;
 mod normalize;
 mod rules;
@@ -19,7 +20,7 @@ use serde::Serialize;
 
 use detect::assess_counted;
 pub use detect::{Category, Finding, assess, ready};
-pub use fold::{fold, fold_lowered, lower, needs_fold};
+pub use fold::{Folded, fold, fold_changes, fold_lowered, lower, needs_fold};
 use normalize::normalize_counted;
 pub use normalize::{Hidden, is_stripped, normalize};
 
@@ -116,8 +117,7 @@ pub enum Rejection {
 
 /// The whole pipeline under `policy`.
 pub fn sanitize(text: &str, policy: &Policy) -> Result<Sanitized, Rejection> {
-    let hidden = Hidden::count(text);
-    let normalized = normalize_counted(text, &hidden);
+    let (normalized, hidden) = normalize_counted(text);
     let actual = if normalized.is_ascii() {
         normalized.len()
     } else {

@@ -6,6 +6,7 @@
 //! untouched. The copy only the detector sees, with look-alikes, leetspeak and letter-spacing
 //! undone, is `super::fold`'s.
 
+use unicode_normalization::char::canonical_combining_class;
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 /// Characters removed from the forwarded text: they are invisible or reorder what a reader sees.
@@ -58,36 +59,48 @@ pub struct Hidden {
 }
 
 impl Hidden {
+    /// Counts what `text` hides without normalizing it (the detector's entry point for text it
+    /// did not normalize itself). [`normalize_counted`] counts the same while it normalizes.
     pub fn count(text: &str) -> Hidden {
         let mut h = Hidden::default();
         if text.is_ascii() {
             for &b in text.as_bytes() {
-                match b {
-                    b'\r' => h.carriage_returns += 1,
-                    b'\n' | b'\t' => {}
-                    0..=0x1F | 0x7F => h.stripped += 1,
-                    _ => {}
-                }
+                h.ascii(b);
             }
             return h;
         }
         for c in text.chars() {
-            if !is_stripped(c) {
-                continue;
-            }
-            match c as u32 {
-                0x0D => h.carriage_returns += 1,
-                cp => {
-                    h.stripped += 1;
-                    match cp {
-                        0xE0000..=0xE007F => h.tags += 1,
-                        0x200B..=0x200D | 0x2060..=0x2064 | 0xFEFF | 0x00AD => h.invisible += 1,
-                        _ => {}
-                    }
-                }
-            }
+            h.char(c);
         }
         h
+    }
+
+    #[inline]
+    fn ascii(&mut self, b: u8) {
+        match b {
+            b'\r' => self.carriage_returns += 1,
+            b'\n' | b'\t' => {}
+            0..=0x1F | 0x7F => self.stripped += 1,
+            _ => {}
+        }
+    }
+
+    #[inline]
+    fn char(&mut self, c: char) {
+        if c.is_ascii() {
+            // Only ASCII characters, so the cast is exact.
+            self.ascii(c as u8);
+            return;
+        }
+        if !is_stripped(c) {
+            return;
+        }
+        self.stripped += 1;
+        match c as u32 {
+            0xE0000..=0xE007F => self.tags += 1,
+            0x200B..=0x200D | 0x2060..=0x2064 | 0xFEFF | 0x00AD => self.invisible += 1,
+            _ => {}
+        }
     }
 
     /// Whether normalization has anything to remove.
@@ -99,169 +112,313 @@ impl Hidden {
 /// The forwarded form: NFKC, hidden characters removed, runs of horizontal whitespace collapsed
 /// to one space, trailing spaces dropped, and more than two consecutive blank lines reduced.
 pub fn normalize(text: &str) -> String {
-    if text.is_ascii() {
-        return clean_ascii(text.as_bytes());
-    }
-    normalize_counted(text, &Hidden::count(text))
+    normalize_counted(text).0
 }
 
-/// [`normalize`] when the caller has already counted what `text` hides (the sanitizer needs the
-/// counts too, and one pass over the text is enough for both).
-pub fn normalize_counted(text: &str, hidden: &Hidden) -> String {
-    // Most prompts are already NFKC (all ASCII text is); the quick check is far cheaper than
-    // running the recomposing iterator over every character.
-    if text.is_ascii() {
-        return clean_ascii(text.as_bytes());
-    }
-    // Strip before composing: a hidden character between a letter and its accent would
-    // otherwise block the composition, and removing it afterwards would leave text that is not
-    // NFKC (and a second pass would change it).
-    let visible = if hidden.any() {
-        strip_hidden(text)
-    } else {
-        std::borrow::Cow::Borrowed(text)
-    };
-    let (composed, changed) = nfkc_segments(&visible);
-    if changed && composed.chars().any(is_stripped) {
-        // NFKC produced a hidden character; strip it and compose once more.
-        let again = strip_hidden(&composed);
-        clean(&nfkc_segments(&again).0)
-    } else {
-        clean(&composed)
-    }
-}
-
-/// The text without its hidden characters; borrowed when it has none (the usual case). ASCII
-/// bytes are checked as bytes: of them only controls other than newline and tab are hidden.
-fn strip_hidden(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.chars().any(is_stripped) {
-        std::borrow::Cow::Owned(text.chars().filter(|&c| !is_stripped(c)).collect())
-    } else {
-        std::borrow::Cow::Borrowed(text)
-    }
-}
-
-/// NFKC, applied only where it can change something. ASCII text is NFKC and no composition ever
-/// takes an ASCII character as its second part, so the text splits exactly into ASCII stretches,
-/// copied as they are, and segments made of one run of non-ASCII characters with the ASCII
-/// character before it (which a combining mark in the run may compose with). A segment that
-/// passes the quick check is copied too. Mostly-ASCII prompts with a few accents, emoji or an
-/// ellipsis then cost a copy, not a full decompose-recompose of every character.
-/// Returns the text and whether any segment was actually recomposed (only then can the result
-/// hold a character that was not in the input).
-fn nfkc_segments(text: &str) -> (String, bool) {
+/// [`normalize`] and [`Hidden::count`] in one pass over the text (the sanitizer needs both).
+///
+/// NFKC is applied only where it can change something. ASCII is NFKC and never the second part
+/// of a composition, so the text splits exactly into ASCII stretches, cleaned a byte at a time,
+/// and segments: a run of non-ASCII characters (with the stripped ASCII controls inside or
+/// before it) and the visible ASCII character before it, which a combining mark in the run may
+/// compose with. Hidden characters are stripped from a segment before it is composed: one
+/// between a letter and its accent would otherwise block the composition, and removing it
+/// afterwards would leave text that is not NFKC.
+pub(super) fn normalize_counted(text: &str) -> (String, Hidden) {
     let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len() + 16);
-    let mut changed = false;
+    let mut hidden = Hidden::default();
+    let mut out = Cleaner::with_capacity(text.len());
     let mut pos = 0;
     while pos < bytes.len() {
         let Some(offset) = bytes[pos..].iter().position(|b| !b.is_ascii()) else {
-            out.push_str(&text[pos..]);
+            out.ascii(&bytes[pos..], &mut hidden);
             break;
         };
         let run = pos + offset;
-        // The ASCII character just before the run belongs to the segment.
-        let start = if run > pos { run - 1 } else { run };
-        out.push_str(&text[pos..start]);
-        let end = bytes[run..]
-            .iter()
-            .position(u8::is_ascii)
-            .map_or(bytes.len(), |o| run + o);
-        let segment = &text[start..end];
-        if is_nfkc_quick(segment.chars()) == IsNormalized::Yes {
-            out.push_str(segment);
-        } else {
-            out.extend(segment.nfkc());
-            changed = true;
+        let mut start = run;
+        while start > pos && is_stripped_ascii(bytes[start - 1]) {
+            start -= 1;
         }
+        // `pos` is the start of the text or a visible ASCII character (where the last segment
+        // ended), so whenever `start > pos` the byte before `start` is one.
+        if start > pos {
+            start -= 1;
+        }
+        let mut end = run;
+        while end < bytes.len() && (!bytes[end].is_ascii() || is_stripped_ascii(bytes[end])) {
+            end += 1;
+        }
+        out.ascii(&bytes[pos..start], &mut hidden);
+        // Both ends sit on ASCII bytes (or the ends of the text), so they are char boundaries.
+        segment(
+            text.get(start..end).unwrap_or_default(),
+            &mut out,
+            &mut hidden,
+        );
         pos = end;
     }
-    (out, changed)
+    (out.finish(), hidden)
 }
 
-/// [`clean`] for ASCII input, a byte at a time: the same rules (C0 controls and DEL stripped,
-/// spaces and tabs collapsed, at most two blank lines) without decoding characters.
-fn clean_ascii(bytes: &[u8]) -> String {
-    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
-    let mut pending_space = false;
-    let mut newlines = 0usize;
-    for &b in bytes {
+/// An ASCII control [`is_stripped`] removes (every C0 control but newline and tab, and DEL).
+#[inline]
+fn is_stripped_ascii(b: u8) -> bool {
+    matches!(b, 0..=0x08 | 0x0B..=0x1F | 0x7F)
+}
+
+/// One segment of [`normalize_counted`]: counted, stripped, composed where it needs it, cleaned.
+fn segment(seg: &str, out: &mut Cleaner, hidden: &mut Hidden) {
+    let before = hidden.stripped + hidden.carriage_returns;
+    for c in seg.chars() {
+        hidden.char(c);
+    }
+    let visible = if hidden.stripped + hidden.carriage_returns > before {
+        std::borrow::Cow::Owned(seg.chars().filter(|&c| !is_stripped(c)).collect::<String>())
+    } else {
+        std::borrow::Cow::Borrowed(seg)
+    };
+    compose(&visible, out);
+}
+
+/// A character NFKC can never change or join to what comes before it: a starter that passes
+/// the quick check. Text splits exactly before one (UAX #15's normalization boundaries), so a
+/// long run of CJK with one full-width comma composes the comma and its neighbours, not the run.
+#[inline]
+fn is_boundary(c: char) -> bool {
+    c.is_ascii()
+        || (canonical_combining_class(c) == 0
+            && is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes)
+}
+
+/// Feeds `visible` (no hidden characters) to `out` in NFKC: the stretches between boundaries
+/// that hold a character the quick check does not pass are composed, the rest copied.
+fn compose(visible: &str, out: &mut Cleaner) {
+    // Everything before `copied` has been fed; `boundary` is where the last boundary character
+    // starts (the segment's start counts as one: nothing before it can join it).
+    let mut copied = 0;
+    let mut boundary = 0;
+    let mut chars = visible.char_indices();
+    while let Some((at, c)) = chars.next() {
+        if is_boundary(c) {
+            boundary = at;
+            continue;
+        }
+        // From the last boundary to the next: the smallest piece NFKC can be run on alone.
+        let mut end = visible.len();
+        for (next, c) in chars.by_ref() {
+            if is_boundary(c) {
+                end = next;
+                break;
+            }
+        }
+        out.chars(visible.get(copied..boundary).unwrap_or_default().chars());
+        let composed: String = visible
+            .get(boundary..end)
+            .unwrap_or_default()
+            .nfkc()
+            .collect();
+        if composed.chars().any(is_stripped) {
+            // NFKC produced a hidden character; strip it and compose once more.
+            let again: String = composed.chars().filter(|&c| !is_stripped(c)).collect();
+            out.chars(again.nfkc());
+        } else {
+            out.chars(composed.chars());
+        }
+        copied = end;
+        boundary = end;
+    }
+    out.chars(visible.get(copied..).unwrap_or_default().chars());
+}
+
+/// Writes the forwarded text: hidden characters dropped, runs of horizontal whitespace collapsed
+/// to one space, trailing spaces dropped, at most two blank lines. NFKC runs before it, so the
+/// output holds none of the stripped classes whatever the composition produced. ASCII is fed a
+/// byte at a time; other characters are decoded.
+struct Cleaner {
+    out: Vec<u8>,
+    pending_space: bool,
+    newlines: usize,
+}
+
+impl Cleaner {
+    fn with_capacity(n: usize) -> Self {
+        Cleaner {
+            out: Vec::with_capacity(n),
+            pending_space: false,
+            newlines: 0,
+        }
+    }
+
+    /// ASCII bytes of the received text, counted as they are cleaned.
+    ///
+    /// Words (runs of printable, non-space bytes) are copied whole: only the bytes between them
+    /// need deciding.
+    fn ascii(&mut self, bytes: &[u8], hidden: &mut Hidden) {
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            if b.is_ascii_graphic() {
+                let end = bytes[i..]
+                    .iter()
+                    .position(|b| !b.is_ascii_graphic())
+                    .map_or(bytes.len(), |o| i + o);
+                self.visible(&bytes[i..end]);
+                i = end;
+            } else {
+                hidden.ascii(b);
+                self.byte(b);
+                i += 1;
+            }
+        }
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
         match b {
             b'\n' => {
-                pending_space = false;
-                newlines += 1;
+                self.pending_space = false;
+                self.newlines += 1;
             }
-            b' ' | b'\t' | b'\x0B' | b'\x0C' => pending_space = true,
+            b' ' | b'\t' | b'\x0B' | b'\x0C' => self.pending_space = true,
             0..=0x1F | 0x7F => {}
-            _ => {
-                if newlines > 0 {
-                    if !out.is_empty() {
-                        out.extend_from_slice(&b"\n\n"[..newlines.min(2)]);
-                    }
-                    newlines = 0;
-                } else if pending_space && !out.is_empty() {
-                    out.push(b' ');
-                }
-                pending_space = false;
-                out.push(b);
-            }
+            _ => self.visible(&[b]),
         }
     }
-    // Only ASCII bytes were copied, so this cannot fail; the fallback keeps it panic-free.
-    String::from_utf8(out).unwrap_or_default()
-}
 
-/// Strips hidden characters and collapses whitespace. NFKC runs before this, so the output holds
-/// none of the stripped classes whatever the composition produced. ASCII bytes take the byte
-/// path of [`clean_ascii`]; only the other characters are decoded.
-fn clean(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut pending_space = false;
-    let mut newlines = 0usize;
-    let emit = |out: &mut String, c: char, pending_space: &mut bool, newlines: &mut usize| {
-        if *newlines > 0 {
-            if !out.is_empty() {
-                for _ in 0..(*newlines).min(2) {
-                    out.push('\n');
-                }
+    fn chars(&mut self, chars: impl Iterator<Item = char>) {
+        for c in chars {
+            if c.is_ascii() {
+                // Only ASCII characters, so the cast is exact.
+                self.byte(c as u8);
+                continue;
             }
-            *newlines = 0;
-            *pending_space = false;
-        }
-        if *pending_space && !out.is_empty() {
-            out.push(' ');
-        }
-        *pending_space = false;
-        out.push(c);
-    };
-    for c in text.chars() {
-        if c.is_ascii() {
-            match c {
-                '\n' => {
-                    pending_space = false;
-                    newlines += 1;
-                }
-                ' ' | '\t' | '\x0B' | '\x0C' => pending_space = true,
-                '\0'..='\x1F' | '\x7F' => {}
-                _ => emit(&mut out, c, &mut pending_space, &mut newlines),
+            if is_stripped(c) {
+                continue;
             }
-            continue;
+            if c.is_whitespace() {
+                self.pending_space = true;
+            } else {
+                let mut buf = [0; 4];
+                self.visible(c.encode_utf8(&mut buf).as_bytes());
+            }
         }
-        if is_stripped(c) {
-            continue;
-        }
-        if c.is_whitespace() {
-            pending_space = true;
-            continue;
-        }
-        emit(&mut out, c, &mut pending_space, &mut newlines);
     }
-    out
+
+    #[inline]
+    fn visible(&mut self, bytes: &[u8]) {
+        if self.newlines > 0 {
+            if !self.out.is_empty() {
+                self.out.extend_from_slice(&b"\n\n"[..self.newlines.min(2)]);
+            }
+            self.newlines = 0;
+        } else if self.pending_space && !self.out.is_empty() {
+            self.out.push(b' ');
+        }
+        self.pending_space = false;
+        self.out.extend_from_slice(bytes);
+    }
+
+    fn finish(self) -> String {
+        // Only whole characters were copied, so this cannot fail; the fallback keeps it
+        // panic-free.
+        String::from_utf8(self.out).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Normalization as the whole-text definition says: strip, NFKC everything, strip and
+    /// compose again if NFKC produced a hidden character, clean. Slow and obviously right; the
+    /// segmented pass must agree with it on every input.
+    fn reference(text: &str) -> String {
+        let visible: String = text.chars().filter(|&c| !is_stripped(c)).collect();
+        let composed: String = visible.nfkc().collect();
+        let composed: String = if composed.chars().any(is_stripped) {
+            let again: String = composed.chars().filter(|&c| !is_stripped(c)).collect();
+            again.nfkc().collect()
+        } else {
+            composed
+        };
+        let mut out = Cleaner::with_capacity(0);
+        out.chars(composed.chars());
+        out.finish()
+    }
+
+    /// Characters that meet at normalization boundaries: combining marks (in and out of
+    /// canonical order), Hangul jamo that compose, compatibility forms, hidden characters
+    /// between a letter and its accent, CJK with full-width punctuation.
+    fn composing_text() -> impl Strategy<Value = String> {
+        let alphabet = vec![
+            'e',
+            'a',
+            'A',
+            ' ',
+            '\n',
+            '\r',
+            '\t',
+            '\u{7}',
+            '\u{0301}',
+            '\u{0308}',
+            '\u{0323}',
+            '\u{0345}',
+            '\u{200B}',
+            '\u{FEFF}',
+            '\u{E0041}',
+            '\u{FE0F}',
+            'é',
+            'Å',
+            '\u{212B}',
+            '\u{1100}',
+            '\u{1161}',
+            '\u{11A8}',
+            '\u{AC00}',
+            '\u{FFA0}',
+            '\u{3164}',
+            '\u{1160}',
+            '漢',
+            '，',
+            '。',
+            'ｉ',
+            '①',
+            'ﬁ',
+            '㎏',
+            '\u{FF8A}',
+            '\u{FF9E}',
+            '\u{00A0}',
+            '\u{3000}',
+            '\u{2028}',
+            '\u{0085}',
+            '🔥',
+            '\u{0F73}',
+            '\u{0344}',
+            '\u{1E9B}',
+            'ſ',
+            '\u{0CD5}',
+        ];
+        prop::collection::vec(prop::sample::select(alphabet), 0..60)
+            .prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn segmented_normalization_is_whole_text_normalization(s in composing_text()) {
+            prop_assert_eq!(normalize(&s), reference(&s));
+        }
+
+        #[test]
+        fn counting_while_normalizing_counts_what_the_census_counts(s in composing_text()) {
+            prop_assert_eq!(normalize_counted(&s).1, Hidden::count(&s));
+        }
+
+        #[test]
+        fn any_text_agrees_with_the_definition(s in any::<String>()) {
+            prop_assert_eq!(normalize(&s), reference(&s));
+        }
+    }
 
     #[test]
     fn strips_hidden_characters_and_keeps_newlines_and_tabs() {
