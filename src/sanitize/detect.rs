@@ -13,13 +13,17 @@
 //! rule of each matched family. One strong technique crosses the default threshold of 0.5 alone;
 //! weak hints (a mention of "the password", a role-play frame) need a second one.
 
+use std::ops::Range;
 use std::sync::{LazyLock, OnceLock};
 
 use base64::Engine as _;
-use regex::{Regex, RegexSet, RegexSetBuilder};
+use regex::Regex;
+use regex_automata::util::syntax;
+use regex_automata::{Input, MatchKind, PatternSet, meta, nfa::thompson::WhichCaptures};
 use serde::Serialize;
 
-use super::fold::{fold, fold_lowered, lower, needs_fold};
+use super::flood::token_flood;
+use super::fold::{Folded, fold, fold_changes, lower};
 use super::normalize::{Hidden, normalize};
 pub use super::rules::Category;
 use super::rules::RULES;
@@ -36,10 +40,10 @@ pub struct Finding {
 
 struct Detector {
     /// The rules with Unicode-aware `\w` and `\b`, for text that is not pure ASCII.
-    set: RegexSet,
+    set: meta::Regex,
     /// The same rules compiled for ASCII bytes: on ASCII text they mean the same thing, and the
     /// DFA is many times smaller, so the common English request is scanned several times faster.
-    ascii_set: regex::bytes::RegexSet,
+    ascii_set: meta::Regex,
     /// One regex per rule, for the span of a finding. Built the first time its rule fires: only
     /// suspicious prompts need spans, and all of them compiled up front held 8 MB of NFAs that
     /// most processes never touch (measured; the two sets above are what every prompt needs).
@@ -64,21 +68,28 @@ fn dfa_pattern(pattern: &str) -> String {
     }
 }
 
+/// All rules as one set that reports every rule that matches (what `regex::RegexSet` builds,
+/// built here so a scan can be limited to a range; see [`Detector::matches_in`]).
+fn rule_set(patterns: &[String], unicode: bool) -> Option<meta::Regex> {
+    meta::Builder::new()
+        .configure(
+            meta::Config::new()
+                .match_kind(MatchKind::All)
+                .utf8_empty(unicode)
+                .which_captures(WhichCaptures::None)
+                .nfa_size_limit(Some(64 << 20))
+                .hybrid_cache_capacity(64 << 20),
+        )
+        .syntax(syntax::Config::new().unicode(unicode).utf8(unicode))
+        .build_many(patterns)
+        .map_err(|e| tracing::error!(error = %e, "sanitizer rules failed to compile"))
+        .ok()
+}
+
 static DETECTOR: LazyLock<Option<Detector>> = LazyLock::new(|| {
     let patterns: Vec<String> = RULES.iter().map(|r| dfa_pattern(r.pattern)).collect();
-    let set = RegexSetBuilder::new(&patterns)
-        .size_limit(64 << 20)
-        .dfa_size_limit(64 << 20)
-        .build()
-        .map_err(|e| tracing::error!(error = %e, "sanitizer rules failed to compile"))
-        .ok()?;
-    let ascii_set = regex::bytes::RegexSetBuilder::new(&patterns)
-        .unicode(false)
-        .size_limit(64 << 20)
-        .dfa_size_limit(64 << 20)
-        .build()
-        .map_err(|e| tracing::error!(error = %e, "sanitizer rules failed to compile"))
-        .ok()?;
+    let set = rule_set(&patterns, true)?;
+    let ascii_set = rule_set(&patterns, false)?;
     let regexes = patterns.iter().map(|_| OnceLock::new()).collect();
     Some(Detector {
         set,
@@ -87,18 +98,84 @@ static DETECTOR: LazyLock<Option<Detector>> = LazyLock::new(|| {
     })
 });
 
+/// How far around a line folding changed the folded view is scanned again: at least this many
+/// lines and this many bytes on each side, out to whole lines. The plain view is scanned whole;
+/// the folded view differs from it only on the changed lines, so a rule that matches in the
+/// folded view and not in the plain one must overlap a changed line. Every rule's gaps are
+/// bounded (`{0,80}`, `[\s\S]{0,200}`, at most eight lines for a faked transcript) well inside
+/// this margin, except runs of one word or of whitespace, which normalization keeps short; so
+/// the folded scan finds what a whole-text scan would on any realistic text, and the usual
+/// prompt with one disguised-looking line costs one scan and a little, not two.
+const FOLD_MARGIN_LINES: usize = 8;
+const FOLD_MARGIN_BYTES: usize = 1024;
+
 impl Detector {
     /// Indices of the rules that match `text`.
     fn matches(&self, text: &str) -> Vec<usize> {
-        if text.is_ascii() {
-            self.ascii_set
-                .matches(text.as_bytes())
-                .into_iter()
-                .collect()
-        } else {
-            self.set.matches(text).into_iter().collect()
-        }
+        self.matches_in(text, text.is_ascii(), 0..text.len())
     }
+
+    /// Indices of the rules with a match inside `range` of `text`. The range bounds the
+    /// matches, not what look-around sees: `\b`, `^` and `$` read the text around it.
+    fn matches_in(&self, text: &str, ascii: bool, range: Range<usize>) -> Vec<usize> {
+        let set = if ascii { &self.ascii_set } else { &self.set };
+        let end = range.end.min(text.len());
+        let input = Input::new(text).range(range.start.min(end)..end);
+        let mut found = PatternSet::new(set.pattern_len());
+        set.which_overlapping_matches(&input, &mut found);
+        found.iter().map(|p| p.as_usize()).collect()
+    }
+
+    /// Rules that match the folded view somewhere near a line folding changed.
+    fn matches_near(&self, folded: &Folded) -> Vec<usize> {
+        let text = folded.text.as_str();
+        let ascii = text.is_ascii();
+        let mut hits: Vec<usize> = Vec::new();
+        let mut windows: Vec<Range<usize>> = Vec::new();
+        for r in &folded.changed {
+            let w = around(text.as_bytes(), r.clone());
+            match windows.last_mut() {
+                Some(last) if w.start <= last.end => last.end = last.end.max(w.end),
+                _ => windows.push(w),
+            }
+        }
+        for w in windows {
+            for i in self.matches_in(text, ascii, w) {
+                if !hits.contains(&i) {
+                    hits.push(i);
+                }
+            }
+        }
+        hits
+    }
+}
+
+/// `changed` widened by [`FOLD_MARGIN_LINES`] and [`FOLD_MARGIN_BYTES`] on each side, out to
+/// whole lines (or the ends of the text).
+fn around(text: &[u8], changed: Range<usize>) -> Range<usize> {
+    let mut start = changed.start.min(text.len());
+    let mut lines = 0;
+    while start > 0 {
+        if text[start - 1] == b'\n' {
+            lines += 1;
+            if lines > FOLD_MARGIN_LINES && changed.start - start >= FOLD_MARGIN_BYTES {
+                break;
+            }
+        }
+        start -= 1;
+    }
+    let mut end = changed.end.min(text.len());
+    let mut lines = 0;
+    while end < text.len() {
+        if text[end] == b'\n' {
+            lines += 1;
+            if lines > FOLD_MARGIN_LINES && end - changed.end >= FOLD_MARGIN_BYTES {
+                break;
+            }
+        }
+        end += 1;
+    }
+    start..end
 }
 
 /// Forces rule compilation (at start-up, so the first request does not pay for it) and says
@@ -126,12 +203,11 @@ pub fn assess_counted(original: &str, hidden: &Hidden, normalized: &str) -> supe
     let mut acc = Accumulator::default();
     let lower = lower(normalized);
     // Usually nothing was disguised and the two views are equal: fold nothing and scan once.
-    let folded = needs_fold(&lower)
-        .then(|| fold_lowered(&lower))
-        .filter(|f| *f != lower);
+    // Otherwise the folded view is scanned only around the lines folding changed.
+    let folded = fold_changes(&lower);
 
     let plain_hits: Vec<usize> = d.matches(&lower);
-    let folded_hits: Vec<usize> = folded.as_deref().map_or_else(Vec::new, |f| d.matches(f));
+    let folded_hits: Vec<usize> = folded.as_ref().map_or_else(Vec::new, |f| d.matches_near(f));
     for &i in &plain_hits {
         acc.add_rule(d, i, &lower);
     }
@@ -139,7 +215,11 @@ pub fn assess_counted(original: &str, hidden: &Hidden, normalized: &str) -> supe
     for &i in &folded_hits {
         if !plain_hits.contains(&i) {
             only_folded = true;
-            acc.add_rule(d, i, folded.as_deref().unwrap_or(&lower));
+            acc.add_rule(
+                d,
+                i,
+                folded.as_ref().map_or(lower.as_str(), |f| f.text.as_str()),
+            );
         }
     }
     if only_folded {
@@ -217,7 +297,7 @@ enum Encoding {
 /// One pass over the bytes; the alphabets are ASCII, so every span is a `str` boundary.
 fn encoded_blocks(text: &str) -> Vec<(usize, usize, Encoding)> {
     let b = text.as_bytes();
-    let is_b64 = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'_' | b'-');
+    let is_b64 = |c: u8| B64[usize::from(c)];
     let mut out = Vec::new();
     // Spaced hex pairs: where the chain started, and how many pairs it holds.
     let mut pairs_start = 0usize;
@@ -261,6 +341,19 @@ fn encoded_blocks(text: &str) -> Vec<(usize, usize, Encoding)> {
     out
 }
 
+/// Bytes of the base64 and base64url alphabets (and padding): a table, because the search
+/// reads every byte of every prompt.
+const B64: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'_' | b'-');
+        b += 1;
+    }
+    t
+};
+
 fn decode_base64(s: &str) -> Option<String> {
     let engines = [
         &base64::engine::general_purpose::STANDARD,
@@ -298,115 +391,6 @@ fn printable_text(bytes: Vec<u8>) -> Option<String> {
         .filter(|c| c.is_alphabetic() || *c == ' ')
         .count();
     (total >= 8 && wordy * 10 >= total * 8 && text.contains(' ')).then_some(text)
-}
-
-/// A run where one short token repeats many times (`ö ö ö ö …`, `})})})…`): padding that pushes
-/// the system prompt out of a model's attention. Returns the run's byte span. ASCII text is read
-/// as bytes (the common case, and several times faster); the logic is the same generic code.
-fn token_flood(text: &str) -> Option<(usize, usize)> {
-    if text.is_ascii() {
-        let b = text.as_bytes();
-        let tokens = b
-            .split(u8::is_ascii_whitespace)
-            .map(|t| (t.as_ptr() as usize - b.as_ptr() as usize, t, t.len()));
-        repeated_tokens(tokens).or_else(|| {
-            symbol_flood(
-                b.iter().copied().enumerate(),
-                |c: u8| c.is_ascii_whitespace(),
-                |c: u8| c.is_ascii_alphanumeric(),
-            )
-        })
-    } else {
-        let tokens = text.split_whitespace().map(|t| {
-            (
-                t.as_ptr() as usize - text.as_ptr() as usize,
-                t,
-                t.chars().count(),
-            )
-        });
-        repeated_tokens(tokens).or_else(|| {
-            symbol_flood(
-                text.char_indices(),
-                char::is_whitespace,
-                char::is_alphanumeric,
-            )
-        })
-    }
-}
-
-/// Twenty-four or more identical short tokens in a row: (offset, token, length in characters).
-fn repeated_tokens<'a, T: PartialEq + ?Sized + 'a>(
-    tokens: impl Iterator<Item = (usize, &'a T, usize)>,
-) -> Option<(usize, usize)> {
-    let mut prev: Option<&T> = None;
-    let mut run = 0usize;
-    let mut run_start = 0usize;
-    for (at, tok, chars) in tokens {
-        if chars == 0 {
-            continue;
-        }
-        if Some(tok) == prev && chars <= 12 {
-            run += 1;
-            if run >= 24 {
-                return Some((run_start, at + chars));
-            }
-        } else {
-            prev = Some(tok);
-            run = 1;
-            run_start = at;
-        }
-    }
-    None
-}
-
-/// Long stretches of two or three distinct symbols (`})})}}})…`), whitespace ignored. A run of one
-/// symbol is a separator line such as "-----" and is left alone, and so is a separator with a
-/// little decoration ("// -----"): a flood alternates between its symbols.
-fn symbol_flood<T: Copy + PartialEq>(
-    items: impl Iterator<Item = (usize, T)>,
-    is_space: impl Fn(T) -> bool,
-    is_alnum: impl Fn(T) -> bool,
-) -> Option<(usize, usize)> {
-    const MIN_RUN: usize = 64;
-    let mut seen: [(Option<T>, usize); 3] = [(None, 0); 3];
-    let mut distinct = 0usize;
-    let mut len = 0usize;
-    let mut start = 0usize;
-    for (at, c) in items {
-        if is_space(c) {
-            continue;
-        }
-        if is_alnum(c) {
-            distinct = 0;
-            len = 0;
-            continue;
-        }
-        if len == 0 {
-            start = at;
-        }
-        match seen[..distinct].iter_mut().find(|(s, _)| *s == Some(c)) {
-            Some((_, n)) => *n += 1,
-            None if distinct < 3 => {
-                seen[distinct] = (Some(c), 1);
-                distinct += 1;
-            }
-            None => {
-                // A fourth symbol: start a new run from this one.
-                seen[0] = (Some(c), 1);
-                distinct = 1;
-                len = 0;
-                start = at;
-            }
-        }
-        len += 1;
-        if len >= MIN_RUN && distinct >= 2 {
-            let dominant = seen[..distinct].iter().map(|(_, n)| *n).max().unwrap_or(0);
-            if dominant * 4 <= len * 3 {
-                return Some((start, at));
-            }
-        }
-    }
-    None
 }
 
 #[derive(Default)]

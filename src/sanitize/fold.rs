@@ -66,13 +66,21 @@ pub fn lower(normalized: &str) -> String {
     if normalized.is_ascii() {
         return normalized.to_ascii_lowercase();
     }
+    // ASCII bytes are lowered as bytes; only the other characters are decoded.
     let mut out = String::with_capacity(normalized.len());
-    for c in normalized.chars() {
-        if c.is_ascii() {
-            out.push(c.to_ascii_lowercase());
-        } else {
+    let mut rest = normalized;
+    while !rest.is_empty() {
+        let ascii = rest
+            .bytes()
+            .position(|b| !b.is_ascii())
+            .unwrap_or(rest.len());
+        let (run, tail) = rest.split_at(ascii);
+        out.push_str(&run.to_ascii_lowercase());
+        let mut chars = tail.chars();
+        if let Some(c) = chars.next() {
             out.extend(c.to_lowercase().map(ascii_quote));
         }
+        rest = chars.as_str();
     }
     out
 }
@@ -97,18 +105,46 @@ pub fn fold(normalized: &str) -> String {
 /// own and the lines nothing would change are copied: a long prompt with one `pieces!!` or one
 /// Turkish `ı` pays for that line, not for ten thousand characters.
 pub fn fold_lowered(lowered: &str) -> String {
-    let mut out = String::with_capacity(lowered.len());
-    for (i, line) in lowered.split('\n').enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
+    fold_changes(lowered).map_or_else(|| lowered.to_owned(), |f| f.text)
+}
+
+/// A folded view that differs from the lowered one, and where.
+pub struct Folded {
+    pub text: String,
+    /// Byte ranges of `text` (whole lines, without their line break) that folding changed, in
+    /// order. Everything outside them is the lowered text as it was.
+    pub changed: Vec<std::ops::Range<usize>>,
+}
+
+/// [`fold_lowered`], or `None` when folding changes nothing (the usual case). Lines are checked
+/// one by one and only the lines [`needs_fold`] picks are folded; the text is copied only once
+/// one of them actually changes.
+pub fn fold_changes(lowered: &str) -> Option<Folded> {
+    let mut folded: Option<Folded> = None;
+    // Bytes of `lowered` already copied into the folded text.
+    let mut copied = 0;
+    let mut line_start = 0;
+    for line in lowered.split('\n') {
         if needs_fold(line) {
-            out.push_str(&fold_line(line));
-        } else {
-            out.push_str(line);
+            let f = fold_line(line);
+            if f != line {
+                let out = folded.get_or_insert_with(|| Folded {
+                    text: String::with_capacity(lowered.len()),
+                    changed: Vec::new(),
+                });
+                out.text.push_str(&lowered[copied..line_start]);
+                let start = out.text.len();
+                out.text.push_str(&f);
+                out.changed.push(start..out.text.len());
+                copied = line_start + line.len();
+            }
         }
+        line_start += line.len() + 1;
     }
-    out
+    if let Some(out) = folded.as_mut() {
+        out.text.push_str(&lowered[copied..]);
+    }
+    folded
 }
 
 /// The folding steps over one line (or any text: they are exact on whole texts too).
@@ -170,6 +206,23 @@ pub fn needs_fold(lowered: &str) -> bool {
     while let Some((k, len)) = class_at(at) {
         if k & LOOK_ALIKE != 0 {
             return true;
+        }
+        // A word of two or more ASCII letters (most of any prompt) changes nothing below but
+        // the counts: no letter in it is lone, and only its first ends a separator run.
+        let word = bytes[at..]
+            .iter()
+            .position(|b| !b.is_ascii_alphabetic())
+            .unwrap_or(bytes.len() - at);
+        if word >= 2 {
+            if sep_run >= 2 {
+                return true;
+            }
+            sep_run = 0;
+            token_letters += word;
+            prev = ALPHA | ALNUM;
+            at += word;
+            n += word;
+            continue;
         }
         if k & SEP != 0 {
             if sep_run > 0 || prev & ALPHA != 0 {
@@ -384,84 +437,5 @@ fn join_spaced_letters(chars: &[char]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// Characters every folding rule reacts to, in several scripts, so that short random strings
-    /// hit separator runs, leetspeak, lone letters and look-alikes often.
-    fn folding_text() -> impl Strategy<Value = String> {
-        let alphabet = vec![
-            'a', 'b', 'e', 'x', 'Q', 'é', 'ß', 'ж', 'а', 'ο', '漢', 'の', '🔥', '٣', '²', ' ',
-            '\n', '.', '-', '/', '*', '_', '|', '~', '!', '@', '$', '0', '1', '3', '4', '5', '7',
-            '8', '2', '9', ',', '\u{2019}',
-        ];
-        prop::collection::vec(prop::sample::select(alphabet), 0..40)
-            .prop_map(|v| v.into_iter().collect())
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(20_000))]
-
-        /// The shortcut is only sound if it never skips a fold that would change the text.
-        #[test]
-        fn folding_line_by_line_is_folding_the_whole_text(s in folding_text()) {
-            let lowered = lower(&s);
-            prop_assert_eq!(fold_lowered(&lowered), fold_line(&lowered));
-        }
-
-        #[test]
-        fn needs_fold_never_misses_a_change(s in folding_text()) {
-            let lowered = lower(&s);
-            if !needs_fold(&lowered) {
-                prop_assert_eq!(fold_line(&lowered), lowered);
-            }
-        }
-    }
-
-    #[test]
-    fn the_ascii_class_table_matches_the_predicates_folding_uses() {
-        for b in 0u8..128 {
-            let c = char::from(b);
-            let k = CLASS[usize::from(b)];
-            assert_eq!(k & ALPHA != 0, c.is_alphabetic(), "{b:#x}");
-            assert_eq!(k & ALNUM != 0, c.is_alphanumeric(), "{b:#x}");
-            assert_eq!(k & SPACE != 0, c.is_whitespace(), "{b:#x}");
-            assert_eq!(k & LEET != 0, leet(c).is_some(), "{b:#x}");
-            assert_eq!(k & SEP != 0, is_inner_separator(c), "{b:#x}");
-        }
-    }
-
-    #[test]
-    fn the_shortcut_agrees_with_folding_on_the_cases_it_once_missed() {
-        // Mixed separators between letters, and leetspeak that touches no letter.
-        assert_eq!(fold("se/*cret"), "secret");
-        assert_eq!(fold("ab-111-"), fold_lowered("ab-111-"));
-        assert_eq!(fold("Привет мир"), fold_lowered("привет мир"));
-        // Prose in any script without a disguise is folded to its lower-case form, untouched.
-        for text in [
-            "Vector3 and 60 fps...",
-            "日本語のテキスト 🔥",
-            "Größe über alles",
-        ] {
-            assert!(!needs_fold(&lower(text)), "{text}");
-        }
-    }
-
-    #[test]
-    fn fold_maps_look_alikes_leet_and_spacing() {
-        assert_eq!(fold("Іgnоrе"), "ignore"); // Cyrillic І, о, е
-        assert_eq!(fold("1gn0r3 pr3v10us"), "ignore previous");
-        assert_eq!(fold("i g n o r e all"), "ignore all");
-        assert_eq!(fold("s.y.s.t.e.m prompt"), "system prompt");
-    }
-
-    #[test]
-    fn fold_leaves_ordinary_numbers_and_short_tokens_alone() {
-        assert_eq!(
-            fold("Use Vector3 in a 3D game at 60 fps, v2 costs $100"),
-            "use vector3 in a 3d game at 60 fps, v2 costs $100"
-        );
-        assert_eq!(fold("a b c"), "a b c");
-    }
-}
+#[path = "fold_tests.rs"]
+mod tests;
