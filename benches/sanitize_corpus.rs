@@ -9,7 +9,8 @@
 //! same texts with their non-ASCII characters removed, each step of the pipeline on its own, and
 //! each text's very first run (the cost of a prompt the process has not seen before).
 //! `SPARK_BENCH_RUNS=1` under `valgrind --tool=callgrind` counts instructions instead, which do
-//! not depend on the machine's load. Numbers are recorded in BENCHMARKS.md.
+//! not depend on the machine's load; `SPARK_BENCH_PROFILE=<step>` loops one step for `perf record`.
+//! Numbers are recorded in BENCHMARKS.md.
 
 #![allow(
     clippy::unwrap_used,
@@ -126,6 +127,28 @@ fn fastest(runs: usize, mut f: impl FnMut()) -> Duration {
         .unwrap_or_default()
 }
 
+/// Runs one step of the pipeline over every text until five seconds have passed.
+fn profile(step: &str, texts: &[String], policy: &Policy) {
+    let normalized: Vec<String> = texts.iter().map(|t| normalize(t)).collect();
+    let lowered: Vec<String> = normalized.iter().map(|n| lower(n)).collect();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        for (i, t) in texts.iter().enumerate() {
+            let out = match step {
+                "sanitize" => sanitize(t, policy).map_or(0, |s| s.text.len()),
+                "hidden-character census" => Hidden::count(t).stripped,
+                "normalize" => normalize(t).len(),
+                "lower" => lower(&normalized[i]).len(),
+                "needs_fold" => usize::from(needs_fold(&lowered[i])),
+                "fold_lowered" => fold_lowered(&lowered[i]).len(),
+                "assess" => assess(&normalized[i], &normalized[i]).categories.len(),
+                other => panic!("no step {other:?}"),
+            };
+            black_box(out);
+        }
+    }
+}
+
 fn main() {
     // Under callgrind (instruction counts, which do not depend on what else the machine is
     // doing) one run per text is enough: `SPARK_BENCH_RUNS=1`.
@@ -139,6 +162,12 @@ fn main() {
     };
     let _ = sanitize("warm up", &policy);
     let texts = corpus();
+    // `SPARK_BENCH_PROFILE=<step>` runs one step over the corpus for five seconds and stops,
+    // for `perf record` (the step names are those printed below, or `sanitize`).
+    if let Ok(step) = std::env::var("SPARK_BENCH_PROFILE") {
+        profile(&step, &texts, &policy);
+        return;
+    }
     // First sight: each text's first sanitize, before anything below has run it. The regex
     // crate's lazy DFA builds the states a text needs as it meets them, so a prompt unlike any
     // before costs far more than the fastest of many runs; a gateway mostly sees new prompts.
