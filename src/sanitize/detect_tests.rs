@@ -203,8 +203,14 @@ fn the_window_around_a_change_is_whole_lines_and_at_least_the_margin() {
     let w = around(text.as_bytes(), line..line + 19);
     assert!(line - w.start >= FOLD_MARGIN_BYTES, "{w:?}");
     assert!(w.end - (line + 19) >= FOLD_MARGIN_BYTES, "{w:?}");
-    assert!(w.start == 0 || text.as_bytes()[w.start - 1] == b'\n', "{w:?}");
-    assert!(w.end == text.len() || text.as_bytes()[w.end] == b'\n', "{w:?}");
+    assert!(
+        w.start == 0 || text.as_bytes()[w.start - 1] == b'\n',
+        "{w:?}"
+    );
+    assert!(
+        w.end == text.len() || text.as_bytes()[w.end] == b'\n',
+        "{w:?}"
+    );
     assert!(w.len() < text.len(), "{w:?}");
     // Near the edges it stops at the text's ends.
     let first = around(text.as_bytes(), 0..19);
