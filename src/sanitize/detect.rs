@@ -2,12 +2,13 @@
 //!
 //! Each rule describes a *technique* (overriding instructions, extracting the system prompt,
 //! adopting a jailbreak persona, …), never one known sentence, and belongs to a family with a
-//! weight. All rules are compiled once into one `RegexSet`, which answers "which rules match" in a
-//! single linear-time pass, and run over two views: the lower-cased normalized text (rules for
-//! Cyrillic or Chinese need the real letters) and the folded text (look-alikes, leetspeak and
-//! spacing undone). A match only the folded view shows is itself a signal (`obfuscation`). What a
-//! set cannot do is done here too: base64 and hex blocks are decoded and rescanned, Unicode tag
-//! characters are counted, and token floods are measured.
+//! weight. All rules are compiled once into one set (regex-automata's meta engine, what
+//! `RegexSet` wraps), which answers "which rules match" in a single linear-time pass, and run over
+//! two views: the lower-cased normalized text (rules for Cyrillic or Chinese need the real
+//! letters), whole, and the folded text (look-alikes, leetspeak and spacing undone) around the
+//! lines folding changed. A match only the folded view shows is itself a signal
+//! (`obfuscation`). What a set cannot do is done here too: base64 and hex blocks are decoded and
+//! rescanned, Unicode tag characters are counted, and token floods are measured (`flood.rs`).
 //!
 //! The score combines families as independent evidence: `1 - Π(1 - weight)` over the strongest
 //! rule of each matched family. One strong technique crosses the default threshold of 0.5 alone;

@@ -90,11 +90,7 @@ pub fn lower(normalized: &str) -> String {
 /// letters ("i g n o r e") joined. Input is expected to be [`normalize`]d already.
 pub fn fold(normalized: &str) -> String {
     let lowered = lower(normalized);
-    if needs_fold(&lowered) {
-        fold_lowered(&lowered)
-    } else {
-        lowered
-    }
+    fold_changes(&lowered).map_or(lowered, |f| f.text)
 }
 
 /// [`fold`] of text that is already [`lower`]ed (lower-casing is the first step of folding, so

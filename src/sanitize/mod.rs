@@ -6,7 +6,7 @@
 //!    stripped, whitespace collapsed) and the length is checked on it;
 //! 2. [`fold`](fold::fold) gives a copy only the detector reads (look-alikes, leetspeak and
 //!    letter-spacing undone), so a disguise does not change the verdict;
-//! 3. [`detect`] scores the folded copy with rule families compiled once into a `RegexSet`.
+//! 3. [`detect`] scores both copies with rule families compiled once into one set.
 //!
 //! The policy decides what a score means: block, warn, or nothing.
 
