@@ -154,27 +154,36 @@ impl Detector {
 /// `changed` widened by [`FOLD_MARGIN_LINES`] and [`FOLD_MARGIN_BYTES`] on each side, out to
 /// whole lines (or the ends of the text).
 fn around(text: &[u8], changed: Range<usize>) -> Range<usize> {
+    // Line by line (memchr finds each break), stopping at a line start once both margins are
+    // passed.
     let mut start = changed.start.min(text.len());
     let mut lines = 0;
-    while start > 0 {
-        if text[start - 1] == b'\n' {
-            lines += 1;
-            if lines > FOLD_MARGIN_LINES && changed.start - start >= FOLD_MARGIN_BYTES {
-                break;
-            }
+    loop {
+        let Some(nl) = memchr::memrchr(b'\n', &text[..start]) else {
+            start = 0;
+            break;
+        };
+        lines += 1;
+        if lines > FOLD_MARGIN_LINES && changed.start.saturating_sub(nl + 1) >= FOLD_MARGIN_BYTES {
+            start = nl + 1;
+            break;
         }
-        start -= 1;
+        start = nl;
     }
-    let mut end = changed.end.min(text.len());
+    let mut end = changed.end.clamp(start, text.len());
     let mut lines = 0;
-    while end < text.len() {
-        if text[end] == b'\n' {
-            lines += 1;
-            if lines > FOLD_MARGIN_LINES && end - changed.end >= FOLD_MARGIN_BYTES {
-                break;
-            }
+    loop {
+        let Some(offset) = memchr::memchr(b'\n', &text[end..]) else {
+            end = text.len();
+            break;
+        };
+        let nl = end + offset;
+        lines += 1;
+        if lines > FOLD_MARGIN_LINES && nl.saturating_sub(changed.end) >= FOLD_MARGIN_BYTES {
+            end = nl;
+            break;
         }
-        end += 1;
+        end = nl + 1;
     }
     start..end
 }
@@ -314,6 +323,11 @@ fn encoded_blocks(text: &str) -> Vec<(usize, usize, Encoding)> {
             i += 1;
         }
         let run = &b[start..i];
+        // Most runs are words too short to be either kind of block: no need to read them again.
+        if run.len() != 2 && run.len() < 16 {
+            pairs = 0;
+            continue;
+        }
         let all_hex = run.iter().all(u8::is_ascii_hexdigit);
         if run.len() == 2 && all_hex {
             let chained = pairs > 0 && start >= 1 && matches!(b[start - 1], b' ' | b':');

@@ -117,8 +117,8 @@ impl Repeats {
         let tok = &bytes[start..end];
         let same = self.prev.is_some_and(|(s, e)| bytes.get(s..e) == Some(tok));
         // Characters, not bytes: continuation bytes are not counted.
-        let chars = tok.iter().filter(|&&b| (b & 0xC0) != 0x80).count();
-        if same && chars <= MAX_TOKEN_CHARS {
+        let short = || tok.iter().filter(|&&b| (b & 0xC0) != 0x80).count() <= MAX_TOKEN_CHARS;
+        if same && short() {
             self.run += 1;
             if self.run >= MIN_REPEATS {
                 return Some((self.run_start, end));
