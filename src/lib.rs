@@ -41,6 +41,7 @@ pub mod resilience;
 pub mod sanitize;
 pub mod shaping;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 
 use std::future::Future;

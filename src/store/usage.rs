@@ -1,0 +1,182 @@
+//! The usage ledger's rows: batched inserts from the writer, sums for the usage API.
+//!
+//! A row records who used which model through which route, the tokens and the cost; never the
+//! prompt or the answer. Rows carry their own id and are inserted with `ON CONFLICT DO NOTHING`,
+//! so a batch retried after a commit whose answer was lost is not counted twice.
+
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// One request's usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub id: String,
+    pub time: i64,
+    pub request_id: String,
+    /// The managed key's id; `None` for keys from the environment or the key file.
+    pub key_id: Option<String>,
+    pub user_id: String,
+    /// `generate`, `chat`, `messages`: a fixed set, never a caller's path.
+    pub route: &'static str,
+    pub provider: String,
+    pub model: String,
+    pub engine: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached: bool,
+    pub cost_nusd: i64,
+    /// `ok`, or the error code the request ended with after reaching a provider.
+    pub status: String,
+    pub latency_ms: i64,
+}
+
+/// How the usage API groups rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Day,
+    Model,
+    Provider,
+    User,
+}
+
+impl GroupBy {
+    pub fn parse(text: &str) -> Option<GroupBy> {
+        match text {
+            "day" => Some(GroupBy::Day),
+            "model" => Some(GroupBy::Model),
+            "provider" => Some(GroupBy::Provider),
+            "user" => Some(GroupBy::User),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Day => "day",
+            GroupBy::Model => "model",
+            GroupBy::Provider => "provider",
+            GroupBy::User => "user",
+        }
+    }
+
+    /// The SQL expression grouped on; days are whole days since the epoch (UTC), rendered as
+    /// dates by the caller.
+    fn column(self) -> &'static str {
+        match self {
+            GroupBy::Day => "CAST(time / 86400000 AS TEXT)",
+            GroupBy::Model => "model",
+            GroupBy::Provider => "provider",
+            GroupBy::User => "user_id",
+        }
+    }
+}
+
+/// One group's sums.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageSum {
+    pub group: String,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_nusd: i64,
+}
+
+const COLUMNS: usize = 15;
+
+impl Store {
+    /// Inserts `rows` in one statement per 1,000 rows, in one transaction.
+    pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<(), StoreError> {
+        self.ready().await?;
+        let mut tx = self.pool().begin().await?;
+        for chunk in rows.chunks(1000) {
+            let mut sql = String::with_capacity(200 + chunk.len() * 16 * COLUMNS);
+            sql.push_str(
+                "INSERT INTO usage_records (id, time, request_id, key_id, user_id, route, provider, \
+                 model, engine, input_tokens, output_tokens, cached, cost_nusd, status, latency_ms) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                for c in 0..COLUMNS {
+                    if c > 0 {
+                        sql.push(',');
+                    }
+                    sql.push('$');
+                    sql.push_str(&(i * COLUMNS + c + 1).to_string());
+                }
+                sql.push(')');
+            }
+            sql.push_str(" ON CONFLICT (id) DO NOTHING");
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(r.id.clone())
+                    .bind(r.time)
+                    .bind(r.request_id.clone())
+                    .bind(r.key_id.clone())
+                    .bind(r.user_id.clone())
+                    .bind(r.route)
+                    .bind(r.provider.clone())
+                    .bind(r.model.clone())
+                    .bind(r.engine.clone())
+                    .bind(r.input_tokens)
+                    .bind(r.output_tokens)
+                    .bind(i64::from(r.cached))
+                    .bind(r.cost_nusd)
+                    .bind(r.status.clone())
+                    .bind(r.latency_ms);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sums of rows with `from <= time < to`, optionally of one user, per group.
+    pub async fn usage_sums(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        group_by: GroupBy,
+        user_id: Option<&str>,
+    ) -> Result<Vec<UsageSum>, StoreError> {
+        self.ready().await?;
+        let col = group_by.column();
+        let rows = sqlx::query(&format!(
+            "SELECT {col} AS grp, COUNT(*) AS requests, \
+             CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
+             CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
+             CAST(COALESCE(SUM(cost_nusd), 0) AS BIGINT) AS cost_nusd \
+             FROM usage_records WHERE time >= $1 AND time < $2 AND ($3 = '' OR user_id = $3) \
+             GROUP BY {col} ORDER BY {col}"
+        ))
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(user_id.unwrap_or("").to_owned())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageSum {
+                    group: row.try_get("grp")?,
+                    requests: row.try_get("requests")?,
+                    input_tokens: row.try_get("input_tokens")?,
+                    output_tokens: row.try_get("output_tokens")?,
+                    cost_nusd: row.try_get("cost_nusd")?,
+                })
+            })
+            .collect()
+    }
+
+    /// How many ledger rows there are (tests and the writer benchmark count with it).
+    pub async fn usage_count(&self) -> Result<i64, StoreError> {
+        self.ready().await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM usage_records")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+}

@@ -1,0 +1,235 @@
+//! The store on SQLite and PostgreSQL: the same bodies run against each backend.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly at the first surprise"
+)]
+
+#[path = "support/db.rs"]
+mod db;
+
+use spark_gateway::store::audit::Entry;
+use spark_gateway::store::keys::{Budget, KeyPatch, KeyRecord, Period};
+use spark_gateway::store::usage::{GroupBy, UsageRow};
+use spark_gateway::store::{Store, StoreError};
+
+fn key(id: &str, user: &str) -> KeyRecord {
+    KeyRecord {
+        id: id.into(),
+        digest: [7; 32],
+        prefix: format!("sk-spark-{id}"),
+        user_id: user.into(),
+        name: "ci".into(),
+        budget: Some(Budget {
+            limit_nusd: 50_000_000,
+            period: Period::Month,
+        }),
+        rate_limit: None,
+        models: Some(vec!["claude-haiku-4-5".into()]),
+        expires_at: None,
+        created_at: 1_000,
+        updated_at: 1_000,
+        revoked_at: None,
+    }
+}
+
+fn usage(id: &str, user: &str, model: &str, time: i64, cost: i64) -> UsageRow {
+    UsageRow {
+        id: id.into(),
+        time,
+        request_id: format!("req-{id}"),
+        key_id: None,
+        user_id: user.into(),
+        route: "generate",
+        provider: "anthropic".into(),
+        model: model.into(),
+        engine: "unity".into(),
+        input_tokens: 10,
+        output_tokens: 20,
+        cached: false,
+        cost_nusd: cost,
+        status: "ok".into(),
+        latency_ms: 3,
+    }
+}
+
+#[tokio::test]
+async fn keys_are_created_listed_changed_and_revoked_with_an_audit_row_each() {
+    for (backend, url) in db::both().await {
+        let store = Store::open(&url).unwrap();
+        store.migrate().await.unwrap();
+        // Migrating again is a no-op, as a second replica's start-up is.
+        Store::open(&url).unwrap().migrate().await.unwrap();
+        for (id, user) in [("k1", "alice"), ("k2", "bob"), ("k3", "alice")] {
+            store
+                .insert_key(
+                    &key(id, user),
+                    Entry::new("master", "key.create").target(id),
+                )
+                .await
+                .unwrap();
+        }
+        let (page, more) = store.list_keys(2, None).await.unwrap();
+        assert_eq!(page.len(), 2, "{backend}");
+        assert!(more, "{backend}");
+        let (rest, more) = store.list_keys(2, Some(&page[1].id)).await.unwrap();
+        assert_eq!(rest.len(), 1, "{backend}");
+        assert!(!more, "{backend}");
+        assert_eq!(store.get_key("k1").await.unwrap(), key("k1", "alice"));
+
+        let patch = KeyPatch {
+            name: Some("renamed".into()),
+            models: Some(None),
+            ..KeyPatch::default()
+        };
+        let changed = store
+            .update_key(
+                "k1",
+                &patch,
+                Entry::new("master", "key.update").target("k1"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(changed.name, "renamed");
+        assert_eq!(changed.models, None);
+        assert!(changed.updated_at > 1_000);
+        let since = store.keys_changed_since(changed.updated_at).await.unwrap();
+        assert_eq!(since.len(), 1, "{backend}");
+
+        store
+            .revoke_key("k2", Entry::new("master", "key.revoke").target("k2"))
+            .await
+            .unwrap();
+        assert!(store.get_key("k2").await.unwrap().revoked_at.is_some());
+        assert!(matches!(
+            store
+                .revoke_key("k2", Entry::new("master", "key.revoke"))
+                .await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store
+                .update_key("k2", &patch, Entry::new("master", "key.update"))
+                .await,
+            Err(StoreError::NotFound)
+        ));
+        // A failed change writes no audit row: five changes, five rows.
+        let (audit, _) = store.list_audit(100, None, None).await.unwrap();
+        let actions: Vec<_> = audit.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            [
+                "key.revoke",
+                "key.update",
+                "key.create",
+                "key.create",
+                "key.create"
+            ],
+            "{backend}"
+        );
+        assert_eq!(store.verify_audit().await.unwrap(), Ok(5), "{backend}");
+        let (creates, _) = store
+            .list_audit(100, None, Some("key.create"))
+            .await
+            .unwrap();
+        assert_eq!(creates.len(), 3, "{backend}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_appends_from_two_pools_keep_one_chain() {
+    for (backend, url) in db::both().await {
+        let a = Store::open(&url).unwrap();
+        let b = Store::open(&url).unwrap();
+        a.migrate().await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                s.append_audit(Entry::new("system", "cache.purge").target(format!("n{i}")))
+                    .await
+                    .unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(a.verify_audit().await.unwrap(), Ok(40), "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn usage_rows_are_summed_per_group_and_never_counted_twice() {
+    for (backend, url) in db::both().await {
+        let store = Store::open(&url).unwrap();
+        let day = 86_400_000;
+        let rows = vec![
+            usage("a", "alice", "m1", 10 * day + 5, 1_000),
+            usage("b", "alice", "m2", 10 * day + 6, 2_000),
+            usage("c", "bob", "m1", 11 * day, 4_000),
+            usage("d", "bob", "m1", 12 * day, 8_000),
+        ];
+        store.insert_usage(&rows).await.unwrap();
+        // The same batch again (a retry after a lost commit answer) adds nothing.
+        store.insert_usage(&rows).await.unwrap();
+        assert_eq!(store.usage_count().await.unwrap(), 4, "{backend}");
+        let by_model = store
+            .usage_sums(0, 12 * day, GroupBy::Model, None)
+            .await
+            .unwrap();
+        assert_eq!(by_model.len(), 2, "{backend}");
+        assert_eq!(by_model[0].group, "m1");
+        assert_eq!(by_model[0].requests, 2);
+        assert_eq!(by_model[0].cost_nusd, 5_000);
+        assert_eq!(by_model[0].input_tokens, 20);
+        let by_day = store
+            .usage_sums(0, i64::MAX, GroupBy::Day, Some("bob"))
+            .await
+            .unwrap();
+        let days: Vec<_> = by_day.iter().map(|s| s.group.as_str()).collect();
+        assert_eq!(days, ["11", "12"], "{backend}");
+        // A large batch goes in as several statements.
+        let many: Vec<_> = (0..2_500)
+            .map(|i| usage(&format!("m{i}"), "carol", "m1", 13 * day, 1))
+            .collect();
+        store.insert_usage(&many).await.unwrap();
+        assert_eq!(store.usage_count().await.unwrap(), 2_504, "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn an_edited_audit_row_is_named_by_verify() {
+    for (backend, url) in db::both().await {
+        let store = Store::open(&url).unwrap();
+        for i in 0..5 {
+            store
+                .append_audit(Entry::new("master", "breaker.reset").target(format!("p{i}")))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.verify_audit().await.unwrap(), Ok(5));
+        let raw = sqlx::AnyPool::connect(&url).await;
+        // The Any driver needs its drivers installed; Store::open did that.
+        let raw = raw.unwrap();
+        sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE id = 3")
+            .execute(&raw)
+            .await
+            .unwrap();
+        let broken = store.verify_audit().await.unwrap().unwrap_err();
+        assert_eq!(broken.id, 3, "{backend}");
+        // Deleting the last row is noticed through the head.
+        sqlx::query("UPDATE audit_log SET actor = 'master' WHERE id = 3")
+            .execute(&raw)
+            .await
+            .unwrap();
+        assert_eq!(store.verify_audit().await.unwrap(), Ok(5));
+        sqlx::query("DELETE FROM audit_log WHERE id = 5")
+            .execute(&raw)
+            .await
+            .unwrap();
+        assert_eq!(store.verify_audit().await.unwrap().unwrap_err().id, 5);
+    }
+}
