@@ -34,6 +34,7 @@ pub mod config;
 pub mod engine;
 pub mod export;
 pub mod generate;
+pub mod ledger;
 pub mod providers;
 pub mod ratelimit;
 pub mod redis;

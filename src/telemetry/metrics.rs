@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets for LLM calls: 50 ms to 60 s.
@@ -57,6 +57,16 @@ pub struct Metrics {
     pub auth_blocked: IntCounter,
     /// Finished spans by what became of them; brought up to date from `trace` at each scrape.
     otel_spans: IntCounterVec,
+    /// Dollars spent upstream, per provider and price-table model (`other` when unpriced).
+    pub cost_usd: CounterVec,
+    /// Calls to a model the price table does not know (costed at 0).
+    pub unpriced: IntCounter,
+    /// Ledger rows and audit entries queued and not yet written.
+    pub usage_queue_depth: IntGauge,
+    /// Ledger rows and audit entries dropped because the queue was full.
+    pub usage_dropped: IntCounter,
+    /// 1 while the database answers the ledger writer.
+    pub db_up: IntGauge,
     /// Outbound shaping, per lane (`provider` or `provider:model`, from configuration).
     shaper_depth: IntGaugeVec,
     shaper_wait: HistogramVec,
@@ -90,7 +100,39 @@ impl Metrics {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
         let metrics = Metrics {
+            cost_usd: {
+                let c = CounterVec::new(
+                    Opts::new(
+                        "spark_cost_usd_total",
+                        "US dollars spent upstream by provider and model (price-table name, or other).",
+                    ),
+                    &["provider", "model"],
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            unpriced: plain(
+                "spark_unpriced_requests_total",
+                "Upstream calls to a model without a price (costed at 0); add it to SPARK_PRICES_FILE.",
+            )?,
+            usage_queue_depth: gauge(
+                "spark_usage_queue_depth",
+                "Usage rows and audit entries waiting to be written to the database.",
+            )?,
+            usage_dropped: plain(
+                "spark_usage_dropped_total",
+                "Usage rows and audit entries dropped because the queue (SPARK_USAGE_QUEUE) was full.",
+            )?,
+            db_up: gauge(
+                "spark_db_up",
+                "1 while the database answers the ledger writer, 0 while it does not (or is off).",
+            )?,
             cache_l2_rejected: plain(
                 "spark_cache_shared_rejected_total",
                 "Shared (Redis) cache values ignored because their signature, size or content did not check out.",
