@@ -70,6 +70,15 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
+/// The database setting.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// `SPARK_DATABASE_URL=none`: no managed keys, no ledger rows, no audit trail.
+    Off,
+    /// A URL (it may hold a password, hence secret).
+    Url(SecretString),
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
@@ -126,6 +135,12 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     pub redis_url: Option<SecretString>,
     pub redis_timeout: Duration,
+    /// Where managed keys, the ledger and the audit trail live.
+    pub database: Database,
+    /// Model prices, built in and from `SPARK_PRICES_FILE`.
+    pub prices: crate::ledger::PriceTable,
+    /// Ledger rows and audit entries held while the database is down.
+    pub usage_queue: usize,
     pub sentry_dsn: Option<SecretString>,
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
@@ -324,6 +339,38 @@ impl Config {
         };
         let redis_url = r.secret("REDIS_URL");
         let redis_timeout = r.duration("SPARK_REDIS_TIMEOUT");
+        let data_dir = PathBuf::from(r.text("SPARK_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let database = match r.secret("SPARK_DATABASE_URL") {
+            Some(url) if url.expose_secret().trim() == "none" => Database::Off,
+            Some(url) => {
+                let u = url.expose_secret().trim();
+                if !(u.starts_with("postgres://")
+                    || u.starts_with("postgresql://")
+                    || u.starts_with("sqlite://"))
+                {
+                    r.problem(
+                        "SPARK_DATABASE_URL: expected postgres://…, postgresql://…, sqlite://PATH or none"
+                            .into(),
+                    );
+                }
+                Database::Url(url)
+            }
+            None => Database::Url(SecretString::from(crate::store::default_url(&data_dir))),
+        };
+        let prices = match r.text("SPARK_PRICES_FILE") {
+            None => crate::ledger::PriceTable::default(),
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(text) => crate::ledger::PriceTable::with_overrides(&text).unwrap_or_else(|e| {
+                    r.problem(format!("SPARK_PRICES_FILE: {path}: {e}"));
+                    crate::ledger::PriceTable::default()
+                }),
+                Err(e) => {
+                    r.problem(format!("SPARK_PRICES_FILE: cannot read {path}: {}", e.kind()));
+                    crate::ledger::PriceTable::default()
+                }
+            },
+        };
+        let usage_queue = r.int("SPARK_USAGE_QUEUE") as usize;
         let sentry_dsn = r.secret("SENTRY_DSN");
         let shutdown_delay = r.duration("SPARK_SHUTDOWN_DELAY");
         let shutdown_grace = r.duration("SPARK_SHUTDOWN_GRACE");
@@ -406,6 +453,9 @@ impl Config {
             trusted_proxies,
             redis_url,
             redis_timeout,
+            database,
+            prices,
+            usage_queue,
             sentry_dsn,
             shutdown_delay,
             shutdown_grace,

@@ -96,6 +96,11 @@ pub const VARS: &[Var] = &[
     var("SPARK_API_KEYS", None, SECRET, "comma list of user keys user-{userId}-{secret}"),
     var("SPARK_API_KEYS_FILE", None, TEXT, "file of user keys (one per line or comma-separated, # comments), re-read on change and SIGHUP"),
     var("SPARK_API_KEYS_ALLOW_EMPTY", Some("false"), BOOL, "let a key-file reload leave no user key"),
+    // The database: managed keys, the usage ledger, the audit trail.
+    var("SPARK_DATABASE_URL", None, SECRET, "postgres://… (several replicas) or sqlite://PATH; unset: an SQLite file in SPARK_DATA_DIR; none: no database (no managed keys, ledger or audit)"),
+    var("SPARK_DATA_DIR", Some("./data"), TEXT, "where the default SQLite database lives (created when missing)"),
+    var("SPARK_PRICES_FILE", None, TEXT, "JSON object of model name to {inputPerMillion, outputPerMillion} USD, laid over the built-in price table"),
+    var("SPARK_USAGE_QUEUE", Some("100000"), int(1, 10_000_000), "usage rows and audit entries held while the database is down; more are dropped and counted"),
     var("SPARK_AUTH_FAILURES_PER_MIN", Some("30"), int(0, 1_000_000), "failed authentications per address and minute before 429 (0: off)"),
     var("SPARK_CORS_ORIGINS", None, TEXT, "comma list of exact browser origins allowed by CORS"),
     var("SPARK_OPS_BIND", None, TEXT, "a second listen address for /metrics, /livez, /readyz and health; when set they leave the public port"),
