@@ -88,7 +88,7 @@ pub async fn serve_with_ops(
             tokio::select! {
                 _ = keys_tick.tick() => {
                     let state = upkeep_state.clone();
-                    let _ = tokio::task::spawn_blocking(move || state.key_ring().reload(false)).await;
+                    let _ = tokio::task::spawn_blocking(move || state.reload_key_file(false)).await;
                 }
                 _ = limiter_tick.tick() => upkeep_state.limiter().maintain(),
             }

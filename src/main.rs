@@ -212,7 +212,7 @@ fn reload_keys_on_sighup(state: spark_gateway::AppState) {
             // The ring logs a refusal itself; success is worth a line of its own here.
             let ring = state.clone();
             if let Ok(Ok(reloaded)) =
-                tokio::task::spawn_blocking(move || ring.key_ring().reload(true)).await
+                tokio::task::spawn_blocking(move || ring.reload_key_file(true)).await
             {
                 tracing::info!(?reloaded, "API keys reloaded on SIGHUP");
             }

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::auth::{AuthBrake, KeyRing, KeyStore};
+use crate::auth::{AuthBrake, KeyRing, KeyStore, ManagedKeys};
 use crate::cache::ResponseCache;
 use crate::config::Config;
+use crate::config::Database;
 use crate::generate::{GenerateService, Limits};
+use crate::ledger::{Ledger, LedgerMetrics};
 use crate::providers::Provider;
 use crate::providers::anthropic::Anthropic;
 use crate::providers::openai::OpenAi;
@@ -20,9 +22,14 @@ use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::{Limiter, MemoryLimiter};
 use crate::redis::RedisBackend;
 use crate::resilience::ProviderRouter;
+use crate::store::Store;
 use crate::telemetry::{ErrorTracker, Metrics};
 use secrecy::ExposeSecret;
+use sha2::Digest;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How often each replica polls the database for changed managed keys.
+const KEY_POLL: Duration = Duration::from_secs(1);
 
 /// A start-up failure: never reaches a response.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +44,10 @@ pub enum InitError {
     Redis(String),
     #[error("API keys: {0}")]
     Keys(String),
+    #[error("SPARK_DATABASE_URL: {0}")]
+    Database(String),
+    #[error("the state must be built inside a Tokio runtime (it starts background tasks)")]
+    NoRuntime,
 }
 
 #[derive(Clone)]
@@ -52,6 +63,12 @@ struct Inner {
     limiter: Arc<dyn Limiter>,
     redis: Option<Arc<RedisBackend>>,
     errors: Arc<ErrorTracker>,
+    /// The database, unless `SPARK_DATABASE_URL=none`.
+    store: Option<Store>,
+    /// Usage rows and system audit entries, written off the request path.
+    ledger: Ledger,
+    /// Keys issued through the admin API, polled from the database.
+    managed: Arc<ManagedKeys>,
     /// Set on SIGTERM: readiness turns 503 while in-flight requests finish.
     draining: AtomicBool,
     /// Permits for requests being served; when none is left new ones are shed with 503.
@@ -119,6 +136,31 @@ impl AppState {
     pub fn inflight(&self) -> Arc<Semaphore> {
         Arc::clone(&self.0.inflight)
     }
+
+    /// Re-reads the key file (see [`KeyRing::reload`]); a new key set in force is an audit
+    /// entry with its count. Blocking I/O: call it on a blocking thread.
+    pub fn reload_key_file(&self, force: bool) -> Result<crate::auth::Reload, String> {
+        let result = self.0.keys.reload(force);
+        if let Ok(crate::auth::Reload::Installed { user_keys }) = &result {
+            self.0.ledger.audit(
+                crate::store::audit::Entry::new("system", "keys.reload")
+                    .details(serde_json::json!({ "userKeys": user_keys, "forced": force })),
+            );
+        }
+        result
+    }
+
+    pub fn store(&self) -> Option<&Store> {
+        self.0.store.as_ref()
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.0.ledger
+    }
+
+    pub fn managed_keys(&self) -> &ManagedKeys {
+        &self.0.managed
+    }
 }
 
 /// One reqwest client for every upstream: one connection pool, rustls, bounded connect time.
@@ -137,6 +179,9 @@ fn http_client() -> Result<reqwest::Client, InitError> {
 pub fn build_state(config: Config) -> Result<AppState, InitError> {
     if !crate::sanitize::ready() {
         return Err(InitError::Sanitizer);
+    }
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(InitError::NoRuntime);
     }
     let http = http_client()?;
     let metrics = Arc::new(Metrics::new().map_err(|e| InitError::Metrics(e.to_string()))?);
@@ -214,7 +259,46 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
         Some(metrics.key_reload_failures.clone()),
     )
     .map_err(InitError::Keys)?;
+    let store = match &config.database {
+        Database::Off => None,
+        Database::Url(url) => {
+            Some(Store::open(url.expose_secret()).map_err(|e| InitError::Database(e.to_string()))?)
+        }
+    };
+    let ledger = Ledger::start(
+        store.clone(),
+        config.prices.clone(),
+        config.usage_queue,
+        LedgerMetrics {
+            cost: metrics.cost_usd.clone(),
+            unpriced: metrics.unpriced.clone(),
+            queue_depth: metrics.usage_queue_depth.clone(),
+            dropped: metrics.usage_dropped.clone(),
+            db_up: metrics.db_up.clone(),
+        },
+    );
+    let managed = Arc::new(ManagedKeys::default());
+    if let Some(store) = &store {
+        managed.spawn_sync(store.clone(), KEY_POLL);
+        // What this process started with, for the trail: a digest of the redacted dump (no
+        // secret is in it), so two starts can be compared without storing the settings.
+        let dump: String = config
+            .redacted()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect();
+        ledger.audit(
+            crate::store::audit::Entry::new("system", "config.start").details(serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "configSha256": crate::store::keys::hex(&sha2::Sha256::digest(dump.as_bytes())),
+                "database": store.backend().as_str(),
+            })),
+        );
+    }
     Ok(AppState(Arc::new(Inner {
+        store,
+        ledger,
+        managed,
         inflight: Arc::new(Semaphore::new(config.max_inflight)),
         shed_log: crate::telemetry::Throttle::new(Duration::from_secs(1)),
         started: std::time::Instant::now(),

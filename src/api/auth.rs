@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use crate::auth::{Caller, ManagedKey};
 use crate::state::AppState;
 
 /// `X-API-Key`, or `Authorization: Bearer` as OpenAI SDKs send it.
@@ -36,18 +37,35 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
         state.metrics().auth_blocked.inc();
         return ApiError::RateLimited { retry_after }.into_response();
     }
-    let caller =
-        tracing::debug_span!("auth").in_scope(|| keys.authenticate(presented_key(req.headers())));
+    let (caller, managed) = tracing::debug_span!("auth").in_scope(|| {
+        let presented = presented_key(req.headers());
+        if let Some(caller) = keys.authenticate(presented) {
+            return (Some(caller), None);
+        }
+        // Keys issued through the admin API: looked up in memory, never in the database.
+        match presented.and_then(|p| state.managed_keys().authenticate(p, crate::store::now_ms())) {
+            Some(record) if !keys.is_open() => (
+                Some(Caller::User(record.user_id.clone())),
+                Some(ManagedKey(record)),
+            ),
+            _ => (None, None),
+        }
+    });
     match caller {
         Some(caller) => {
             tracing::Span::current().record("caller", caller.label());
             req.extensions_mut().insert(caller);
+            if let Some(managed) = managed {
+                req.extensions_mut().insert(managed);
+            }
             next.run(req).await
         }
         None => {
             state.metrics().auth_failures.inc();
             if !keys.is_open() {
-                brake.failed(super::ratelimit::client_ip(&state, &req));
+                let ip = super::ratelimit::client_ip(&state, &req);
+                brake.failed(ip);
+                state.ledger().auth_failed(ip);
             }
             ApiError::Unauthorized.into_response()
         }
@@ -57,7 +75,7 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
 /// For admin routes, after [`require_key`]: the master key only. With auth off there is no
 /// master key, so admin routes stay closed.
 pub async fn require_admin(req: Request, next: Next) -> Response {
-    match req.extensions().get::<crate::auth::Caller>() {
+    match req.extensions().get::<Caller>() {
         Some(c) if c.is_admin() => next.run(req).await,
         _ => ApiError::Forbidden.into_response(),
     }

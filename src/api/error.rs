@@ -52,6 +52,14 @@ pub enum ApiError {
     ProvidersBusy { retry_after: Duration },
     #[error("the request deadline of {0:?} passed")]
     UpstreamTimeout(Duration),
+    #[error("no {0} has that id")]
+    UnknownId(&'static str),
+    #[error("this key may not use that model")]
+    ModelNotAllowed,
+    #[error("the database is unavailable: {0}")]
+    DatabaseUnavailable(String),
+    #[error("the database is not configured (SPARK_DATABASE_URL=none)")]
+    DatabaseOff,
 }
 
 /// What the request-id layer needs to render an error body.
@@ -83,6 +91,10 @@ impl ApiError {
             | ApiError::ProvidersUnavailable { .. }
             | ApiError::ProvidersBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::UnknownId(_) => StatusCode::NOT_FOUND,
+            ApiError::ModelNotAllowed => StatusCode::FORBIDDEN,
+            ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DatabaseOff => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -106,6 +118,10 @@ impl ApiError {
             ApiError::ProvidersUnavailable { .. } => "providers_unavailable",
             ApiError::ProvidersBusy { .. } => "providers_busy",
             ApiError::UpstreamTimeout(_) => "upstream_timeout",
+            ApiError::UnknownId(_) => "not_found",
+            ApiError::ModelNotAllowed => "model_not_allowed",
+            ApiError::DatabaseUnavailable(_) => "database_unavailable",
+            ApiError::DatabaseOff => "database_off",
         }
     }
 
@@ -149,6 +165,14 @@ impl ApiError {
             ApiError::UpstreamTimeout(_) => {
                 "The request did not complete within its deadline.".into()
             }
+            ApiError::UnknownId(what) => format!("No {what} has that id."),
+            ApiError::ModelNotAllowed => "This API key may not use the requested model.".into(),
+            ApiError::DatabaseUnavailable(_) => {
+                "The database is unavailable; retry shortly.".into()
+            }
+            ApiError::DatabaseOff => {
+                "This gateway runs without a database (SPARK_DATABASE_URL=none).".into()
+            }
         }
     }
 
@@ -181,7 +205,11 @@ impl ApiError {
             | ApiError::RequestTimeout(_)
             | ApiError::Internal(_)
             | ApiError::Overloaded
-            | ApiError::UpstreamTimeout(_) => None,
+            | ApiError::UpstreamTimeout(_)
+            | ApiError::UnknownId(_)
+            | ApiError::ModelNotAllowed
+            | ApiError::DatabaseUnavailable(_)
+            | ApiError::DatabaseOff => None,
         }
     }
 
@@ -191,6 +219,7 @@ impl ApiError {
             | ApiError::ProvidersUnavailable { retry_after }
             | ApiError::ProvidersBusy { retry_after } => Some(*retry_after),
             ApiError::Overloaded => Some(Duration::from_secs(1)),
+            ApiError::DatabaseUnavailable(_) => Some(Duration::from_secs(5)),
             // The provider said when it will take requests again; pass that on.
             ApiError::Upstream(e) => e.retry_after(),
             _ => None,
@@ -247,6 +276,30 @@ impl From<crate::export::ExportError> for ApiError {
         match e {
             crate::export::ExportError::Invalid(m) => ApiError::InvalidRequest(m),
             crate::export::ExportError::Archive(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::NotFound => ApiError::UnknownId("record"),
+            StoreError::Url(m) | StoreError::Unavailable(m) | StoreError::Migrate(m) => {
+                ApiError::DatabaseUnavailable(m)
+            }
+            StoreError::Corrupt(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<crate::auth::issue::IssueError> for ApiError {
+    fn from(e: crate::auth::issue::IssueError) -> Self {
+        use crate::auth::issue::IssueError;
+        match e {
+            IssueError::Invalid(m) => ApiError::InvalidRequest(m),
+            IssueError::NotFound => ApiError::UnknownId("key"),
+            IssueError::Store(e) => e.into(),
         }
     }
 }

@@ -12,6 +12,7 @@ mod export;
 mod generate;
 mod health;
 pub mod json;
+mod keys;
 mod messages;
 pub mod middleware;
 mod openai;
@@ -25,7 +26,7 @@ use std::convert::Infallible;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get, patch, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -196,7 +197,8 @@ pub fn router(state: AppState) -> Router {
             .route(
                 "/api/export",
                 limited(post(export::export), export_limit, RouteClass::Export),
-            ),
+            )
+            .route("/api/usage", get(keys::usage)),
     );
 
     // The OpenAI-compatible API, nested so that everything under `/v1` (its own 404s and 405s
@@ -240,6 +242,12 @@ pub fn router(state: AppState) -> Router {
             "/api/admin/breakers/{provider}/reset",
             post(admin::reset_breaker),
         )
+        .route("/api/admin/keys", post(keys::create).get(keys::list))
+        .route(
+            "/api/admin/keys/{id}",
+            patch(keys::update).delete(keys::revoke),
+        )
+        .route("/api/admin/audit", get(keys::audit))
         .route_layer(axum::middleware::from_fn(auth::require_admin))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -22,12 +22,19 @@ use crate::state::AppState;
 /// proxy. Every `X-Forwarded-For` line counts, joined in order (a proxy may add a line rather
 /// than extend the first).
 pub fn client_ip(state: &AppState, req: &Request) -> IpAddr {
-    let peer = req
-        .extensions()
+    client_ip_of(state, req.extensions(), req.headers())
+}
+
+/// [`client_ip`] from a request's parts (for extractors, which see no whole request).
+pub fn client_ip_of(
+    state: &AppState,
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+) -> IpAddr {
+    let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    let lines: Vec<&str> = req
-        .headers()
+    let lines: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())

@@ -7,11 +7,14 @@
 //! and only the digest comparison has to be constant-time.
 
 mod brake;
+pub mod issue;
+pub mod managed;
 mod ring;
 
 use std::collections::HashMap;
 
 pub use brake::AuthBrake;
+pub use managed::{ManagedKey, ManagedKeys};
 pub use ring::{KeyRing, Reload};
 
 use secrecy::{ExposeSecret, SecretString};

@@ -365,7 +365,10 @@ impl Config {
                     crate::ledger::PriceTable::default()
                 }),
                 Err(e) => {
-                    r.problem(format!("SPARK_PRICES_FILE: cannot read {path}: {}", e.kind()));
+                    r.problem(format!(
+                        "SPARK_PRICES_FILE: cannot read {path}: {}",
+                        e.kind()
+                    ));
                     crate::ledger::PriceTable::default()
                 }
             },

@@ -14,6 +14,18 @@ use sqlx::any::AnyRow;
 use super::keys::hex;
 use super::{Store, StoreError, now_ms};
 
+/// Every action the trail records.
+pub const ACTIONS: &[&str] = &[
+    "key.create",
+    "key.update",
+    "key.revoke",
+    "cache.purge",
+    "breaker.reset",
+    "keys.reload",
+    "config.start",
+    "auth.failures",
+];
+
 /// The hash before the first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

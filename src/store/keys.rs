@@ -42,6 +42,34 @@ impl Period {
             Period::Total => "total",
         }
     }
+
+    /// The start of the window holding `now_ms` (0 for `total`), and when it ends (`None` for
+    /// `total`, which never resets). UTC.
+    pub fn window(self, now_ms: i64) -> (i64, Option<i64>) {
+        use time::{Date, Duration, OffsetDateTime};
+        let now = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let ms = |d: Date| d.midnight().assume_utc().unix_timestamp() * 1_000;
+        let today = now.date();
+        match self {
+            Period::Total => (0, None),
+            Period::Day => {
+                let next = today.checked_add(Duration::days(1)).unwrap_or(today);
+                (ms(today), Some(ms(next)))
+            }
+            Period::Month => {
+                let first = today.replace_day(1).unwrap_or(today);
+                let next = match first.month() {
+                    time::Month::December => first
+                        .replace_year(first.year() + 1)
+                        .and_then(|d| d.replace_month(time::Month::January)),
+                    m => first.replace_month(m.next()),
+                }
+                .unwrap_or(first);
+                (ms(first), Some(ms(next)))
+            }
+        }
+    }
 }
 
 /// One managed key, as stored (the digest, never the secret).
@@ -129,7 +157,7 @@ fn decode_digest(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -299,6 +327,22 @@ mod tests {
         assert_eq!(decode_digest(&hex(&d)), Some(d));
         assert_eq!(decode_digest("00"), None);
         assert_eq!(decode_digest(&"zz".repeat(32)), None);
+    }
+
+    #[test]
+    fn budget_windows_are_utc_days_and_months() {
+        // 2026-12-31T15:00:00Z
+        let t = 1_798_729_200_000;
+        assert_eq!(
+            Period::Day.window(t),
+            (1_798_675_200_000, Some(1_798_761_600_000))
+        );
+        // December 2026 .. January 2027.
+        assert_eq!(
+            Period::Month.window(t),
+            (1_796_083_200_000, Some(1_798_761_600_000))
+        );
+        assert_eq!(Period::Total.window(t), (0, None));
     }
 
     #[test]

@@ -171,6 +171,26 @@ impl Store {
             .collect()
     }
 
+    /// What a key (or, with `key_id` `None`, a user) has spent since `since_ms`, in nano-dollars.
+    pub async fn spent_since(
+        &self,
+        key_id: Option<&str>,
+        user_id: Option<&str>,
+        since_ms: i64,
+    ) -> Result<i64, StoreError> {
+        self.ready().await?;
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(cost_nusd), 0) AS BIGINT) AS spent FROM usage_records \
+             WHERE time >= $1 AND ($2 = '' OR key_id = $2) AND ($3 = '' OR user_id = $3)",
+        )
+        .bind(since_ms)
+        .bind(key_id.unwrap_or("").to_owned())
+        .bind(user_id.unwrap_or("").to_owned())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("spent")?)
+    }
+
     /// How many ledger rows there are (tests and the writer benchmark count with it).
     pub async fn usage_count(&self) -> Result<i64, StoreError> {
         self.ready().await?;
