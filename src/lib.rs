@@ -29,6 +29,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod engine;

@@ -188,9 +188,16 @@ async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
     tracing::info!(delay = ?delay, grace = ?grace, "draining: readiness is 503");
     tokio::time::sleep(delay).await;
     let _ = stop_accepting.send(());
-    match tokio::time::timeout(grace, server).await {
+    let served = tokio::time::timeout(grace, server).await;
+    // The last requests' ledger rows are queued by now: write them before exiting. A database
+    // that does not answer within the grace period costs those rows, and says how many.
+    let lost = state.ledger().close(grace).await;
+    match served {
         Ok(result) => {
             result??;
+            if lost > 0 {
+                anyhow::bail!("{lost} usage rows could not be written before exit");
+            }
             tracing::info!("spark-gateway stopped");
             Ok(())
         }

@@ -9,10 +9,11 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::auth::{AuthBrake, KeyRing, KeyStore, ManagedKeys};
+use crate::budget::Budgets;
 use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::config::Database;
-use crate::generate::{GenerateService, Limits};
+use crate::generate::{GenerateService, Limits, Metering};
 use crate::ledger::{Ledger, LedgerMetrics};
 use crate::providers::Provider;
 use crate::providers::anthropic::Anthropic;
@@ -69,6 +70,7 @@ struct Inner {
     ledger: Ledger,
     /// Keys issued through the admin API, polled from the database.
     managed: Arc<ManagedKeys>,
+    budgets: Arc<Budgets>,
     /// Set on SIGTERM: readiness turns 503 while in-flight requests finish.
     draining: AtomicBool,
     /// Permits for requests being served; when none is left new ones are shed with 503.
@@ -160,6 +162,10 @@ impl AppState {
 
     pub fn managed_keys(&self) -> &ManagedKeys {
         &self.0.managed
+    }
+
+    pub fn budgets(&self) -> &Budgets {
+        &self.0.budgets
     }
 }
 
@@ -277,6 +283,16 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
             db_up: metrics.db_up.clone(),
         },
     );
+    let budgets = Arc::new(Budgets::new(
+        store.clone(),
+        redis.clone(),
+        config.user_budgets.clone(),
+        metrics.budget_rejections.clone(),
+    ));
+    let generator = generator.with_metering(Metering {
+        ledger: ledger.clone(),
+        budgets: Arc::clone(&budgets),
+    });
     let managed = Arc::new(ManagedKeys::default());
     if let Some(store) = &store {
         managed.spawn_sync(store.clone(), KEY_POLL);
@@ -299,6 +315,7 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
         store,
         ledger,
         managed,
+        budgets,
         inflight: Arc::new(Semaphore::new(config.max_inflight)),
         shed_log: crate::telemetry::Throttle::new(Duration::from_secs(1)),
         started: std::time::Instant::now(),

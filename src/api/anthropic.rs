@@ -19,6 +19,7 @@ use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use super::account::Payer;
 use super::error::ApiError;
 use super::json::AppJson;
 use super::messages::{self, MessagesParams};
@@ -37,13 +38,14 @@ fn event(name: &'static str, data: &Value) -> Result<Event, Infallible> {
 pub async fn messages(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Payer(account, models): Payer,
     headers: HeaderMap,
     AppJson(body): AppJson<MessagesParams>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let service = state.generator();
     let (params, mut warnings) = messages::to_params(service, body)?;
-    let request = service.validate(params, &caller)?;
+    let request = service.validate_as(params, &caller, account, models.as_deref())?;
     let read_cache = !super::wants_fresh(&headers);
 
     if !request.stream {
@@ -99,11 +101,12 @@ pub async fn messages(
 pub async fn count_tokens(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Payer(account, models): Payer,
     AppJson(body): AppJson<MessagesParams>,
 ) -> Result<Response, ApiError> {
     let service = state.generator();
     let (params, warnings) = messages::to_params(service, body)?;
-    let request = service.validate(params, &caller)?;
+    let request = service.validate_as(params, &caller, account, models.as_deref())?;
     let count = service.count_tokens(&request).await;
     let mut resp = Json(json!({"input_tokens": count.tokens})).into_response();
     let source = count.counted_by.map_or("estimate", |p| p.as_str());

@@ -54,6 +54,8 @@ pub enum ApiError {
     UpstreamTimeout(Duration),
     #[error("no {0} has that id")]
     UnknownId(&'static str),
+    #[error("the {} budget is spent", .0.scope.as_str())]
+    BudgetExceeded(crate::budget::Exceeded),
     #[error("this key may not use that model")]
     ModelNotAllowed,
     #[error("the database is unavailable: {0}")]
@@ -92,6 +94,7 @@ impl ApiError {
             | ApiError::ProvidersBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::UnknownId(_) => StatusCode::NOT_FOUND,
+            ApiError::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ModelNotAllowed => StatusCode::FORBIDDEN,
             ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::DatabaseOff => StatusCode::NOT_IMPLEMENTED,
@@ -119,6 +122,7 @@ impl ApiError {
             ApiError::ProvidersBusy { .. } => "providers_busy",
             ApiError::UpstreamTimeout(_) => "upstream_timeout",
             ApiError::UnknownId(_) => "not_found",
+            ApiError::BudgetExceeded(_) => "budget_exceeded",
             ApiError::ModelNotAllowed => "model_not_allowed",
             ApiError::DatabaseUnavailable(_) => "database_unavailable",
             ApiError::DatabaseOff => "database_off",
@@ -166,6 +170,11 @@ impl ApiError {
                 "The request did not complete within its deadline.".into()
             }
             ApiError::UnknownId(what) => format!("No {what} has that id."),
+            ApiError::BudgetExceeded(e) => format!(
+                "The {} budget of {} USD is spent.",
+                e.scope.as_str(),
+                crate::store::usd(e.limit_nusd)
+            ),
             ApiError::ModelNotAllowed => "This API key may not use the requested model.".into(),
             ApiError::DatabaseUnavailable(_) => {
                 "The database is unavailable; retry shortly.".into()
@@ -191,6 +200,12 @@ impl ApiError {
             | ApiError::ProvidersBusy { retry_after } => {
                 Some(json!({ "retryAfterMs": retry_after.as_millis() }))
             }
+            ApiError::BudgetExceeded(e) => Some(json!({
+                "scope": e.scope.as_str(),
+                "limitUsd": crate::store::usd(e.limit_nusd),
+                "spentUsd": crate::store::usd(e.spent_nusd),
+                "resetsAt": e.resets_at.map(crate::store::rfc3339),
+            })),
             ApiError::Upstream(e) => Some(json!({
                 "provider": e.provider().as_str(),
                 "upstreamStatus": e.status(),
@@ -220,6 +235,12 @@ impl ApiError {
             | ApiError::ProvidersBusy { retry_after } => Some(*retry_after),
             ApiError::Overloaded => Some(Duration::from_secs(1)),
             ApiError::DatabaseUnavailable(_) => Some(Duration::from_secs(5)),
+            // Until the window ends; an all-time budget never resets, so a day.
+            ApiError::BudgetExceeded(e) => Some(Duration::from_millis(
+                e.resets_at.map_or(86_400_000, |end| {
+                    u64::try_from(end - crate::store::now_ms()).unwrap_or(1_000)
+                }),
+            )),
             // The provider said when it will take requests again; pass that on.
             ApiError::Upstream(e) => e.retry_after(),
             _ => None,
@@ -315,6 +336,9 @@ impl From<GenerateError> for ApiError {
                 ApiError::ProvidersUnavailable { retry_after }
             }
             GenerateError::Busy(retry_after) => ApiError::ProvidersBusy { retry_after },
+            GenerateError::BudgetExceeded(e) => ApiError::BudgetExceeded(e),
+            GenerateError::LedgerUnavailable(why) => ApiError::DatabaseUnavailable(why),
+            GenerateError::ModelNotAllowed => ApiError::ModelNotAllowed,
         }
     }
 }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::StreamExt;
 
+use super::account::Payer;
 use super::error::{ApiError, render_body};
 use super::json::AppJson;
 use super::middleware::RequestId;
@@ -67,13 +68,14 @@ impl<'a> From<&'a Generation> for GenerationBody<'a> {
 pub async fn generate(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Payer(account, models): Payer,
     request_id: Option<Extension<RequestId>>,
     headers: HeaderMap,
     AppJson(params): AppJson<GenerateParams>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let service = state.generator();
-    let request = service.validate(params, &caller)?;
+    let request = service.validate_as(params, &caller, account, models.as_deref())?;
     let wants_sse = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -1,6 +1,7 @@
 //! Health and readiness: what the operator and Kubernetes read.
 //!
-//! `/api/spark/health` reports every provider's circuit, the cache and the process; it is 503
+//! `/api/spark/health` reports every provider's circuit, the cache, the database and the
+//! process; it is 503
 //! only when no provider in `SPARK_PROVIDER_ORDER` can serve (all circuits open). `/readyz`
 //! follows the same rule, so a replica whose providers are all down leaves the Service while the
 //! others keep serving.
@@ -61,9 +62,12 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let limiter = state.limiter();
     // Redis down is degraded, never unhealthy: the gateway keeps serving on local state.
     let redis_ok = state.redis().is_none_or(|r| r.healthy());
+    // The database down is degraded too: requests are served, ledger rows wait in the queue.
+    let ledger = state.ledger().status();
+    let database_ok = !state.ledger().degraded();
     let status = if !serving {
         "unhealthy"
-    } else if any_open || !redis_ok {
+    } else if any_open || !redis_ok || !database_ok {
         "degraded"
     } else {
         "healthy"
@@ -82,6 +86,14 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
                 "hitRate": cache.hit_rate,
             },
             "rateLimiter": {"backend": limiter.backend(), "ok": limiter.ok()},
+            // Managed keys, the usage ledger and the audit trail.
+            "database": {
+                "backend": ledger.backend,
+                "ok": database_ok,
+                "usageQueueDepth": ledger.queue_depth,
+                "usageDropped": ledger.dropped,
+                "managedKeys": state.managed_keys().len(),
+            },
             // Outbound shaping lanes (SPARK_PROVIDER_LIMITS): in flight, waiting, capacity left.
             "shaping": router.shaper().snapshot(),
             "errorTracking": {

@@ -3,6 +3,7 @@
 //! The only module that knows axum. Handlers extract, call one service function and map its
 //! typed error; the business rules live in `generate/`, `sanitize/`, `providers/` and `auth`.
 
+mod account;
 mod admin;
 mod anthropic;
 mod auth;
@@ -177,6 +178,10 @@ pub fn router(state: AppState) -> Router {
             .route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 middleware::shed_load,
+            ))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                account::budget_header,
             ))
             .route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),

@@ -16,6 +16,7 @@ use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use super::account::Payer;
 use super::chat::{ChatParams, completion_body, finish_reason, to_params, usage_body};
 use super::error::ApiError;
 use super::json::AppJson;
@@ -45,12 +46,18 @@ pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Json<V
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Payer(account, models): Payer,
     headers: HeaderMap,
     AppJson(chat): AppJson<ChatParams>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let service = state.generator();
-    let request = service.validate(to_params(service, chat)?, &caller)?;
+    let request = service.validate_as(
+        to_params(service, chat)?,
+        &caller,
+        account,
+        models.as_deref(),
+    )?;
     let read_cache = !super::wants_fresh(&headers);
 
     if !request.stream {
@@ -105,6 +112,8 @@ pub async fn chat_completions(
 /// OpenAI's own API chooses it for the status, so SDKs raise the matching exception.
 pub fn openai_error(message: &str, code: &str, status: u16) -> Value {
     let kind = match status {
+        // A spent budget is OpenAI's quota error (the SDK raises RateLimitError for the 429).
+        429 if code == "budget_exceeded" => "insufficient_quota",
         401 => "authentication_error",
         403 => "permission_error",
         404 => "not_found_error",

@@ -141,6 +141,8 @@ pub struct Config {
     pub prices: crate::ledger::PriceTable,
     /// Ledger rows and audit entries held while the database is down.
     pub usage_queue: usize,
+    /// Spend limits per user id (`SPARK_USER_BUDGETS`).
+    pub user_budgets: std::collections::HashMap<String, crate::store::keys::Budget>,
     pub sentry_dsn: Option<SecretString>,
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
@@ -374,6 +376,9 @@ impl Config {
             },
         };
         let usage_queue = r.int("SPARK_USAGE_QUEUE") as usize;
+        let user_budgets = r
+            .parsed_with("SPARK_USER_BUDGETS", crate::budget::parse_user_budgets)
+            .unwrap_or_default();
         let sentry_dsn = r.secret("SENTRY_DSN");
         let shutdown_delay = r.duration("SPARK_SHUTDOWN_DELAY");
         let shutdown_grace = r.duration("SPARK_SHUTDOWN_GRACE");
@@ -459,6 +464,7 @@ impl Config {
             database,
             prices,
             usage_queue,
+            user_budgets,
             sentry_dsn,
             shutdown_delay,
             shutdown_grace,

@@ -11,6 +11,7 @@
 //! 3. **finish** ([`outcome`]): extract and name the script, store it, count it.
 
 mod extract;
+mod meter;
 mod outcome;
 mod request;
 mod stream;
@@ -19,10 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use extract::{Extracted, extract_code};
+pub use meter::Metering;
 pub use outcome::Generation;
 pub use request::{GenerateParams, GenerateRequest, ProviderChoice};
 pub use stream::{GenerationStream, StreamItem};
 
+use crate::budget::Reservation;
 use crate::cache::{CacheResult, ResponseCache};
 use crate::engine::Engine;
 use crate::providers::{CompletionRequest, ProviderError, ProviderId};
@@ -45,6 +48,12 @@ pub enum GenerateError {
     Unavailable(Duration),
     #[error("every eligible provider's capacity is taken")]
     Busy(Duration),
+    #[error("the {} budget is spent", .0.scope.as_str())]
+    BudgetExceeded(crate::budget::Exceeded),
+    #[error("spend could not be checked: {0}")]
+    LedgerUnavailable(String),
+    #[error("this key may not use that model")]
+    ModelNotAllowed,
 }
 
 impl GenerateError {
@@ -58,6 +67,9 @@ impl GenerateError {
             GenerateError::Deadline(_) => "upstream_timeout",
             GenerateError::Unavailable(_) => "providers_unavailable",
             GenerateError::Busy(_) => "providers_busy",
+            GenerateError::BudgetExceeded(_) => "budget_exceeded",
+            GenerateError::LedgerUnavailable(_) => "database_unavailable",
+            GenerateError::ModelNotAllowed => "model_not_allowed",
         }
     }
 }
@@ -101,6 +113,8 @@ pub struct GenerateService {
     system_override: Vec<String>,
     metrics: Arc<Metrics>,
     flights: Arc<stream::Flights>,
+    /// Budgets and the ledger; `None` in tests that build a bare service.
+    metering: Option<Metering>,
 }
 
 impl GenerateService {
@@ -122,7 +136,14 @@ impl GenerateService {
             system_override,
             metrics,
             flights: Arc::default(),
+            metering: None,
         }
+    }
+
+    /// Meters every call: budgets before it, a ledger row after it.
+    pub fn with_metering(mut self, metering: Metering) -> Self {
+        self.metering = Some(metering);
+        self
     }
 
     pub fn router(&self) -> &ProviderRouter {
@@ -178,15 +199,21 @@ impl GenerateService {
         read_cache: bool,
         started: Instant,
     ) -> Result<(Generation, CacheResult), GenerateError> {
-        let (shared, result) = self
+        // The budget is checked for this request before anything is shared: a request that
+        // joins another's call must never see the other caller's budget in an error.
+        let held = std::sync::Mutex::new(self.reserve(req).await?);
+        let outcome = self
             .cache
             .get_or_generate(
                 req.cache_key,
                 read_cache,
                 |g: &Generation| g.fits(req),
-                self.call(req, started),
+                self.call(req, started, &held),
             )
-            .await?;
+            .await;
+        // Answered without a call of its own (a hit, or another request's call): nothing spent.
+        self.release(held.lock().ok().and_then(|mut h| h.take()));
+        let (shared, result) = outcome?;
         let span = tracing::Span::current();
         span.record("provider", shared.provider.as_str());
         span.record("cache", result.label());
@@ -195,6 +222,11 @@ impl GenerateService {
             self.count_hit(&mut generation, started);
         }
         generation.latency_ms = since(started);
+        if result == CacheResult::Hit
+            && let Some(m) = &self.metering
+        {
+            m.cached(req, &generation);
+        }
         Ok((generation, result))
     }
 
@@ -213,9 +245,16 @@ impl GenerateService {
         &self,
         req: &GenerateRequest,
         started: Instant,
+        held: &std::sync::Mutex<Option<Reservation>>,
     ) -> Result<Generation, GenerateError> {
         let deadline = self.limits.request_deadline;
         let ends_at = tokio::time::Instant::from_std(started) + deadline;
+        let reservation = held
+            .lock()
+            .ok()
+            .and_then(|mut h| h.take())
+            .unwrap_or_else(Reservation::none);
+        let reservation = self.metering.as_ref().map(|_| reservation);
         let base = self.base_request(req);
         let mut upstream_wait = Duration::ZERO;
         // The router keeps every attempt inside the deadline; the outer timeout is the backstop
@@ -243,12 +282,62 @@ impl GenerateService {
                     completion.usage,
                     started,
                 );
+                if let (Some(m), Some(r)) = (&self.metering, reservation) {
+                    m.finish(
+                        req,
+                        r,
+                        &meter::Outcome {
+                            provider,
+                            model: &completion.model,
+                            usage: completion.usage,
+                            status: "ok",
+                            latency_ms: since(started),
+                        },
+                    );
+                }
                 Ok(build_generation(req, provider, completion, started))
             }
             Err(e) => {
                 record_failure(&self.metrics, req.engine, &e);
+                if let (Some(m), Some(r)) = (&self.metering, reservation) {
+                    // Only a call that reached a provider is a ledger row; the reservation is
+                    // released either way.
+                    match &e {
+                        GenerateError::Provider(p) => m.finish(
+                            req,
+                            r,
+                            &meter::Outcome {
+                                provider: p.provider(),
+                                model: req
+                                    .plan
+                                    .iter()
+                                    .find(|(id, _)| *id == p.provider())
+                                    .map_or("", |(_, m)| m.as_str()),
+                                usage: crate::providers::Usage::default(),
+                                status: e.code(),
+                                latency_ms: since(started),
+                            },
+                        ),
+                        _ => m.budgets.settle(r, 0),
+                    }
+                }
                 Err(e)
             }
+        }
+    }
+
+    /// Holds the request's worst case against its budgets (`None` without metering).
+    async fn reserve(&self, req: &GenerateRequest) -> Result<Option<Reservation>, GenerateError> {
+        match &self.metering {
+            Some(m) => Ok(Some(m.reserve(req).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Gives back a reservation no call took.
+    fn release(&self, left: Option<Reservation>) {
+        if let (Some(m), Some(r)) = (&self.metering, left) {
+            m.budgets.settle(r, 0);
         }
     }
 

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::{GenerateError, GenerateService, invalid};
 use crate::auth::Caller;
+use crate::budget::Account;
 use crate::cache::{CacheKey, CacheScope};
 use crate::engine::Engine;
 use crate::providers::{MAX_STOP_SEQUENCES, ProviderId};
@@ -75,6 +76,8 @@ pub struct GenerateRequest {
     pub cache_key: CacheKey,
     /// Who waits for provider capacity, how urgently, for how many tokens (shaping).
     pub ticket: Ticket,
+    /// Who pays: the ledger row's identity and the budgets that apply.
+    pub account: Account,
 }
 
 impl GenerateService {
@@ -84,6 +87,19 @@ impl GenerateService {
         &self,
         params: GenerateParams,
         caller: &Caller,
+    ) -> Result<GenerateRequest, GenerateError> {
+        self.validate_as(params, caller, Account::default(), None)
+    }
+
+    /// [`GenerateService::validate`] for a paying `account`, limited to the `models` a managed
+    /// key allows (`None`: every model). With a limit, a request that names no model gets, from
+    /// each provider, the first of its models the key allows.
+    pub fn validate_as(
+        &self,
+        params: GenerateParams,
+        caller: &Caller,
+        account: Account,
+        models: Option<&[String]>,
     ) -> Result<GenerateRequest, GenerateError> {
         let mut warnings = Vec::new();
         let prompt = match params.prompt {
@@ -146,7 +162,7 @@ impl GenerateService {
             )));
         }
         // Resolve now so a model outside the allow-list is a 400 before any work is done.
-        let plan = self.plan(provider, model.as_deref())?;
+        let plan = self.plan(provider, model.as_deref(), models)?;
 
         let sanitized = tracing::debug_span!("sanitize")
             .in_scope(|| sanitize::sanitize(&prompt, &self.policy))
@@ -184,6 +200,7 @@ impl GenerateService {
             plan,
             cache_key: [0; 32],
             ticket,
+            account,
         };
         request.cache_key = self.cache_key(&request, caller);
         Ok(request)
@@ -228,7 +245,12 @@ impl GenerateService {
         &self,
         provider: ProviderChoice,
         model: Option<&str>,
+        allowed: Option<&[String]>,
     ) -> Result<Vec<(ProviderId, String)>, GenerateError> {
+        let may = |m: &str| allowed.is_none_or(|a| a.iter().any(|x| x == m));
+        if model.is_some_and(|m| !may(m)) {
+            return Err(GenerateError::ModelNotAllowed);
+        }
         let candidates: Vec<ProviderId> = match provider {
             ProviderChoice::Only(p) => vec![p],
             ProviderChoice::Auto => self.order.clone(),
@@ -237,7 +259,10 @@ impl GenerateService {
         match model {
             None => {
                 for id in candidates {
-                    if let Some(default) = self.router.provider(id).and_then(|p| p.models().first())
+                    if let Some(default) = self
+                        .router
+                        .provider(id)
+                        .and_then(|p| p.models().iter().find(|m| may(m)))
                     {
                         plan.push((id, default.clone()));
                     }
@@ -272,6 +297,9 @@ impl GenerateService {
                     )));
                 }
             }
+        }
+        if plan.is_empty() && allowed.is_some() {
+            return Err(GenerateError::ModelNotAllowed);
         }
         if plan.is_empty() {
             return Err(invalid("no configured provider can serve this request"));

@@ -20,10 +20,14 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::meter::{Metering, Outcome};
 use super::outcome::{build_generation, record_failure, record_success, since};
 use super::{GenerateError, GenerateRequest, GenerateService, Generation, route_error};
+use crate::budget::Reservation;
 use crate::cache::{CacheKey, CacheResult, ResponseCache};
-use crate::providers::{Completion, CompletionStream, ProviderError, ProviderId, StreamEvent};
+use crate::providers::{
+    Completion, CompletionStream, ProviderError, ProviderId, StreamEvent, Usage,
+};
 use crate::resilience::{ProviderRouter, RouteError};
 use crate::telemetry::Metrics;
 
@@ -156,6 +160,8 @@ struct Pilot {
     max_stream: Duration,
     started: Instant,
     result: CacheResult,
+    /// The leader's metering and reservation, taken by the one place the flight ends.
+    meter: Mutex<Option<(Metering, Reservation)>>,
 }
 
 impl GenerateService {
@@ -168,6 +174,8 @@ impl GenerateService {
         read_cache: bool,
         started: Instant,
     ) -> Result<(GenerationStream, ProviderId, CacheResult), GenerateError> {
+        // Checked for this request before it can join another's flight (see `generate`).
+        let reservation = self.reserve(req).await?;
         let hit = if read_cache {
             self.cache
                 .lookup(&req.cache_key, |g| g.fits(req))
@@ -180,6 +188,10 @@ impl GenerateService {
             let mut g = (*hit).clone();
             self.count_hit(&mut g, started);
             g.latency_ms = since(started);
+            self.release(reservation);
+            if let Some(m) = &self.metering {
+                m.cached(req, &g);
+            }
             let provider = g.provider;
             // The stored answer, whole, as one delta: the model's text, like a live stream.
             let text = if g.answer.is_empty() {
@@ -207,7 +219,23 @@ impl GenerateService {
             (Arc::new(Flight::default()), true)
         };
         // Subscribe before the task can end, so a fast stream is not missed.
-        let stream = Arc::clone(&flight).subscribe();
+        let mut stream = Arc::clone(&flight).subscribe();
+        let meter = match (&self.metering, reservation) {
+            (Some(m), Some(r)) if leads => Some((m.clone(), r)),
+            (_, r) => {
+                self.release(r);
+                None
+            }
+        };
+        if !leads && let Some(m) = self.metering.clone() {
+            // A follower paid nothing: its row is a cached one, written when its answer is whole.
+            let req = req.clone();
+            stream = Box::pin(stream.inspect(move |item| {
+                if let StreamItem::Done(g) = item {
+                    m.cached(&req, g);
+                }
+            }));
+        }
         if leads {
             let pilot = Pilot {
                 router: Arc::clone(&self.router),
@@ -222,6 +250,7 @@ impl GenerateService {
                 max_stream: self.limits.max_stream,
                 started,
                 result,
+                meter: Mutex::new(meter),
             };
             // The flight runs in the leading request's span, so its provider attempts are that
             // request's children in a trace (a task's span is not exported).
@@ -232,6 +261,16 @@ impl GenerateService {
         }
         let provider = flight.opened().await?;
         Ok((stream, provider, result))
+    }
+}
+
+impl Drop for Pilot {
+    /// A flight that ended some other way (its task cancelled at shutdown) gives its
+    /// reservation back rather than holding it until the window ends.
+    fn drop(&mut self) {
+        if let Some((m, r)) = self.meter.get_mut().ok().and_then(Option::take) {
+            m.budgets.settle(r, 0);
+        }
     }
 }
 
@@ -256,6 +295,11 @@ impl Pilot {
             Err(e) => {
                 let e = route_error(e, self.deadline);
                 record_failure(&self.metrics, self.req.engine, &e);
+                let provider = match &e {
+                    GenerateError::Provider(p) => Some(p.provider()),
+                    _ => None,
+                };
+                self.settle(provider, "", Usage::default(), e.code());
                 self.flight.update(|log| {
                     log.opened = Some(Err(e));
                     log.ended = true;
@@ -277,6 +321,13 @@ impl Pilot {
         loop {
             if self.flight.changed.receiver_count() == 0 {
                 tracing::debug!("every subscriber left; the upstream stream is dropped");
+                // What was generated until then was paid for: the gateway's estimate of it.
+                self.settle(
+                    Some(provider),
+                    "",
+                    Metering::estimate(&self.req, &text),
+                    "cancelled",
+                );
                 self.flight.update(|log| log.ended = true);
                 return;
             }
@@ -327,6 +378,7 @@ impl Pilot {
                         usage,
                         self.started,
                     );
+                    self.settle(Some(provider), &completion.model, usage, "ok");
                     let g = build_generation(&self.req, provider, completion, self.started);
                     // Stored before the flight lands, so no request falls between the two.
                     self.cache
@@ -340,12 +392,52 @@ impl Pilot {
                     reason: "the stream ended without finishing".into(),
                 })),
             };
+            if let StreamItem::Error(e) = &item {
+                self.settle(
+                    Some(provider),
+                    "",
+                    Metering::estimate(&self.req, &text),
+                    e.code(),
+                );
+            }
             self.flight.update(|log| {
                 log.items.push(item);
                 log.ended = true;
             });
             return;
         }
+    }
+
+    /// Ends the leader's metering once: a ledger row when the flight reached `provider`, and the
+    /// reservation settled (released when it did not). `model` empty: the plan's model for it.
+    fn settle(&self, provider: Option<ProviderId>, model: &str, usage: Usage, status: &str) {
+        let Some((m, reservation)) = self.meter.lock().ok().and_then(|mut g| g.take()) else {
+            return;
+        };
+        let Some(provider) = provider else {
+            m.budgets.settle(reservation, 0);
+            return;
+        };
+        let model = if model.is_empty() {
+            self.req
+                .plan
+                .iter()
+                .find(|(id, _)| *id == provider)
+                .map_or("", |(_, m)| m.as_str())
+        } else {
+            model
+        };
+        m.finish(
+            &self.req,
+            reservation,
+            &Outcome {
+                provider,
+                model,
+                usage,
+                status,
+                latency_ms: since(self.started),
+            },
+        );
     }
 
     fn fail(&self, e: GenerateError) -> StreamItem {

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub usage_dropped: IntCounter,
     /// 1 while the database answers the ledger writer.
     pub db_up: IntGauge,
+    /// Requests refused because a budget was spent, by scope (`key`, `user`).
+    pub budget_rejections: IntCounterVec,
     /// Outbound shaping, per lane (`provider` or `provider:model`, from configuration).
     shaper_depth: IntGaugeVec,
     shaper_wait: HistogramVec,
@@ -128,6 +130,11 @@ impl Metrics {
             usage_dropped: plain(
                 "spark_usage_dropped_total",
                 "Usage rows and audit entries dropped because the queue (SPARK_USAGE_QUEUE) was full.",
+            )?,
+            budget_rejections: counter(
+                "spark_budget_rejections_total",
+                "Requests refused with 429 budget_exceeded, by the budget's scope (key or user).",
+                &["scope"],
             )?,
             db_up: gauge(
                 "spark_db_up",

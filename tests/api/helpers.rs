@@ -6,6 +6,9 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+#[path = "../support/db.rs"]
+pub mod db;
+
 use serde_json::{Value, json};
 use spark_gateway::config::Config;
 use wiremock::MockServer;
@@ -127,6 +130,8 @@ async fn spawn(overrides: &[(&str, &str)], with_ops: bool) -> TestApp {
         // Tests that are not about limits must never meet one.
         ("SPARK_RATE_LIMIT_GENERATE", "100000/min".to_owned()),
         ("SPARK_RATE_LIMIT_EXPORT", "100000/min".to_owned()),
+        // A database of its own per gateway: tests never share ledger rows or keys.
+        ("SPARK_DATABASE_URL", db::sqlite_url()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -1,0 +1,388 @@
+//! Budgets: spend limits per managed key and per user, checked before the upstream call.
+//!
+//! A request reserves its worst case (its input estimate and `max_tokens` at the dearest price
+//! of its plan) before it goes upstream and settles the real cost after, so concurrent requests
+//! cannot overshoot a limit by more than one request's worst case: a request is admitted while
+//! `spent + reserved < limit`. Windows are UTC days, UTC months or all time.
+//!
+//! Spend is kept in memory, restored from the ledger the first time a window is used, and with
+//! `REDIS_URL` shared by every replica (one counter per limit and window, initialised from the
+//! ledger with `SET NX`, raised with `INCRBY`). Reservations stay local to a replica, so a
+//! replica that dies mid-request leaks nothing; across replicas the overshoot bound is one worst
+//! case per replica. Redis down: the local spend decides (degraded, still limiting). The ledger
+//! down when a window must be restored: the request is refused with `database_unavailable`,
+//! never admitted on an unknown spend.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use prometheus::IntCounterVec;
+use sha2::{Digest, Sha256};
+
+use crate::redis::RedisBackend;
+use crate::store::keys::{Budget, Period};
+use crate::store::{Store, now_ms};
+
+/// Whose limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Key,
+    User,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Key => "key",
+            Scope::User => "user",
+        }
+    }
+}
+
+/// One limit that applies to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    pub scope: Scope,
+    /// The key id or the user id.
+    pub id: String,
+    pub budget: Budget,
+}
+
+/// Who pays for a request: what the ledger row says and which limits apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Account {
+    pub request_id: String,
+    /// A user id, `master` or `anonymous`.
+    pub user_id: String,
+    /// The managed key, when one authenticated the request.
+    pub key_id: Option<String>,
+    /// `generate`, `chat`, `messages`.
+    pub route: &'static str,
+    pub limits: Vec<Limit>,
+}
+
+/// A limit that is spent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exceeded {
+    pub scope: Scope,
+    pub limit_nusd: i64,
+    pub spent_nusd: i64,
+    /// When the window ends (epoch ms); `None` for an all-time budget.
+    pub resets_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    #[error("the {} budget is spent", .0.scope.as_str())]
+    Exceeded(Exceeded),
+    #[error("spend could not be restored from the ledger: {0}")]
+    Unavailable(String),
+}
+
+/// Parses `SPARK_USER_BUDGETS`: `alice=10/month;bob=0.5/day;carol=100/total` (USD).
+pub fn parse_user_budgets(text: &str) -> Result<HashMap<String, Budget>, String> {
+    let mut out = HashMap::new();
+    for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (user, rest) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not user=USD/period"))?;
+        let (usd, period) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("{rest:?} is not USD/period, e.g. 10/month"))?;
+        let usd: f64 = usd
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v > 0.0 && *v <= 1e9)
+            .ok_or_else(|| format!("{usd:?} is not an amount above 0 and at most 1e9"))?;
+        let period = Period::parse(period.trim())
+            .ok_or_else(|| format!("{period:?} is not day, month or total"))?;
+        out.insert(
+            user.trim().to_owned(),
+            Budget {
+                limit_nusd: crate::store::nusd(usd),
+                period,
+            },
+        );
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    window: i64,
+    spent: i64,
+    reserved: i64,
+}
+
+/// What a request holds between [`Budgets::reserve`] and [`Budgets::settle`].
+#[derive(Debug)]
+#[must_use = "settle the reservation, or it stays held until the window ends"]
+pub struct Reservation {
+    held: Vec<(Limit, i64)>,
+    worst: i64,
+}
+
+impl Reservation {
+    /// A reservation against no limit (nothing to settle).
+    pub fn none() -> Reservation {
+        Reservation {
+            held: Vec::new(),
+            worst: 0,
+        }
+    }
+}
+
+pub struct Budgets {
+    tallies: Mutex<HashMap<(Scope, String), Tally>>,
+    store: Option<Store>,
+    redis: Option<Arc<RedisBackend>>,
+    users: HashMap<String, Budget>,
+    rejections: IntCounterVec,
+}
+
+impl Budgets {
+    pub fn new(
+        store: Option<Store>,
+        redis: Option<Arc<RedisBackend>>,
+        users: HashMap<String, Budget>,
+        rejections: IntCounterVec,
+    ) -> Budgets {
+        Budgets {
+            tallies: Mutex::new(HashMap::new()),
+            store,
+            redis,
+            users,
+            rejections,
+        }
+    }
+
+    /// The limits of a caller: its key's budget and its user's.
+    pub fn limits(&self, user_id: &str, key: Option<(&str, Option<Budget>)>) -> Vec<Limit> {
+        let mut out = Vec::new();
+        if let Some((id, Some(budget))) = key {
+            out.push(Limit {
+                scope: Scope::Key,
+                id: id.to_owned(),
+                budget,
+            });
+        }
+        if let Some(budget) = self.users.get(user_id) {
+            out.push(Limit {
+                scope: Scope::User,
+                id: user_id.to_owned(),
+                budget: *budget,
+            });
+        }
+        out
+    }
+
+    fn redis_key(limit: &Limit, window: i64) -> String {
+        // Ids are hashed: key and user ids never appear in Redis.
+        let digest = Sha256::digest(limit.id.as_bytes());
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        format!("spark:budget:{}:{hex}:{window}", limit.scope.as_str())
+    }
+
+    /// Spend so far in the limit's window: shared (Redis) when it answers, else local; the
+    /// local tally is restored from the ledger at the first use of a window.
+    async fn spent(&self, limit: &Limit, window: i64) -> Result<i64, BudgetError> {
+        let key = (limit.scope, limit.id.clone());
+        let known = self
+            .tallies
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&key).filter(|t| t.window == window).map(|t| t.spent));
+        let local = match known {
+            Some(spent) => spent,
+            None => {
+                let restored = self.restore(limit, window).await?;
+                let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+                let t = tallies.entry(key).or_default();
+                if t.window != window {
+                    *t = Tally {
+                        window,
+                        spent: restored,
+                        reserved: 0,
+                    };
+                }
+                t.spent
+            }
+        };
+        let Some(redis) = &self.redis else {
+            return Ok(local);
+        };
+        let rkey = Self::redis_key(limit, window);
+        let shared = redis
+            .run("budget", |mut c| {
+                let rkey = rkey.clone();
+                async move {
+                    redis::cmd("GET")
+                        .arg(&rkey)
+                        .query_async::<Option<i64>>(&mut c)
+                        .await
+                }
+            })
+            .await;
+        match shared {
+            Ok(Some(spent)) => Ok(spent.max(local)),
+            Ok(None) => {
+                // First use of this window by any replica since Redis last held it: seed it
+                // from the ledger (the first replica to do so wins).
+                let seed = self.restore(limit, window).await?.max(local);
+                let ttl = ttl_ms(limit.budget.period, window);
+                let _ = redis
+                    .run("budget", |mut c| {
+                        let rkey = rkey.clone();
+                        async move {
+                            redis::cmd("SET")
+                                .arg(&rkey)
+                                .arg(seed)
+                                .arg("NX")
+                                .arg("PX")
+                                .arg(ttl)
+                                .query_async::<Option<String>>(&mut c)
+                                .await
+                        }
+                    })
+                    .await;
+                Ok(seed)
+            }
+            Err(_) => Ok(local),
+        }
+    }
+
+    async fn restore(&self, limit: &Limit, window: i64) -> Result<i64, BudgetError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let (key, user) = match limit.scope {
+            Scope::Key => (Some(limit.id.as_str()), None),
+            Scope::User => (None, Some(limit.id.as_str())),
+        };
+        let restore = store.spent_since(key, user, window);
+        match tokio::time::timeout(std::time::Duration::from_secs(3), restore).await {
+            Ok(Ok(spent)) => Ok(spent),
+            Ok(Err(e)) => Err(BudgetError::Unavailable(e.to_string())),
+            Err(_) => Err(BudgetError::Unavailable(
+                "the ledger did not answer within 3 s".into(),
+            )),
+        }
+    }
+
+    /// Refuses when any limit is spent (or would be, counting what concurrent requests hold);
+    /// otherwise holds `worst` nano-dollars against each limit.
+    pub async fn reserve(&self, limits: &[Limit], worst: i64) -> Result<Reservation, BudgetError> {
+        if limits.is_empty() {
+            return Ok(Reservation::none());
+        }
+        let now = now_ms();
+        let mut spent = Vec::with_capacity(limits.len());
+        for limit in limits {
+            let (window, _) = limit.budget.period.window(now);
+            spent.push((window, self.spent(limit, window).await?));
+        }
+        let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        for (limit, (window, spent)) in limits.iter().zip(&spent) {
+            let reserved = tallies
+                .get(&(limit.scope, limit.id.clone()))
+                .filter(|t| t.window == *window)
+                .map_or(0, |t| t.reserved);
+            if spent.saturating_add(reserved) >= limit.budget.limit_nusd {
+                self.rejections
+                    .with_label_values(&[limit.scope.as_str()])
+                    .inc();
+                return Err(BudgetError::Exceeded(Exceeded {
+                    scope: limit.scope,
+                    limit_nusd: limit.budget.limit_nusd,
+                    spent_nusd: *spent,
+                    resets_at: limit.budget.period.window(now).1,
+                }));
+            }
+        }
+        let mut held = Vec::with_capacity(limits.len());
+        for (limit, (window, _)) in limits.iter().zip(&spent) {
+            let t = tallies.entry((limit.scope, limit.id.clone())).or_default();
+            if t.window == *window {
+                t.reserved = t.reserved.saturating_add(worst);
+            }
+            held.push((limit.clone(), *window));
+        }
+        Ok(Reservation { held, worst })
+    }
+
+    /// Releases the reservation and adds the real cost (locally at once, in Redis in the
+    /// background).
+    pub fn settle(&self, reservation: Reservation, actual: i64) {
+        if reservation.held.is_empty() {
+            return;
+        }
+        {
+            let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+            for (limit, window) in &reservation.held {
+                if let Some(t) = tallies.get_mut(&(limit.scope, limit.id.clone()))
+                    && t.window == *window
+                {
+                    t.reserved = t.reserved.saturating_sub(reservation.worst).max(0);
+                    t.spent = t.spent.saturating_add(actual);
+                }
+            }
+        }
+        if actual <= 0 {
+            return;
+        }
+        if let Some(redis) = &self.redis {
+            let redis = Arc::clone(redis);
+            let keys: Vec<(String, i64)> = reservation
+                .held
+                .iter()
+                .map(|(l, w)| (Self::redis_key(l, *w), ttl_ms(l.budget.period, *w)))
+                .collect();
+            crate::telemetry::spawn_named("budget-settle", async move {
+                for (key, ttl) in keys {
+                    let _ = redis
+                        .run("budget", |mut c| {
+                            let key = key.clone();
+                            async move {
+                                redis::pipe()
+                                    .cmd("INCRBY")
+                                    .arg(&key)
+                                    .arg(actual)
+                                    .cmd("PEXPIRE")
+                                    .arg(&key)
+                                    .arg(ttl)
+                                    .query_async::<()>(&mut c)
+                                    .await
+                            }
+                        })
+                        .await;
+                }
+            });
+        }
+    }
+
+    /// What is left of the tightest limit, in nano-dollars (for `X-Spark-Budget-Remaining`).
+    pub async fn remaining(&self, limits: &[Limit]) -> Option<i64> {
+        let now = now_ms();
+        let mut least: Option<i64> = None;
+        for limit in limits {
+            let (window, _) = limit.budget.period.window(now);
+            let spent = self.spent(limit, window).await.ok()?;
+            let left = (limit.budget.limit_nusd - spent).max(0);
+            least = Some(least.map_or(left, |l| l.min(left)));
+        }
+        least
+    }
+}
+
+/// How long a window's shared counter is kept: to the window's end and a day more (all-time
+/// counters: 400 days, refreshed by every settlement).
+fn ttl_ms(period: Period, window: i64) -> i64 {
+    match period.window(window).1 {
+        Some(end) => (end - now_ms()).max(0) + 86_400_000,
+        None => 400 * 86_400_000,
+    }
+}
+
+#[cfg(test)]
+mod tests;

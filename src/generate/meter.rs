@@ -1,0 +1,108 @@
+//! What a generation costs and who pays: budget reservations before the upstream call, a ledger
+//! row after it.
+//!
+//! Every path that reaches a provider goes through [`Metering::reserve`] then
+//! [`Metering::finish`] exactly once (the plain call, the stream flight); an answer from the cache
+//! goes through [`Metering::cached`]. The leader of a coalesced call pays for it; requests that
+//! shared its answer are cached rows that cost nothing.
+
+use std::sync::Arc;
+
+use super::{GenerateError, GenerateRequest};
+use crate::budget::{BudgetError, Budgets, Reservation};
+use crate::ledger::{Ledger, Usage as LedgerUsage};
+use crate::providers::simulator::token_estimate;
+use crate::providers::{ProviderId, Usage};
+
+#[derive(Clone)]
+pub struct Metering {
+    pub ledger: Ledger,
+    pub budgets: Arc<Budgets>,
+}
+
+/// How a metered call ended.
+pub(super) struct Outcome<'a> {
+    pub provider: ProviderId,
+    pub model: &'a str,
+    pub usage: Usage,
+    /// `ok`, or the error code.
+    pub status: &'a str,
+    pub latency_ms: u64,
+}
+
+impl Metering {
+    /// The most the request can cost: its input estimate and `max_tokens` of output, at the
+    /// dearest price among the models of its plan.
+    fn worst_case(&self, req: &GenerateRequest) -> i64 {
+        let input = token_estimate(&req.system) + token_estimate(&req.prompt);
+        req.plan
+            .iter()
+            .map(|(_, model)| self.ledger.price(model, input, u64::from(req.max_tokens)).0)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Holds the worst case against the caller's budgets, or refuses.
+    pub(super) async fn reserve(
+        &self,
+        req: &GenerateRequest,
+    ) -> Result<Reservation, GenerateError> {
+        if req.account.limits.is_empty() {
+            return Ok(Reservation::none());
+        }
+        self.budgets
+            .reserve(&req.account.limits, self.worst_case(req))
+            .await
+            .map_err(|e| match e {
+                BudgetError::Exceeded(e) => GenerateError::BudgetExceeded(e),
+                BudgetError::Unavailable(why) => GenerateError::LedgerUnavailable(why),
+            })
+    }
+
+    /// Writes the call's ledger row and settles its reservation with the real cost.
+    pub(super) fn finish(&self, req: &GenerateRequest, reservation: Reservation, o: &Outcome<'_>) {
+        let cost = self.ledger.record(&LedgerUsage {
+            request_id: &req.account.request_id,
+            key_id: req.account.key_id.as_deref(),
+            user_id: &req.account.user_id,
+            route: req.account.route,
+            provider: o.provider.as_str(),
+            model: o.model,
+            engine: req.engine.as_str(),
+            input_tokens: o.usage.input_tokens,
+            output_tokens: o.usage.output_tokens,
+            cached: false,
+            status: o.status,
+            latency_ms: o.latency_ms,
+        });
+        self.budgets.settle(reservation, cost);
+    }
+
+    /// A request answered from the cache (or by another request's call): a row that costs
+    /// nothing.
+    pub(super) fn cached(&self, req: &GenerateRequest, g: &super::Generation) {
+        self.ledger.record(&LedgerUsage {
+            request_id: &req.account.request_id,
+            key_id: req.account.key_id.as_deref(),
+            user_id: &req.account.user_id,
+            route: req.account.route,
+            provider: g.provider.as_str(),
+            model: &g.model,
+            engine: req.engine.as_str(),
+            input_tokens: g.usage.input_tokens,
+            output_tokens: g.usage.output_tokens,
+            cached: true,
+            status: "ok",
+            latency_ms: g.latency_ms,
+        });
+    }
+
+    /// What a stream that ended early used, as far as the gateway can tell: the input estimate
+    /// and the text relayed so far.
+    pub(super) fn estimate(req: &GenerateRequest, text: &str) -> Usage {
+        Usage {
+            input_tokens: token_estimate(&req.system) + token_estimate(&req.prompt),
+            output_tokens: token_estimate(text),
+        }
+    }
+}
