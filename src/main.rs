@@ -34,6 +34,13 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         jsonl: bool,
     },
+    /// Apply the database migrations (SPARK_DATABASE_URL) and exit; `serve` also applies them.
+    Migrate,
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Exit 0 when the gateway's /livez answers 200.
     Healthcheck {
         /// Base URL of the gateway (default: from SPARK_BIND).
@@ -42,12 +49,38 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain from the first row to the last: exit 0, or 1 naming the first row
+    /// whose chain breaks.
+    Verify,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
         Command::CheckConfig => check_config(),
         Command::Sanitize { json, jsonl } => sanitize_cmd(json, jsonl),
+        Command::Migrate => with_store(|store| async move {
+            store.migrate().await.map_err(|e| e.to_string())?;
+            println!("migrations applied ({} database)", store.backend().as_str());
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => with_store(|store| async move {
+            match store.verify_audit().await.map_err(|e| e.to_string())? {
+                Ok(rows) => {
+                    println!("audit trail intact: {rows} rows");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(broken) => {
+                    println!("audit trail broken at row {}: {}", broken.id, broken.why);
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }),
         Command::Healthcheck { url } => healthcheck(url),
     }
 }
@@ -251,6 +284,55 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+/// Runs a database command against `SPARK_DATABASE_URL` (or the default SQLite file). Errors
+/// go to stderr with exit 2, so `audit verify`'s 1 means a broken chain and nothing else.
+fn with_store<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce(spark_gateway::store::Store) -> Fut,
+    Fut: std::future::Future<Output = Result<ExitCode, String>>,
+{
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let url = match &config.database {
+        spark_gateway::config::Database::Off => {
+            eprintln!("SPARK_DATABASE_URL=none: there is no database");
+            return ExitCode::from(2);
+        }
+        spark_gateway::config::Database::Url(url) => url.clone(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("could not start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async move {
+        use secrecy::ExposeSecret;
+        let store = match spark_gateway::store::Store::open(url.expose_secret()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        let code = f(store.clone()).await.unwrap_or_else(|e| {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        });
+        store.close().await;
+        code
+    })
 }
 
 fn check_config() -> ExitCode {

@@ -68,7 +68,7 @@ fn parse_budget(v: &Value, problems: &mut Vec<String>) -> Option<Budget> {
         return None;
     };
     if obj.keys().any(|k| k != "limitUsd" && k != "period") {
-        problems.push("budget has an unknown field; its fields are limitUsd and period".into());
+        problems.push("budget has an unknown field (its fields are limitUsd and period)".into());
     }
     let limit = obj.get("limitUsd").and_then(Value::as_f64);
     let period = obj
@@ -183,7 +183,7 @@ const FIELDS: &[&str] = &[
 fn unknown_fields(body: &Map<String, Value>, problems: &mut Vec<String>) {
     if body.keys().any(|k| !FIELDS.contains(&k.as_str())) {
         problems.push(format!(
-            "unknown field; the fields are {}",
+            "unknown field (the fields are {})",
             FIELDS.join(", ")
         ));
     }

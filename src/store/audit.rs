@@ -204,7 +204,7 @@ impl Store {
     /// Appends one entry in a transaction of its own.
     pub async fn append_audit(&self, entry: Entry) -> Result<AuditRow, StoreError> {
         self.ready().await?;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = append_in(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(row)

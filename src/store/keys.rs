@@ -176,7 +176,7 @@ impl Store {
     /// Stores a new key and its `key.create` audit row, in one transaction.
     pub async fn insert_key(&self, key: &KeyRecord, audit: Entry) -> Result<(), StoreError> {
         self.ready().await?;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(&format!(
             "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         ))
@@ -251,7 +251,7 @@ impl Store {
         audit: Entry,
     ) -> Result<KeyRecord, StoreError> {
         self.ready().await?;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM api_keys WHERE id = $1 AND revoked_at IS NULL"
         ))
@@ -299,7 +299,7 @@ impl Store {
     /// `NotFound`, so the trail holds one revocation per key.
     pub async fn revoke_key(&self, id: &str, audit: Entry) -> Result<(), StoreError> {
         self.ready().await?;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let now = now_ms();
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1, updated_at = $1 WHERE id = $2 AND revoked_at IS NULL",

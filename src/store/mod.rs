@@ -167,6 +167,19 @@ impl Store {
         &self.pool
     }
 
+    /// A transaction that writes. SQLite's default (deferred) transaction takes the write lock
+    /// only at its first write, and if another connection wrote in between it fails at once
+    /// with `SQLITE_BUSY` whatever the busy timeout; `BEGIN IMMEDIATE` takes the lock first, so
+    /// writers queue under the busy timeout instead. PostgreSQL locks rows as it goes.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Applies the embedded migrations (idempotent: applied ones are skipped, a changed one is
     /// an error). Concurrent callers in this process wait for one run.
     pub async fn migrate(&self) -> Result<(), StoreError> {

@@ -88,7 +88,7 @@ impl Store {
     /// Inserts `rows` in one statement per 1,000 rows, in one transaction.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<(), StoreError> {
         self.ready().await?;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         for chunk in rows.chunks(1000) {
             let mut sql = String::with_capacity(200 + chunk.len() * 16 * COLUMNS);
             sql.push_str(
