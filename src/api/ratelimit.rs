@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::error::ApiError;
-use crate::auth::Caller;
-use crate::ratelimit::{LimitKey, RouteClass, ceil_secs};
+use crate::auth::{Caller, ManagedKey};
+use crate::ratelimit::{LimitKey, Quota, RouteClass, ceil_secs};
 use crate::state::AppState;
 
 /// The client's address: the peer, or what `X-Forwarded-For` says when the peer is a trusted
@@ -51,14 +51,23 @@ pub async fn limit(
     req: Request,
     next: Next,
 ) -> Response {
-    let key = match req.extensions().get::<Caller>() {
-        Some(Caller::User(user)) => LimitKey::User(user.clone()),
+    // A managed key with a quota of its own is limited by it, apart from its user's others.
+    let own = req.extensions().get::<ManagedKey>().and_then(|k| {
+        let quota = Quota::parse(k.0.rate_limit.as_deref()?)?;
+        Some(LimitKey::Key {
+            id: k.0.id.clone(),
+            quota,
+        })
+    });
+    let key = match (req.extensions().get::<Caller>(), own) {
+        (Some(Caller::User(_)), Some(own)) => own,
+        (Some(Caller::User(user)), None) => LimitKey::User(user.clone()),
         // Exempt: no budget applies, so no X-RateLimit-* headers either (API.md).
-        Some(Caller::Master) if state.config().rate_limits.master_exempt => {
+        (Some(Caller::Master), _) if state.config().rate_limits.master_exempt => {
             return next.run(req).await;
         }
-        Some(Caller::Master) => LimitKey::Master,
-        Some(Caller::Anonymous) | None => LimitKey::Ip(client_ip(&state, &req)),
+        (Some(Caller::Master), _) => LimitKey::Master,
+        (Some(Caller::Anonymous) | None, _) => LimitKey::Ip(client_ip(&state, &req)),
     };
     let decision = state
         .limiter()

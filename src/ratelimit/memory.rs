@@ -25,8 +25,15 @@ pub struct MemoryLimiter<C: Clock = DefaultClock> {
     classes: HashMap<RouteClass, Keyed<C>>,
     /// An overridden user's own limiter per class (their quota differs from everyone else's).
     overrides: HashMap<(RouteClass, String), Keyed<C>>,
+    /// One limiter per class and quota that managed keys carry, made on first use. Quotas are
+    /// set by the master key through the admin API, so there are few; past
+    /// [`MAX_KEY_QUOTAS`] a key is limited by its route's quota instead of growing this.
+    by_quota: std::sync::RwLock<HashMap<(RouteClass, Quota), std::sync::Arc<Keyed<C>>>>,
     clock: C,
 }
+
+/// Distinct (class, quota) limiters for managed keys at most.
+const MAX_KEY_QUOTAS: usize = 4_096;
 
 fn governor_quota(q: Quota) -> GQuota {
     let burst = NonZeroU32::new(q.burst).unwrap_or(NonZeroU32::MIN);
@@ -60,12 +67,18 @@ impl<C: Clock + Clone> MemoryLimiter<C> {
             quotas,
             classes,
             overrides,
+            by_quota: std::sync::RwLock::new(HashMap::new()),
             clock,
         }
     }
 
     /// The decision, synchronously (the trait method just calls this).
     pub fn decide(&self, class: RouteClass, key: &LimitKey) -> Decision {
+        if let LimitKey::Key { quota, .. } = key
+            && let Some(limiter) = self.key_limiter(class, *quota)
+        {
+            return self.step(&limiter, *quota, key);
+        }
         let (limiter, quota) = match key.user().and_then(|u| {
             Some((
                 self.overrides.get(&(class, u.to_owned()))?,
@@ -79,6 +92,28 @@ impl<C: Clock + Clone> MemoryLimiter<C> {
                 None => return unlimited(self.quotas.for_class(class)),
             },
         };
+        self.step(limiter, quota, key)
+    }
+
+    /// The shared limiter for a managed key's own quota on `class`.
+    fn key_limiter(&self, class: RouteClass, quota: Quota) -> Option<std::sync::Arc<Keyed<C>>> {
+        if let Some(l) = self.by_quota.read().ok()?.get(&(class, quota)) {
+            return Some(std::sync::Arc::clone(l));
+        }
+        let mut map = self.by_quota.write().ok()?;
+        if map.len() >= MAX_KEY_QUOTAS && !map.contains_key(&(class, quota)) {
+            return None;
+        }
+        let l = map.entry((class, quota)).or_insert_with(|| {
+            std::sync::Arc::new(
+                RateLimiter::dashmap_with_clock(governor_quota(quota), self.clock.clone())
+                    .with_middleware::<StateInformationMiddleware>(),
+            )
+        });
+        Some(std::sync::Arc::clone(l))
+    }
+
+    fn step(&self, limiter: &Keyed<C>, quota: Quota, key: &LimitKey) -> Decision {
         let interval = quota.interval();
         match limiter.check_key(&key.id()) {
             Ok(snapshot) => {
@@ -108,12 +143,22 @@ impl<C: Clock + Clone> MemoryLimiter<C> {
     pub fn keys(&self) -> usize {
         self.classes.values().map(|l| l.len()).sum::<usize>()
             + self.overrides.values().map(|l| l.len()).sum::<usize>()
+            + self
+                .by_quota
+                .read()
+                .map_or(0, |m| m.values().map(|l| l.len()).sum::<usize>())
     }
 
     pub fn retain_recent(&self) {
         for l in self.classes.values().chain(self.overrides.values()) {
             l.retain_recent();
             l.shrink_to_fit();
+        }
+        if let Ok(map) = self.by_quota.read() {
+            for l in map.values() {
+                l.retain_recent();
+                l.shrink_to_fit();
+            }
         }
     }
 }

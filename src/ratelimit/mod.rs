@@ -46,7 +46,7 @@ impl RouteClass {
 }
 
 /// `N/sec|min|hour`, optionally `,burst=M`: N requests per period, bursts of up to M.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
     /// Requests per period, reported as `X-RateLimit-Limit`.
     pub limit: u32,
@@ -114,6 +114,18 @@ pub struct Quotas {
 }
 
 impl Quotas {
+    /// The quota `key` gets on `class`: its own (a managed key's), its user's override, or the
+    /// class's.
+    pub fn for_key(&self, class: RouteClass, key: &LimitKey) -> Quota {
+        match key {
+            LimitKey::Key { quota, .. } => *quota,
+            _ => key
+                .user()
+                .and_then(|u| self.overrides.get(u).copied())
+                .unwrap_or_else(|| self.for_class(class)),
+        }
+    }
+
     pub fn for_class(&self, class: RouteClass) -> Quota {
         match class {
             RouteClass::Generate => self.generate,
@@ -143,6 +155,11 @@ impl Quotas {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LimitKey {
     User(String),
+    /// A managed key with a quota of its own, which replaces the route quotas for it.
+    Key {
+        id: String,
+        quota: Quota,
+    },
     Master,
     Ip(IpAddr),
 }
@@ -152,6 +169,7 @@ impl LimitKey {
     pub fn id(&self) -> String {
         match self {
             LimitKey::User(u) => format!("user:{u}"),
+            LimitKey::Key { id, .. } => format!("key:{id}"),
             LimitKey::Master => "master".to_owned(),
             LimitKey::Ip(ip) => format!("ip:{ip}"),
         }

@@ -92,10 +92,7 @@ fn micros(v: i64) -> Duration {
 #[async_trait]
 impl Limiter for RedisLimiter {
     async fn check(&self, class: RouteClass, key: &LimitKey) -> Decision {
-        let quota = key
-            .user()
-            .and_then(|u| self.quotas.overrides.get(u).copied())
-            .unwrap_or_else(|| self.quotas.for_class(class));
+        let quota = self.quotas.for_key(class, key);
         // Keys are hashed: user ids and addresses never appear in Redis.
         let digest = Sha256::digest(key.id().as_bytes());
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();

@@ -370,4 +370,24 @@ async fn key_requests_are_checked_whole_and_model_lists_are_enforced() {
         .await
         .unwrap();
     assert_error(missing, 404, "not_found").await;
+
+    // A key's own quota replaces the route's for that key alone.
+    let (_, slow) = issue(&app, &json!({"userId": "erin", "rateLimit": "2/min"})).await;
+    for i in 0..2 {
+        let r = app
+            .post_generate_as(&slow, &json!({"prompt": format!("lamp {i}")}))
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-ratelimit-limit"], "2");
+    }
+    let limited = app
+        .post_generate_as(&slow, &json!({"prompt": "lamp 3"}))
+        .await;
+    assert_error(limited, 429, "rate_limited").await;
+    // The same user's other key is not slowed by it.
+    let fast = app
+        .post_generate_as(&key, &json!({"prompt": "lamp 4"}))
+        .await;
+    assert_eq!(fast.status(), 200);
+    assert_eq!(fast.headers()["x-ratelimit-limit"], "100000");
 }
