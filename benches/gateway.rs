@@ -44,6 +44,15 @@ fn router(cache_ttl: &str) -> Router {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    // The default set-up: the ledger on, in a SQLite file of the bench's own.
+    let mut env = env;
+    env.insert(
+        "SPARK_DATA_DIR".to_owned(),
+        std::env::temp_dir()
+            .join(format!("spark-bench-{}", std::process::id()))
+            .display()
+            .to_string(),
+    );
     let config = Config::from_source(&env).unwrap();
     spark_gateway::app(spark_gateway::build_state(config).unwrap())
 }
@@ -78,6 +87,8 @@ fn whole_request(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    // The state starts background tasks (the ledger writer), so it is built on the runtime.
+    let _runtime = rt.enter();
     let cached = router("1h");
     let uncached = router("0s");
     // Fill the cache so every measured generate is a hit.

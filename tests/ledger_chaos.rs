@@ -171,22 +171,25 @@ async fn a_database_outage_under_load_fails_no_request_and_loses_no_row() {
         let client = client.clone();
         let url = gw.url("/api/spark/generate");
         let key = key.clone();
-        workers.push(tokio::spawn(async move {
-            let mut statuses = Vec::new();
-            let mut i = 0;
-            while Instant::now() < stop_at {
-                let status = client
-                    .post(&url)
-                    .header("x-api-key", &key)
-                    .json(&json!({"prompt": format!("door {w}-{i}"), "engine": "unity"}))
-                    .send()
-                    .await
-                    .map_or(0, |r| r.status().as_u16());
-                statuses.push(status);
-                i += 1;
-            }
-            statuses
-        }));
+        workers.push(spark_gateway::telemetry::spawn_named(
+            "load-worker",
+            async move {
+                let mut statuses = Vec::new();
+                let mut i = 0;
+                while Instant::now() < stop_at {
+                    let status = client
+                        .post(&url)
+                        .header("x-api-key", &key)
+                        .json(&json!({"prompt": format!("door {w}-{i}"), "engine": "unity"}))
+                        .send()
+                        .await
+                        .map_or(0, |r| r.status().as_u16());
+                    statuses.push(status);
+                    i += 1;
+                }
+                statuses
+            },
+        ));
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     pg.down();
@@ -262,12 +265,14 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is needed by this test (.ci/run installs it)");
+        // Owned at once, so every way out of here (a panic included) ends the process.
+        let redis = Redis { child, port };
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
             {
-                return Redis { child, port };
+                return redis;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

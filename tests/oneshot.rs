@@ -28,6 +28,8 @@ fn app(extra: &[(&str, &str)]) -> Router {
         ("SPARK_MASTER_API_KEY", MASTER),
         ("SPARK_API_KEYS", USER),
         ("SPARK_RATE_LIMIT_GENERATE", "2/min"),
+        // Stateless: the database routes answer that there is none.
+        ("SPARK_DATABASE_URL", "none"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -189,6 +191,32 @@ async fn without_configured_origins_no_cors_header_is_ever_sent() {
     assert!(!h.contains_key("access-control-allow-origin"));
 }
 
+/// With `SPARK_DATABASE_URL=none` the database routes say so, and generation works without it.
+#[tokio::test]
+async fn without_a_database_its_routes_answer_501_and_generation_works() {
+    let app = app(&[]);
+    for (method, path) in [
+        ("GET", "/api/admin/keys"),
+        ("GET", "/api/admin/audit"),
+        ("GET", "/api/usage"),
+    ] {
+        let (status, _, body) = send(&app, request(method, path, Some(MASTER), "")).await;
+        assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{path}");
+        assert_eq!(body["error"]["code"], "database_off");
+    }
+    let (status, _, _) = send(
+        &app,
+        request(
+            "POST",
+            "/api/spark/generate",
+            Some(USER),
+            r#"{"prompt":"a door"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 /// Issue 16, finding 12: the OpenAPI document covers every route and both auth schemes.
 #[tokio::test]
 async fn the_openapi_document_covers_every_route_and_both_auth_schemes() {
@@ -211,6 +239,12 @@ async fn the_openapi_document_covers_every_route_and_both_auth_schemes() {
         ("/api/admin/cache/purge", "post"),
         ("/api/admin/errors", "get"),
         ("/api/admin/breakers/{provider}/reset", "post"),
+        ("/api/admin/keys", "post"),
+        ("/api/admin/keys", "get"),
+        ("/api/admin/keys/{id}", "patch"),
+        ("/api/admin/keys/{id}", "delete"),
+        ("/api/admin/audit", "get"),
+        ("/api/usage", "get"),
         ("/api/openapi.json", "get"),
     ] {
         assert!(paths[path][method].is_object(), "{method} {path} missing");

@@ -1,11 +1,15 @@
 """The official OpenAI Python SDK against a running gateway on the simulator.
 
 Run by .ci/run: `python tests/openai_sdk.py` with GATEWAY_URL, API_KEY and LIMITED_KEY (a key whose
-rate limit is one request per minute) in the environment. Exits non-zero at the first failure.
+rate limit is one request per minute) in the environment, and MASTER_KEY when the gateway prices the
+simulator (SPARK_PRICES_FILE) so that a managed key's budget can be spent. Exits non-zero at the
+first failure.
 """
 
+import json
 import os
 import sys
+import urllib.request
 
 import openai
 from openai import OpenAI
@@ -13,6 +17,20 @@ from openai import OpenAI
 BASE = os.environ["GATEWAY_URL"].rstrip("/") + "/v1"
 KEY = os.environ["API_KEY"]
 LIMITED = os.environ["LIMITED_KEY"]
+MASTER = os.environ.get("MASTER_KEY")
+
+
+def issue_key(body: dict) -> str:
+    """A managed key from the admin API (the secret is in the 201 answer only)."""
+    req = urllib.request.Request(
+        os.environ["GATEWAY_URL"].rstrip("/") + "/api/admin/keys",
+        data=json.dumps(body).encode(),
+        headers={"X-API-Key": MASTER, "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 201, resp.status
+        return json.load(resp)["key"]
 
 
 def client(key: str) -> OpenAI:
@@ -89,6 +107,25 @@ def main() -> int:
     except openai.BadRequestError as e:
         assert e.code == "prompt_rejected", e.code
         print("injection: BadRequestError prompt_rejected")
+
+    # A managed key whose budget is spent: OpenAI's quota error, which the SDK raises as
+    # RateLimitError with the insufficient_quota type.
+    if MASTER:
+        budgeted = client(issue_key({"userId": "sdk_budget", "budget": {"limitUsd": 0.01, "period": "day"}}))
+        for i in range(50):
+            try:
+                budgeted.chat.completions.create(
+                    model="simulator",
+                    messages=[{"role": "user", "content": f"Create a Unity door number {i}"}],
+                )
+            except openai.RateLimitError as e:
+                assert e.status_code == 429
+                assert e.body["type"] == "insufficient_quota", e.body
+                assert e.body["code"] == "budget_exceeded", e.body
+                print(f"budget spent after {i} calls: RateLimitError insufficient_quota")
+                break
+        else:
+            raise AssertionError("the budget never refused")
 
     print("openai SDK: all checks passed")
     return 0

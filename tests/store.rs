@@ -148,11 +148,14 @@ async fn concurrent_appends_from_two_pools_keep_one_chain() {
         let mut tasks = Vec::new();
         for i in 0..40 {
             let s = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tasks.push(tokio::spawn(async move {
-                s.append_audit(Entry::new("system", "cache.purge").target(format!("n{i}")))
-                    .await
-                    .unwrap();
-            }));
+            tasks.push(spark_gateway::telemetry::spawn_named(
+                "append",
+                async move {
+                    s.append_audit(Entry::new("system", "cache.purge").target(format!("n{i}")))
+                        .await
+                        .unwrap();
+                },
+            ));
         }
         for t in tasks {
             t.await.unwrap();

@@ -161,6 +161,118 @@ pub struct AdminResult {
     pub fields: serde_json::Value,
 }
 
+/// A spend limit (`POST`/`PATCH /api/admin/keys`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetSpec {
+    /// US dollars, above 0 and at most 1e9.
+    pub limit_usd: f64,
+    /// `day`, `month` (UTC calendar) or `total`.
+    pub period: String,
+}
+
+/// `POST /api/admin/keys`; `PATCH` takes the same fields but `userId`, each optional, `null`
+/// clearing it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRequest {
+    /// Letters, digits, `_` and `.`; at most 64. Required on `POST`.
+    pub user_id: Option<String>,
+    pub name: Option<String>,
+    pub budget: Option<BudgetSpec>,
+    /// `100/min` or `100/min,burst=10`: replaces the route quotas for this key.
+    pub rate_limit: Option<String>,
+    /// The models this key may use (names from `GET /v1/models`).
+    pub models: Option<Vec<String>>,
+    /// RFC 3339.
+    pub expires_at: Option<String>,
+}
+
+/// A managed key (never its secret, except `key` in the answer to its creation).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedKeyObject {
+    pub id: String,
+    pub prefix: String,
+    pub user_id: String,
+    pub name: String,
+    pub budget: Option<BudgetSpec>,
+    pub rate_limit: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    /// Spent in the budget's current window (all time without a budget).
+    pub spent_usd: f64,
+    /// The key itself: in the `201` answer only.
+    pub key: Option<String>,
+}
+
+/// `GET /api/admin/keys`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyPage {
+    pub keys: Vec<ManagedKeyObject>,
+    pub next_cursor: Option<String>,
+}
+
+/// One row of the audit trail.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub id: i64,
+    pub time: String,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub request_id: Option<String>,
+    pub client_address: Option<String>,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    pub hash: String,
+    pub prev_hash: String,
+}
+
+/// `GET /api/admin/audit`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    pub next_cursor: Option<String>,
+}
+
+/// Sums of a usage group, and of all of them.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageSums {
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageRowBody {
+    /// A UTC date (`2026-12-01`), a model, a provider or a user id.
+    pub group: String,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
+}
+
+/// `GET /api/usage`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageReport {
+    pub from: String,
+    pub to: String,
+    pub group_by: String,
+    pub rows: Vec<UsageRowBody>,
+    pub totals: UsageSums,
+}
+
 /// One declaration per operation, read by utoipa only. Declarations rather than attributes on
 /// the handlers keep the statuses of every operation side by side, where a reviewer compares
 /// them with docs/API.md; the bodies are still the handlers' own types.
@@ -180,6 +292,7 @@ mod operations {
                 content((GenerationBody = "application/json"), (ServerSentEvent = "text/event-stream"))),
             (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope),
             (status = 401, description = "Missing or unknown key", body = ErrorEnvelope),
+            (status = 403, description = "The key may not use the requested model", body = ErrorEnvelope),
             (status = 408, description = "The body did not arrive in time", body = ErrorEnvelope),
             (status = 413, description = "Body over the limit", body = ErrorEnvelope),
             (status = 415, description = "Not application/json", body = ErrorEnvelope),
@@ -220,10 +333,11 @@ mod operations {
                 content((ChatCompletion = "application/json"), (ServerSentEvent = "text/event-stream"))),
             (status = 400, description = "Invalid request or rejected prompt", body = OpenAiErrorEnvelope),
             (status = 401, description = "Missing or unknown key", body = OpenAiErrorEnvelope),
+            (status = 403, description = "The key may not use the requested model", body = OpenAiErrorEnvelope),
             (status = 408, description = "The body did not arrive in time", body = OpenAiErrorEnvelope),
             (status = 413, description = "Body over the limit", body = OpenAiErrorEnvelope),
             (status = 415, description = "Not application/json", body = OpenAiErrorEnvelope),
-            (status = 429, description = "Rate limited", body = OpenAiErrorEnvelope),
+            (status = 429, description = "Rate limited, or budget spent (type insufficient_quota)", body = OpenAiErrorEnvelope),
             (status = 500, description = "A bug on our side", body = OpenAiErrorEnvelope),
             (status = 502, description = "Upstream error", body = OpenAiErrorEnvelope),
             (status = 503, description = "Overloaded or no provider available", body = OpenAiErrorEnvelope),
@@ -241,10 +355,11 @@ mod operations {
                 content((AnthropicMessage = "application/json"), (ServerSentEvent = "text/event-stream"))),
             (status = 400, description = "Invalid request or rejected prompt", body = AnthropicErrorEnvelope),
             (status = 401, description = "Missing or unknown key", body = AnthropicErrorEnvelope),
+            (status = 403, description = "The key may not use the requested model", body = AnthropicErrorEnvelope),
             (status = 408, description = "The body did not arrive in time", body = AnthropicErrorEnvelope),
             (status = 413, description = "Body over the limit", body = AnthropicErrorEnvelope),
             (status = 415, description = "Not application/json", body = AnthropicErrorEnvelope),
-            (status = 429, description = "Rate limited", body = AnthropicErrorEnvelope),
+            (status = 429, description = "Rate limited or budget spent", body = AnthropicErrorEnvelope),
             (status = 500, description = "A bug on our side", body = AnthropicErrorEnvelope),
             (status = 502, description = "Upstream error", body = AnthropicErrorEnvelope),
             (status = 503, description = "Overloaded or no provider available", body = AnthropicErrorEnvelope),
@@ -261,6 +376,7 @@ mod operations {
             (status = 200, description = "The input tokens of what would be sent: Anthropic's count, or the gateway's estimate (`X-Spark-Token-Count` says which)", body = TokenCount),
             (status = 400, description = "Invalid request or rejected prompt", body = AnthropicErrorEnvelope),
             (status = 401, description = "Missing or unknown key", body = AnthropicErrorEnvelope),
+            (status = 403, description = "The key may not use the requested model", body = AnthropicErrorEnvelope),
             (status = 408, description = "The body did not arrive in time", body = AnthropicErrorEnvelope),
             (status = 413, description = "Body over the limit", body = AnthropicErrorEnvelope),
             (status = 415, description = "Not application/json", body = AnthropicErrorEnvelope),
@@ -350,6 +466,124 @@ mod operations {
     )]
     fn reset_doc() {}
 
+    #[utoipa::path(
+        post, path = "/api/admin/keys", tag = "admin",
+        request_body = KeyRequest,
+        responses(
+            (status = 201, description = "The key object with `key`, shown this once", body = ManagedKeyObject),
+            (status = 400, description = "Invalid fields (each named)", body = ErrorEnvelope),
+            (status = 401, description = "Missing or unknown key", body = ErrorEnvelope),
+            (status = 403, description = "Not the master key", body = ErrorEnvelope),
+            (status = 408, description = "The body did not arrive in time", body = ErrorEnvelope),
+            (status = 413, description = "Body over the limit", body = ErrorEnvelope),
+            (status = 415, description = "Not application/json", body = ErrorEnvelope),
+            (status = 429, description = "Too many failed keys from this address", body = ErrorEnvelope),
+            (status = 501, description = "No database (SPARK_DATABASE_URL=none)", body = ErrorEnvelope),
+            (status = 503, description = "The database is unavailable", body = ErrorEnvelope),
+        ),
+        security(("apiKey" = []), ("bearer" = []))
+    )]
+    fn keys_create_doc() {}
+
+    #[utoipa::path(
+        get, path = "/api/admin/keys", tag = "admin",
+        params(
+            ("limit" = Option<u32>, Query, description = "1 to 500, default 100"),
+            ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+        ),
+        responses(
+            (status = 200, description = "Keys in id order, never a secret", body = KeyPage),
+            (status = 400, description = "Invalid parameters", body = ErrorEnvelope),
+            (status = 401, description = "Missing or unknown key", body = ErrorEnvelope),
+            (status = 403, description = "Not the master key", body = ErrorEnvelope),
+            (status = 429, description = "Too many failed keys from this address", body = ErrorEnvelope),
+            (status = 501, description = "No database", body = ErrorEnvelope),
+            (status = 503, description = "The database is unavailable", body = ErrorEnvelope),
+        ),
+        security(("apiKey" = []), ("bearer" = []))
+    )]
+    fn keys_list_doc() {}
+
+    #[utoipa::path(
+        patch, path = "/api/admin/keys/{id}", tag = "admin",
+        params(("id" = String, Path, description = "The key's id")),
+        request_body = KeyRequest,
+        responses(
+            (status = 200, description = "The changed key object", body = ManagedKeyObject),
+            (status = 400, description = "Invalid fields (each named)", body = ErrorEnvelope),
+            (status = 401, description = "Missing or unknown key", body = ErrorEnvelope),
+            (status = 403, description = "Not the master key", body = ErrorEnvelope),
+            (status = 404, description = "No key has that id (or it is revoked)", body = ErrorEnvelope),
+            (status = 408, description = "The body did not arrive in time", body = ErrorEnvelope),
+            (status = 413, description = "Body over the limit", body = ErrorEnvelope),
+            (status = 415, description = "Not application/json", body = ErrorEnvelope),
+            (status = 429, description = "Too many failed keys from this address", body = ErrorEnvelope),
+            (status = 501, description = "No database", body = ErrorEnvelope),
+            (status = 503, description = "The database is unavailable", body = ErrorEnvelope),
+        ),
+        security(("apiKey" = []), ("bearer" = []))
+    )]
+    fn keys_update_doc() {}
+
+    #[utoipa::path(
+        delete, path = "/api/admin/keys/{id}", tag = "admin",
+        params(("id" = String, Path, description = "The key's id")),
+        responses(
+            (status = 204, description = "Revoked: refused by every replica within seconds"),
+            (status = 401, description = "Missing or unknown key", body = ErrorEnvelope),
+            (status = 403, description = "Not the master key", body = ErrorEnvelope),
+            (status = 404, description = "No key has that id (or it is already revoked)", body = ErrorEnvelope),
+            (status = 429, description = "Too many failed keys from this address", body = ErrorEnvelope),
+            (status = 501, description = "No database", body = ErrorEnvelope),
+            (status = 503, description = "The database is unavailable", body = ErrorEnvelope),
+        ),
+        security(("apiKey" = []), ("bearer" = []))
+    )]
+    fn keys_revoke_doc() {}
+
+    #[utoipa::path(
+        get, path = "/api/admin/audit", tag = "admin",
+        params(
+            ("limit" = Option<u32>, Query, description = "1 to 500, default 100"),
+            ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+            ("action" = Option<String>, Query, description = "Only this action (key.create, key.update, key.revoke, cache.purge, breaker.reset, keys.reload, config.start, auth.failures)"),
+        ),
+        responses(
+            (status = 200, description = "Entries newest first", body = AuditPage),
+            (status = 400, description = "Invalid parameters", body = ErrorEnvelope),
+            (status = 401, description = "Missing or unknown key", body = ErrorEnvelope),
+            (status = 403, description = "Not the master key", body = ErrorEnvelope),
+            (status = 429, description = "Too many failed keys from this address", body = ErrorEnvelope),
+            (status = 501, description = "No database", body = ErrorEnvelope),
+            (status = 503, description = "The database is unavailable", body = ErrorEnvelope),
+        ),
+        security(("apiKey" = []), ("bearer" = []))
+    )]
+    fn audit_doc() {}
+
+    #[utoipa::path(
+        get, path = "/api/usage", tag = "spark",
+        params(
+            ("from" = Option<String>, Query, description = "RFC 3339, inclusive; default the start of this UTC month"),
+            ("to" = Option<String>, Query, description = "RFC 3339, exclusive; default now"),
+            ("groupBy" = Option<String>, Query, description = "day (default), model, provider or user"),
+            ("userId" = Option<String>, Query, description = "Master key: one user only; a user key may name only itself"),
+            ("format" = Option<String>, Query, description = "json (default) or csv"),
+        ),
+        responses(
+            (status = 200, description = "Requests, tokens and cost per group, and their totals",
+                content((UsageReport = "application/json"), (String = "text/csv"))),
+            (status = 400, description = "Invalid parameters", body = ErrorEnvelope),
+            (status = 401, description = "Missing or unknown key", body = ErrorEnvelope),
+            (status = 403, description = "A user key asked for another user", body = ErrorEnvelope),
+            (status = 429, description = "Too many failed keys from this address", body = ErrorEnvelope),
+            (status = 501, description = "No database", body = ErrorEnvelope),
+            (status = 503, description = "Overloaded, or the database is unavailable", body = ErrorEnvelope),
+        ),
+        security(("apiKey" = []), ("bearer" = []))
+    )]
+    fn usage_doc() {}
+
     #[utoipa::path(get, path = "/api/openapi.json", tag = "operations",
         responses((status = 200, description = "This document", content_type = "application/json", body = Object)))]
     fn openapi_doc() {}
@@ -380,14 +614,17 @@ impl Modify for SecuritySchemes {
         operations::models_doc, operations::health_doc, operations::livez_doc,
         operations::readyz_doc, operations::metrics_doc, operations::api_metrics_doc,
         operations::purge_doc, operations::errors_doc, operations::reset_doc,
-        operations::openapi_doc, operations::messages_doc, operations::count_tokens_doc
+        operations::openapi_doc, operations::messages_doc, operations::count_tokens_doc,
+        operations::keys_create_doc, operations::keys_list_doc, operations::keys_update_doc,
+        operations::keys_revoke_doc, operations::audit_doc, operations::usage_doc
     ),
     components(schemas(
         GenerateParams, GenerationBody, UsageBody, ExportParams, FileParams, ChatParams,
         ChatMessage, ErrorEnvelope, ErrorObject, OpenAiErrorEnvelope, OpenAiError, Health,
         Liveness, Readiness, ModelList, Model, ChatCompletion, AdminResult, ServerSentEvent,
         MessagesParams, MessageParam, AnthropicErrorEnvelope, AnthropicError, AnthropicMessage,
-        TokenCount
+        TokenCount, BudgetSpec, KeyRequest, ManagedKeyObject, KeyPage, AuditEntry, AuditPage,
+        UsageSums, UsageRowBody, UsageReport
     )),
     modifiers(&SecuritySchemes)
 )]

@@ -19,6 +19,7 @@ use governor::{Quota as GQuota, RateLimiter};
 use super::{Decision, LimitKey, Limiter, Quota, Quotas, RouteClass};
 
 type Keyed<C> = RateLimiter<String, DefaultKeyedStateStore<String>, C, StateInformationMiddleware>;
+type ByQuota<C> = HashMap<(RouteClass, Quota), std::sync::Arc<Keyed<C>>>;
 
 pub struct MemoryLimiter<C: Clock = DefaultClock> {
     quotas: Quotas,
@@ -28,7 +29,7 @@ pub struct MemoryLimiter<C: Clock = DefaultClock> {
     /// One limiter per class and quota that managed keys carry, made on first use. Quotas are
     /// set by the master key through the admin API, so there are few; past
     /// [`MAX_KEY_QUOTAS`] a key is limited by its route's quota instead of growing this.
-    by_quota: std::sync::RwLock<HashMap<(RouteClass, Quota), std::sync::Arc<Keyed<C>>>>,
+    by_quota: std::sync::RwLock<ByQuota<C>>,
     clock: C,
 }
 

@@ -223,15 +223,18 @@ async fn a_spent_budget_refuses_and_concurrency_overshoots_by_less_than_one_requ
             let client = app.client.clone();
             let url = app.url("/api/spark/generate");
             let key = key.clone();
-            tasks.push(tokio::spawn(async move {
-                client
-                    .post(url)
-                    .header("x-api-key", key)
-                    .json(&json!({"prompt": format!("door number {i}"), "maxTokens": 100}))
-                    .send()
-                    .await
-                    .unwrap()
-            }));
+            tasks.push(spark_gateway::telemetry::spawn_named(
+                "budget-client",
+                async move {
+                    client
+                        .post(url)
+                        .header("x-api-key", key)
+                        .json(&json!({"prompt": format!("door number {i}"), "maxTokens": 100}))
+                        .send()
+                        .await
+                        .unwrap()
+                },
+            ));
         }
         let mut ok = 0;
         for t in tasks {

@@ -32,6 +32,20 @@ pub async fn start_gateway_with(extra: &[(&str, &str)]) -> String {
     .chain(extra)
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
+    // The ledger on, in a SQLite file of this gateway's own.
+    let mut env = env;
+    env.entry("SPARK_DATA_DIR".to_owned()).or_insert_with(|| {
+        std::env::temp_dir()
+            .join(format!(
+                "spark-loadtest-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ))
+            .display()
+            .to_string()
+    });
     let config = spark_gateway::config::Config::from_source(&env).unwrap();
     let state = spark_gateway::build_state(config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
