@@ -10,6 +10,9 @@
     reason = "a test fails loudly at the first surprise"
 )]
 
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
 #[path = "support/pg.rs"]
 mod pg;
 
@@ -241,56 +244,10 @@ async fn a_database_outage_under_load_fails_no_request_and_loses_no_row() {
     assert_eq!(rows(&pg.url()).await, served + 20);
 }
 
-/// A redis-server of the test's own.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is needed by this test (.ci/run installs it)");
-        // Owned at once, so every way out of here (a panic included) ends the process.
-        let redis = Redis { child, port };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return redis;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not start");
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_revocations_and_budgets() {
     let pg = pg::TestPostgres::start();
-    let redis = Redis::start().await;
+    let redis = helpers::TestRedis::start().await;
     // The simulator priced at $1,000 per million tokens: a few hundred tokens cost ~$0.5.
     let prices = std::env::temp_dir().join(format!(
         "spark-prices-{}.json",
@@ -303,7 +260,7 @@ async fn two_replicas_share_revocations_and_budgets() {
     .unwrap();
     let env = [
         ("SPARK_DATABASE_URL", pg.url()),
-        ("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port)),
+        ("REDIS_URL", redis.url()),
         ("SPARK_PRICES_FILE", prices.display().to_string()),
         ("SPARK_CACHE_TTL", "0".to_owned()),
     ];

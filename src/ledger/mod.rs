@@ -286,7 +286,12 @@ async fn writer(
     let failure_log = crate::telemetry::Throttle::new(Duration::from_secs(30));
     loop {
         let mut due = false;
-        if !stopping {
+        // With a backlog (after an outage) and the database answering, write on without
+        // waiting for the next tick or row.
+        let backlog = rows.len() >= BATCH && tokio::time::Instant::now() >= next_try;
+        if backlog {
+            due = true;
+        } else if !stopping {
             tokio::select! {
                 item = rx.recv() => match item {
                     Some(item) => push(item, &mut rows, &mut audit),

@@ -166,6 +166,19 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds the fields an admin sets, in the order both the insert and the update name them: name,
+/// budget limit, budget period, rate limit, models, expiry.
+fn bind_settings<'q>(q: AnyQuery<'q>, key: &KeyRecord) -> AnyQuery<'q> {
+    q.bind(key.name.clone())
+        .bind(key.budget.map(|b| b.limit_nusd))
+        .bind(key.budget.map(|b| b.period.as_str().to_owned()))
+        .bind(key.rate_limit.clone())
+        .bind(models_json(&key.models))
+        .bind(key.expires_at)
+}
+
 fn models_json(models: &Option<Vec<String>>) -> Option<String> {
     models
         .as_ref()
@@ -177,24 +190,20 @@ impl Store {
     pub async fn insert_key(&self, key: &KeyRecord, audit: Entry) -> Result<(), StoreError> {
         self.ready().await?;
         let mut tx = self.begin_write().await?;
-        sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-        ))
-        .bind(key.id.clone())
-        .bind(hex(&key.digest))
-        .bind(key.prefix.clone())
-        .bind(key.user_id.clone())
-        .bind(key.name.clone())
-        .bind(key.budget.map(|b| b.limit_nusd))
-        .bind(key.budget.map(|b| b.period.as_str().to_owned()))
-        .bind(key.rate_limit.clone())
-        .bind(models_json(&key.models))
-        .bind(key.expires_at)
-        .bind(key.created_at)
-        .bind(key.updated_at)
-        .bind(key.revoked_at)
-        .execute(&mut *tx)
-        .await?;
+        );
+        let q = sqlx::query(&sql)
+            .bind(key.id.clone())
+            .bind(hex(&key.digest))
+            .bind(key.prefix.clone())
+            .bind(key.user_id.clone());
+        bind_settings(q, key)
+            .bind(key.created_at)
+            .bind(key.updated_at)
+            .bind(key.revoked_at)
+            .execute(&mut *tx)
+            .await?;
         audit::append_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -276,20 +285,15 @@ impl Store {
             key.expires_at = expires_at;
         }
         key.updated_at = now_ms().max(key.updated_at + 1);
-        sqlx::query(
+        let q = sqlx::query(
             "UPDATE api_keys SET name = $1, budget_limit_nusd = $2, budget_period = $3, \
              rate_limit = $4, models = $5, expires_at = $6, updated_at = $7 WHERE id = $8",
-        )
-        .bind(key.name.clone())
-        .bind(key.budget.map(|b| b.limit_nusd))
-        .bind(key.budget.map(|b| b.period.as_str().to_owned()))
-        .bind(key.rate_limit.clone())
-        .bind(models_json(&key.models))
-        .bind(key.expires_at)
-        .bind(key.updated_at)
-        .bind(id.to_owned())
-        .execute(&mut *tx)
-        .await?;
+        );
+        bind_settings(q, &key)
+            .bind(key.updated_at)
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?;
         audit::append_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(key)

@@ -33,6 +33,19 @@ async fn issue(app: &TestApp, body: &Value) -> (String, String) {
     )
 }
 
+/// GETs `path` with `key` and returns its JSON body, whatever the status.
+async fn get_json(app: &TestApp, key: &str, path: &str) -> Value {
+    app.client
+        .get(app.url(path))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn usage(app: &TestApp, key: &str, query: &str) -> Value {
     let resp = app
         .client
@@ -136,16 +149,7 @@ async fn a_managed_key_generates_and_its_usage_is_priced_in_the_ledger() {
         assert_error(other, 403, "forbidden").await;
 
         // The key list shows what it spent, never a secret.
-        let listed: Value = app
-            .client
-            .get(app.url("/api/admin/keys"))
-            .header("x-api-key", MASTER_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listed: Value = get_json(&app, MASTER_KEY, "/api/admin/keys").await;
         let text = listed.to_string();
         assert!(!text.contains(&key[key.len() - 20..]), "{backend}");
         assert!((listed["keys"][0]["spentUsd"].as_f64().unwrap() - cost).abs() < 1e-9);
@@ -190,16 +194,7 @@ async fn a_managed_key_generates_and_its_usage_is_priced_in_the_ledger() {
             .unwrap();
         assert!(details.iter().all(|d| !d.contains(secret)));
         assert!(store.verify_audit().await.unwrap().is_ok(), "{backend}");
-        let audit: Value = app
-            .client
-            .get(app.url("/api/admin/audit?action=key.revoke"))
-            .header("x-api-key", MASTER_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let audit: Value = get_json(&app, MASTER_KEY, "/api/admin/audit?action=key.revoke").await;
         assert_eq!(audit["entries"][0]["target"], id.as_str());
         assert_eq!(audit["entries"][0]["actor"], "master");
         assert!(audit["entries"][0]["clientAddress"].is_string());

@@ -1,0 +1,121 @@
+//! The ledger writer's throughput: usage rows inserted per second, in the batches the writer
+//! uses (1,000 rows a statement), on PostgreSQL and SQLite.
+//!
+//! Run: `cargo bench --bench ledger` (PostgreSQL at `SPARK_TEST_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`; each run works in a fresh schema). The baseline in
+//! the same run is the naive writer: one row per statement, the same rows. Criterion reports
+//! elements per second.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmarks fail loudly"
+)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use spark_gateway::store::Store;
+use spark_gateway::store::usage::UsageRow;
+use sqlx::Connection;
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn rows(n: usize) -> Vec<UsageRow> {
+    (0..n)
+        .map(|_| {
+            let i = NEXT.fetch_add(1, Ordering::Relaxed);
+            UsageRow {
+                id: format!("row-{i}-{}", std::process::id()),
+                time: 1_764_547_200_000 + i as i64,
+                request_id: format!("req-{i}"),
+                key_id: Some("k0a1b2c3d4e5".into()),
+                user_id: "bench".into(),
+                route: "generate",
+                provider: "anthropic".into(),
+                model: "claude-sonnet-4-5-20250929".into(),
+                engine: "unity".into(),
+                input_tokens: 321,
+                output_tokens: 654,
+                cached: false,
+                cost_nusd: 10_773_000,
+                status: "ok".into(),
+                latency_ms: 812,
+            }
+        })
+        .collect()
+}
+
+fn postgres_url(rt: &tokio::runtime::Runtime) -> String {
+    let base = std::env::var("SPARK_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("bench_{}", std::process::id());
+    rt.block_on(async {
+        let mut c = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("PostgreSQL is needed by this benchmark");
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    });
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
+fn writer(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sqlite_dir =
+        std::env::temp_dir().join(format!("spark-ledger-bench-{}", std::process::id()));
+    let backends = [
+        ("postgres", Store::open(&postgres_url(&rt)).unwrap()),
+        (
+            "sqlite",
+            Store::open(&spark_gateway::store::default_url(&sqlite_dir)).unwrap(),
+        ),
+    ];
+    let mut group = c.benchmark_group("ledger_writer");
+    group.sample_size(10);
+    for (name, store) in &backends {
+        rt.block_on(store.migrate()).unwrap();
+        group.throughput(Throughput::Elements(5_000));
+        group.bench_function(format!("{name}/batched_5000_rows"), |b| {
+            b.iter_batched(
+                || rows(5_000),
+                |batch| rt.block_on(store.insert_usage(&batch)).unwrap(),
+                criterion::BatchSize::LargeInput,
+            );
+        });
+        group.throughput(Throughput::Elements(200));
+        group.bench_function(
+            format!("{name}/baseline_one_row_per_statement_200_rows"),
+            |b| {
+                b.iter_batched(
+                    || rows(200),
+                    |batch| {
+                        rt.block_on(async {
+                            for row in batch.chunks(1) {
+                                store.insert_usage(row).await.unwrap();
+                            }
+                        });
+                    },
+                    criterion::BatchSize::LargeInput,
+                );
+            },
+        );
+    }
+    group.finish();
+    let _ = std::fs::remove_dir_all(sqlite_dir);
+}
+
+criterion_group!(benches, writer);
+criterion_main!(benches);

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""What the usage ledger costs on the request path: p99 at 1,000 req/s with the ledger off
+(`SPARK_DATABASE_URL=none`), on PostgreSQL and on the default SQLite file, measured in the same
+run (about 6 minutes on 2 cores with the default five rounds, build excluded).
+
+    python3 loadtest/ledger_bench.py               # build, measure, print the table
+    python3 loadtest/ledger_bench.py --no-build    # use the release binaries as they are
+
+Everything runs on 127.0.0.1 and stops by itself: the release gateway, the mock upstream and
+`spark-loadtest run` as the generator. PostgreSQL is the machine's (`SPARK_TEST_POSTGRES_URL`,
+default postgres://postgres@127.0.0.1:5432/test), in a fresh schema per round. Every request is a
+miss through a provider (`generate-miss`, cache off), so every request writes a ledger row. Rounds
+alternate the three set-ups so a drift of the shared machine hits them alike; after each
+PostgreSQL round the rows in the database are counted against the requests the generator sent.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402  (the shared helpers: processes, ports, the generator, the machine)
+
+ROUNDS = 5
+DURATION = "10s"
+WARMUP = "2s"
+RATE = 1000
+PG = os.environ.get("SPARK_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+
+
+def psql(sql):
+    out = subprocess.run(["psql", PG, "-Atqc", sql], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def measure(procs, mock_url, ledger):
+    env = {}
+    schema = None
+    if ledger == "off":
+        env["SPARK_DATABASE_URL"] = "none"
+    elif ledger == "postgres":
+        schema = "ledger_bench_" + uuid.uuid4().hex[:12]
+        psql(f"CREATE SCHEMA {schema}")
+        sep = "&" if "?" in PG else "?"
+        env["SPARK_DATABASE_URL"] = f"{PG}{sep}options=-c%20search_path%3D{schema}"
+    else:
+        env["SPARK_DATA_DIR"] = str(bench.OUT_DIR / f"ledger-{uuid.uuid4().hex[:12]}")
+    gw, url = bench.start_gateway(procs, mock_url, "0s", env)
+    result = bench.loadtest(
+        [
+            "--target", url, "--api-key", bench.API_KEY, "--scenario", "generate-miss",
+            "--rate", str(RATE), "--duration", DURATION, "--warmup", WARMUP,
+        ]
+    )
+    rows = None
+    if schema:
+        time.sleep(2)  # one writer period and a margin: the last batch goes in
+        rows = int(psql(f"SELECT COUNT(*) FROM {schema}.usage_records"))
+        psql(f"DROP SCHEMA {schema} CASCADE")
+    procs.stop(gw)
+    return result, rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds of the three set-ups (default {ROUNDS})")
+    args = ap.parse_args()
+    if not args.no_build:
+        bench.build_release()
+    bench.OUT_DIR.mkdir(parents=True, exist_ok=True)
+    procs = bench.Procs()
+    setups = ("off", "postgres", "sqlite")
+    p99 = {s: [] for s in setups}
+    errors = {s: 0.0 for s in setups}
+    sent = {s: 0 for s in setups}
+    written = 0
+    command = ""
+    try:
+        _, mock_url = bench.start_mock(procs)
+        for _ in range(args.rounds):
+            for s in setups:
+                result, rows = measure(procs, mock_url, s)
+                p99[s].append(result["latencyMs"]["p99"])
+                errors[s] = max(errors[s], result["errorRate"])
+                command = result["command"]
+                if rows is not None:
+                    # Warm-up requests are written too: count every request the generator sent.
+                    sent[s] += result["requests"] + RATE * int(WARMUP[:-1])
+                    written += rows
+    finally:
+        procs.stop_all()
+
+    print(f"Machine: {bench.machine()}")
+    print(f"Generator: {command}")
+    print()
+    print("| ledger | p99 per round (ms) | median p99 (ms) | errors |")
+    print("|---|---|---|---|")
+    for s in setups:
+        rounds = ", ".join(bench.fmt(x) for x in p99[s])
+        print(f"| {s} | {rounds} | {bench.fmt(statistics.median(p99[s]))} | {errors[s]:.2%} |")
+    print()
+    off = statistics.median(p99["off"])
+    for s in ("postgres", "sqlite"):
+        on = statistics.median(p99[s])
+        print(f"{s}: median p99 {on - off:+.3f} ms against the ledger off (ratio {on / off:.3f})")
+    print(f"postgres rows written / requests sent (warm-up included, approximate): {written} / {sent['postgres']}")
+
+
+if __name__ == "__main__":
+    main()
