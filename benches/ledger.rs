@@ -74,6 +74,8 @@ fn writer(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    // The pools start tasks of their own: they are opened on the runtime.
+    let _runtime = rt.enter();
     let sqlite_dir =
         std::env::temp_dir().join(format!("spark-ledger-bench-{}", std::process::id()));
     let backends = [

@@ -95,8 +95,15 @@ pub fn default_url(data_dir: &std::path::Path) -> String {
 
 impl Store {
     /// Opens a pool on `url` (`postgres://…`, `postgresql://…` or `sqlite://PATH`) without
-    /// connecting. A SQLite file and its directory are created when missing.
+    /// connecting, on the current Tokio runtime. A SQLite file and its directory are created
+    /// when missing.
     pub fn open(url: &str) -> Result<Store, StoreError> {
+        // The pool starts a reaper task; outside a runtime sqlx would panic.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(StoreError::Url(
+                "the store must be opened inside a Tokio runtime".to_owned(),
+            ));
+        }
         install_default_drivers();
         let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_owned())
@@ -284,7 +291,15 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_checked_and_errors_hold_no_secret() {
+    fn opening_outside_a_runtime_is_an_error_not_a_panic() {
+        assert!(matches!(
+            Store::open("postgres://u@127.0.0.1:1/x"),
+            Err(StoreError::Url(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn urls_are_checked_and_errors_hold_no_secret() {
         assert!(matches!(
             Store::open("mysql://u:hunter2@db/x"),
             Err(StoreError::Url(_))

@@ -88,6 +88,7 @@ impl Store {
     /// Inserts `rows` in one statement per 1,000 rows, in one transaction.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<(), StoreError> {
         self.ready().await?;
+        let sqlite = self.backend() == super::Backend::Sqlite;
         let mut tx = self.begin_write().await?;
         for chunk in rows.chunks(1000) {
             let mut sql = String::with_capacity(200 + chunk.len() * 16 * COLUMNS);
@@ -104,8 +105,15 @@ impl Store {
                     if c > 0 {
                         sql.push(',');
                     }
-                    sql.push('$');
-                    sql.push_str(&(i * COLUMNS + c + 1).to_string());
+                    // SQLite looks every `$n` up by name in a list as it parses, which is
+                    // quadratic in a 15,000-parameter statement (1,000 rows took ~0.4 s);
+                    // anonymous `?` are numbered as they come. PostgreSQL has only `$n`.
+                    if sqlite {
+                        sql.push('?');
+                    } else {
+                        sql.push('$');
+                        sql.push_str(&(i * COLUMNS + c + 1).to_string());
+                    }
                 }
                 sql.push(')');
             }
