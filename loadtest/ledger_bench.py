@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (the shared helpers: processes, ports, the generator, the machine)
+from trace_bench import cpu_seconds  # noqa: E402  (utime + stime of a process, from /proc)
 
 ROUNDS = 5
 DURATION = "10s"
@@ -51,12 +52,17 @@ def measure(procs, mock_url, ledger):
     else:
         env["SPARK_DATA_DIR"] = str(bench.OUT_DIR / f"ledger-{uuid.uuid4().hex[:12]}")
     gw, url = bench.start_gateway(procs, mock_url, "0s", env)
+    cpu0 = cpu_seconds(gw.pid)
     result = bench.loadtest(
         [
             "--target", url, "--api-key", bench.API_KEY, "--scenario", "generate-miss",
             "--rate", str(RATE), "--duration", DURATION, "--warmup", WARMUP,
         ]
     )
+    # The gateway's own CPU per request offered (warm-up included): what the ledger costs the
+    # process itself, apart from the database server sharing this machine's two cores.
+    offered = RATE * (int(DURATION[:-1]) + int(WARMUP[:-1]))
+    result["cpuUsPerRequest"] = (cpu_seconds(gw.pid) - cpu0) / offered * 1e6
     rows = None
     if schema:
         time.sleep(2)  # one writer period and a margin: the last batch goes in
@@ -77,6 +83,7 @@ def main():
     procs = bench.Procs()
     setups = ("off", "postgres", "sqlite")
     p99 = {s: [] for s in setups}
+    cpu = {s: [] for s in setups}
     errors = {s: 0.0 for s in setups}
     sent = {s: 0 for s in setups}
     written = 0
@@ -87,6 +94,7 @@ def main():
             for s in setups:
                 result, rows = measure(procs, mock_url, s)
                 p99[s].append(result["latencyMs"]["p99"])
+                cpu[s].append(result["cpuUsPerRequest"])
                 errors[s] = max(errors[s], result["errorRate"])
                 command = result["command"]
                 if rows is not None:
@@ -99,16 +107,23 @@ def main():
     print(f"Machine: {bench.machine()}")
     print(f"Generator: {command}")
     print()
-    print("| ledger | p99 per round (ms) | median p99 (ms) | errors |")
-    print("|---|---|---|---|")
+    print("| ledger | p99 per round (ms) | median p99 (ms) | median gateway CPU per request (µs) | errors |")
+    print("|---|---|---|---|---|")
     for s in setups:
         rounds = ", ".join(bench.fmt(x) for x in p99[s])
-        print(f"| {s} | {rounds} | {bench.fmt(statistics.median(p99[s]))} | {errors[s]:.2%} |")
+        print(
+            f"| {s} | {rounds} | {bench.fmt(statistics.median(p99[s]))} | "
+            f"{statistics.median(cpu[s]):.0f} | {errors[s]:.2%} |"
+        )
     print()
     off = statistics.median(p99["off"])
     for s in ("postgres", "sqlite"):
         on = statistics.median(p99[s])
-        print(f"{s}: median p99 {on - off:+.3f} ms against the ledger off (ratio {on / off:.3f})")
+        extra = statistics.median(cpu[s]) - statistics.median(cpu["off"])
+        print(
+            f"{s}: median p99 {on - off:+.3f} ms against the ledger off (ratio {on / off:.3f}); "
+            f"gateway CPU {extra:+.1f} µs per request"
+        )
     print(f"postgres rows written / requests sent (warm-up included, approximate): {written} / {sent['postgres']}")
 
 
