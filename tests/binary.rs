@@ -1,5 +1,5 @@
-//! The real binary: graceful shutdown on SIGTERM, JSON logs at the default level, and the
-//! `healthcheck` subcommand.
+//! The real binary: graceful shutdown on SIGTERM, JSON logs at the default level, the
+//! `healthcheck` subcommand and the database commands (`migrate`, `audit verify`).
 
 #![allow(
     clippy::unwrap_used,
@@ -219,4 +219,52 @@ async fn an_emptied_key_file_keeps_auth_on_and_the_old_keys_working() {
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_file(&file);
+}
+
+/// `migrate` applies the schema alone; `audit verify` exits 0 on a whole chain and 1 naming the
+/// first row someone edited in the database, 2 when there is no database to read.
+#[tokio::test]
+async fn audit_verify_names_an_edited_row_and_exits_one() {
+    let dir = std::env::temp_dir().join(format!("spark-audit-cli-{}", std::process::id()));
+    let url = format!("sqlite://{}", dir.join("spark.db").display());
+    let run = |args: &[&str], database: &str| {
+        Command::new(BIN)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SPARK_DATABASE_URL", database)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let migrated = run(&["migrate"], &url);
+    assert!(migrated.status.success(), "{migrated:?}");
+    let store = spark_gateway::store::Store::open(&url).unwrap();
+    for i in 0..4 {
+        store
+            .append_audit(
+                spark_gateway::store::audit::Entry::new("master", "cache.purge")
+                    .target(format!("n{i}")),
+            )
+            .await
+            .unwrap();
+    }
+    let whole = run(&["audit", "verify"], &url);
+    assert_eq!(whole.status.code(), Some(0), "{whole:?}");
+    assert!(String::from_utf8_lossy(&whole.stdout).contains("intact: 4 rows"));
+
+    let raw = sqlx::AnyPool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE audit_log SET target = 'n9' WHERE id = 2")
+        .execute(&raw)
+        .await
+        .unwrap();
+    let broken = run(&["audit", "verify"], &url);
+    assert_eq!(broken.status.code(), Some(1), "{broken:?}");
+    let out = String::from_utf8_lossy(&broken.stdout);
+    assert!(out.contains("broken at row 2"), "{out}");
+
+    let none = run(&["audit", "verify"], "none");
+    assert_eq!(none.status.code(), Some(2));
+    store.close().await;
+    raw.close().await;
+    let _ = std::fs::remove_dir_all(dir);
 }
