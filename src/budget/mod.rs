@@ -186,7 +186,14 @@ impl Budgets {
 
     /// Spend so far in the limit's window: shared (Redis) when it answers, else local; the
     /// local tally is restored from the ledger at the first use of a window.
-    async fn spent(&self, limit: &Limit, window: i64) -> Result<i64, BudgetError> {
+    /// With `restore` false a window this replica has not used yet is `Ok(None)`: nothing is
+    /// read from the ledger (the response header must not wait on the database).
+    async fn spent(
+        &self,
+        limit: &Limit,
+        window: i64,
+        restore: bool,
+    ) -> Result<Option<i64>, BudgetError> {
         let key = (limit.scope, limit.id.clone());
         let known = self
             .tallies
@@ -195,6 +202,7 @@ impl Budgets {
             .and_then(|t| t.get(&key).filter(|t| t.window == window).map(|t| t.spent));
         let local = match known {
             Some(spent) => spent,
+            None if !restore => return Ok(None),
             None => {
                 let restored = self.restore(limit, window).await?;
                 let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
@@ -210,7 +218,7 @@ impl Budgets {
             }
         };
         let Some(redis) = &self.redis else {
-            return Ok(local);
+            return Ok(Some(local));
         };
         let rkey = Self::redis_key(limit, window);
         let shared = redis
@@ -225,7 +233,8 @@ impl Budgets {
             })
             .await;
         match shared {
-            Ok(Some(spent)) => Ok(spent.max(local)),
+            Ok(Some(spent)) => Ok(Some(spent.max(local))),
+            Ok(None) if !restore => Ok(Some(local)),
             Ok(None) => {
                 // First use of this window by any replica since Redis last held it: seed it
                 // from the ledger (the first replica to do so wins).
@@ -246,9 +255,9 @@ impl Budgets {
                         }
                     })
                     .await;
-                Ok(seed)
+                Ok(Some(seed))
             }
-            Err(_) => Ok(local),
+            Err(_) => Ok(Some(local)),
         }
     }
 
@@ -280,7 +289,8 @@ impl Budgets {
         let mut spent = Vec::with_capacity(limits.len());
         for limit in limits {
             let (window, _) = limit.budget.period.window(now);
-            spent.push((window, self.spent(limit, window).await?));
+            let so_far = self.spent(limit, window, true).await?.unwrap_or(0);
+            spent.push((window, so_far));
         }
         let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
         for (limit, (window, spent)) in limits.iter().zip(&spent) {
@@ -361,13 +371,14 @@ impl Budgets {
         }
     }
 
-    /// What is left of the tightest limit, in nano-dollars (for `X-Spark-Budget-Remaining`).
+    /// What is left of the tightest limit, in nano-dollars (for `X-Spark-Budget-Remaining`);
+    /// `None` until this replica knows every limit's spend (it never reads the ledger for it).
     pub async fn remaining(&self, limits: &[Limit]) -> Option<i64> {
         let now = now_ms();
         let mut least: Option<i64> = None;
         for limit in limits {
             let (window, _) = limit.budget.period.window(now);
-            let spent = self.spent(limit, window).await.ok()?;
+            let spent = self.spent(limit, window, false).await.ok()??;
             let left = (limit.budget.limit_nusd - spent).max(0);
             least = Some(least.map_or(left, |l| l.min(left)));
         }

@@ -115,9 +115,11 @@ async fn spend_is_restored_from_the_ledger_and_a_down_ledger_refuses() {
         )),
     );
     assert_eq!(limits.len(), 2);
+    // The header never reads the ledger: before this replica used the window it says nothing.
+    assert_eq!(budgets.remaining(&limits).await, None);
     // The key spent 600 of 1,000; the user 900 of 1,000.
-    assert_eq!(budgets.remaining(&limits).await, Some(100));
     let r = budgets.reserve(&limits, 50).await.unwrap();
+    assert_eq!(budgets.remaining(&limits).await, Some(100));
     budgets.settle(r, 100);
     match budgets.reserve(&limits, 50).await {
         Err(BudgetError::Exceeded(e)) => {
