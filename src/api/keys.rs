@@ -267,10 +267,13 @@ pub async fn usage(
         .await?;
     let label = |g: &str| -> String {
         match group_by {
+            // Whole days since the epoch as a UTC date; anything else as it is.
             GroupBy::Day => g
                 .parse::<i64>()
-                .map(|d| rfc3339(d * 86_400_000)[..10].to_owned())
-                .unwrap_or_else(|_| g.to_owned()),
+                .ok()
+                .and_then(|d| d.checked_mul(86_400_000))
+                .and_then(|ms| rfc3339(ms).get(..10).map(str::to_owned))
+                .unwrap_or_else(|| g.to_owned()),
             _ => g.to_owned(),
         }
     };
