@@ -288,12 +288,12 @@ impl Budgets {
         let now = now_ms();
         let mut spent = Vec::with_capacity(limits.len());
         for limit in limits {
-            let (window, _) = limit.budget.period.window(now);
+            let (window, ends) = limit.budget.period.window(now);
             let so_far = self.spent(limit, window, true).await?.unwrap_or(0);
-            spent.push((window, so_far));
+            spent.push((window, ends, so_far));
         }
         let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
-        for (limit, (window, spent)) in limits.iter().zip(&spent) {
+        for (limit, (window, ends, spent)) in limits.iter().zip(&spent) {
             let reserved = tallies
                 .get(&(limit.scope, limit.id.clone()))
                 .filter(|t| t.window == *window)
@@ -306,12 +306,12 @@ impl Budgets {
                     scope: limit.scope,
                     limit_nusd: limit.budget.limit_nusd,
                     spent_nusd: *spent,
-                    resets_at: limit.budget.period.window(now).1,
+                    resets_at: *ends,
                 }));
             }
         }
         let mut held = Vec::with_capacity(limits.len());
-        for (limit, (window, _)) in limits.iter().zip(&spent) {
+        for (limit, (window, _, _)) in limits.iter().zip(&spent) {
             let t = tallies.entry((limit.scope, limit.id.clone())).or_default();
             if t.window == *window {
                 t.reserved = t.reserved.saturating_add(worst);

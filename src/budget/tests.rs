@@ -63,12 +63,11 @@ async fn a_cheaper_answer_frees_what_it_did_not_use() {
     budgets.settle(a, 10);
     budgets.settle(b, 10);
     assert_eq!(budgets.remaining(&limit).await, Some(980));
-    let (_, resets) = Period::Day.window(now_ms());
+    // Admission looks at what is spent and held, not at the worst case of the newcomer.
     match budgets.reserve(&limit, 10_000).await {
         Ok(r) => budgets.settle(r, 0),
         Err(e) => panic!("{e}"),
     }
-    assert!(resets.is_some());
 }
 
 fn row(id: &str, key: Option<&str>, user: &str, cost: i64) -> UsageRow {

@@ -34,7 +34,7 @@ impl Metering {
     /// The most the request can cost: its input estimate and `max_tokens` of output, at the
     /// dearest price among the models of its plan.
     fn worst_case(&self, req: &GenerateRequest) -> i64 {
-        let input = token_estimate(&req.system) + token_estimate(&req.prompt);
+        let input = req.input_estimate();
         req.plan
             .iter()
             .map(|(_, model)| self.ledger.price(model, input, u64::from(req.max_tokens)).0)
@@ -61,48 +61,47 @@ impl Metering {
 
     /// Writes the call's ledger row and settles its reservation with the real cost.
     pub(super) fn finish(&self, req: &GenerateRequest, reservation: Reservation, o: &Outcome<'_>) {
-        let cost = self.ledger.record(&LedgerUsage {
-            request_id: &req.account.request_id,
-            key_id: req.account.key_id.as_deref(),
-            user_id: &req.account.user_id,
-            route: req.account.route,
-            provider: o.provider.as_str(),
-            model: o.model,
-            engine: req.engine.as_str(),
-            input_tokens: o.usage.input_tokens,
-            output_tokens: o.usage.output_tokens,
-            cached: false,
-            status: o.status,
-            latency_ms: o.latency_ms,
-        });
+        let cost = self.ledger.record(&row(req, o, false));
         self.budgets.settle(reservation, cost);
     }
 
     /// A request answered from the cache (or by another request's call): a row that costs
     /// nothing.
     pub(super) fn cached(&self, req: &GenerateRequest, g: &super::Generation) {
-        self.ledger.record(&LedgerUsage {
-            request_id: &req.account.request_id,
-            key_id: req.account.key_id.as_deref(),
-            user_id: &req.account.user_id,
-            route: req.account.route,
-            provider: g.provider.as_str(),
+        let o = Outcome {
+            provider: g.provider,
             model: &g.model,
-            engine: req.engine.as_str(),
-            input_tokens: g.usage.input_tokens,
-            output_tokens: g.usage.output_tokens,
-            cached: true,
+            usage: g.usage,
             status: "ok",
             latency_ms: g.latency_ms,
-        });
+        };
+        self.ledger.record(&row(req, &o, true));
     }
 
     /// What a stream that ended early used, as far as the gateway can tell: the input estimate
     /// and the text relayed so far.
     pub(super) fn estimate(req: &GenerateRequest, text: &str) -> Usage {
         Usage {
-            input_tokens: token_estimate(&req.system) + token_estimate(&req.prompt),
+            input_tokens: req.input_estimate(),
             output_tokens: token_estimate(text),
         }
+    }
+}
+
+/// The ledger's view of a request and how it ended.
+fn row<'a>(req: &'a GenerateRequest, o: &'a Outcome<'_>, cached: bool) -> LedgerUsage<'a> {
+    LedgerUsage {
+        request_id: &req.account.request_id,
+        key_id: req.account.key_id.as_deref(),
+        user_id: &req.account.user_id,
+        route: req.account.route,
+        provider: o.provider.as_str(),
+        model: o.model,
+        engine: req.engine.as_str(),
+        input_tokens: o.usage.input_tokens,
+        output_tokens: o.usage.output_tokens,
+        cached,
+        status: o.status,
+        latency_ms: o.latency_ms,
     }
 }

@@ -218,14 +218,12 @@ impl GenerateService {
         span.record("provider", shared.provider.as_str());
         span.record("cache", result.label());
         let mut generation = (*shared).clone();
+        generation.latency_ms = since(started);
         if result == CacheResult::Hit {
             self.count_hit(&mut generation, started);
-        }
-        generation.latency_ms = since(started);
-        if result == CacheResult::Hit
-            && let Some(m) = &self.metering
-        {
-            m.cached(req, &generation);
+            if let Some(m) = &self.metering {
+                m.cached(req, &generation);
+            }
         }
         Ok((generation, result))
     }
@@ -249,12 +247,8 @@ impl GenerateService {
     ) -> Result<Generation, GenerateError> {
         let deadline = self.limits.request_deadline;
         let ends_at = tokio::time::Instant::from_std(started) + deadline;
-        let reservation = held
-            .lock()
-            .ok()
-            .and_then(|mut h| h.take())
-            .unwrap_or_else(Reservation::none);
-        let reservation = self.metering.as_ref().map(|_| reservation);
+        // Taken, so the caller's release after the cache step finds nothing left to give back.
+        let reservation = held.lock().ok().and_then(|mut h| h.take());
         let base = self.base_request(req);
         let mut upstream_wait = Duration::ZERO;
         // The router keeps every attempt inside the deadline; the outer timeout is the backstop
@@ -308,11 +302,7 @@ impl GenerateService {
                             r,
                             &meter::Outcome {
                                 provider: p.provider(),
-                                model: req
-                                    .plan
-                                    .iter()
-                                    .find(|(id, _)| *id == p.provider())
-                                    .map_or("", |(_, m)| m.as_str()),
+                                model: req.model_for(p.provider()),
                                 usage: crate::providers::Usage::default(),
                                 status: e.code(),
                                 latency_ms: since(started),
@@ -346,9 +336,8 @@ impl GenerateService {
     /// offers counting (Anthropic does); otherwise, or when the count fails, estimates them. No
     /// breaker is involved: counting generates nothing and costs nothing.
     pub async fn count_tokens(&self, req: &GenerateRequest) -> TokenCount {
-        use crate::providers::simulator::token_estimate;
         let estimate = TokenCount {
-            tokens: (token_estimate(&req.system) + token_estimate(&req.prompt)).max(1),
+            tokens: req.input_estimate().max(1),
             counted_by: None,
         };
         let Some((id, model)) = req.plan.first() else {

@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::budget::Account;
 use crate::cache::{CacheKey, CacheScope};
 use crate::engine::Engine;
+use crate::providers::simulator::token_estimate;
 use crate::providers::{MAX_STOP_SEQUENCES, ProviderId};
 
 /// The longest stop sequence accepted, in characters.
@@ -78,6 +79,22 @@ pub struct GenerateRequest {
     pub ticket: Ticket,
     /// Who pays: the ledger row's identity and the budgets that apply.
     pub account: Account,
+}
+
+impl GenerateRequest {
+    /// The gateway's estimate of the input tokens sent (system prompt and prompt, about four
+    /// characters a token): for token counting without a tokenizer, and for budgets.
+    pub fn input_estimate(&self) -> u64 {
+        token_estimate(&self.system) + token_estimate(&self.prompt)
+    }
+
+    /// The model the plan asks `provider` for (empty when the plan does not hold it).
+    pub fn model_for(&self, provider: ProviderId) -> &str {
+        self.plan
+            .iter()
+            .find(|(id, _)| *id == provider)
+            .map_or("", |(_, m)| m.as_str())
+    }
 }
 
 impl GenerateService {

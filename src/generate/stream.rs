@@ -419,11 +419,7 @@ impl Pilot {
             return;
         };
         let model = if model.is_empty() {
-            self.req
-                .plan
-                .iter()
-                .find(|(id, _)| *id == provider)
-                .map_or("", |(_, m)| m.as_str())
+            self.req.model_for(provider)
         } else {
             model
         };

@@ -150,21 +150,22 @@ impl Ledger {
     /// Records one request: counts its cost and queues its row. Returns the cost in
     /// nano-dollars (0 for a cached answer). Never blocks, never fails the request.
     pub fn record(&self, u: &Usage<'_>) -> i64 {
-        let (cost, entry) = if u.cached {
-            (0, self.0.prices.lookup(u.model).map(|(n, _)| n))
+        let cost = if u.cached {
+            0
         } else {
-            self.price(u.model, u.input_tokens, u.output_tokens)
+            let (cost, entry) = self.price(u.model, u.input_tokens, u.output_tokens);
+            if entry.is_none() {
+                self.0.metrics.unpriced.inc();
+            }
+            if cost > 0 {
+                self.0
+                    .metrics
+                    .cost
+                    .with_label_values(&[u.provider, entry.unwrap_or("other")])
+                    .inc_by(crate::store::usd(cost));
+            }
+            cost
         };
-        if entry.is_none() && !u.cached {
-            self.0.metrics.unpriced.inc();
-        }
-        if cost > 0 {
-            self.0
-                .metrics
-                .cost
-                .with_label_values(&[u.provider, entry.unwrap_or("other")])
-                .inc_by(crate::store::usd(cost));
-        }
         if self.0.backend.is_some() {
             self.enqueue(Item::Usage(UsageRow {
                 // Time-ordered, so the primary key index grows at its end.

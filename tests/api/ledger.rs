@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sha2::Digest;
 use spark_gateway::store::Store;
 use wiremock::matchers::path;
 use wiremock::{Mock, ResponseTemplate};
@@ -172,11 +173,24 @@ async fn a_managed_key_generates_and_its_usage_is_priced_in_the_ledger() {
         let store = Store::open(&url).unwrap();
         let secret = &key[key.len() - 40..];
         let raw = sqlx::AnyPool::connect(&url).await.unwrap();
+        // Every text column of the key's row, and its digest is SHA-256 of the key.
+        let stored: String = sqlx::query_scalar(
+            "SELECT id || digest || prefix || user_id || name || COALESCE(budget_period, '') \
+             FROM api_keys",
+        )
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+        assert!(!stored.contains(secret), "{backend}");
         let digest: String = sqlx::query_scalar("SELECT digest FROM api_keys")
             .fetch_one(&raw)
             .await
             .unwrap();
-        assert!(!digest.contains(secret));
+        let want: String = sha2::Sha256::digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(digest, want, "{backend}");
         let texts: Vec<String> = sqlx::query_scalar(
             "SELECT request_id || user_id || route || provider || model || engine || status FROM usage_records",
         )
