@@ -23,6 +23,7 @@ fn key(id: &str, user: &str) -> KeyRecord {
         user_id: user.into(),
         name: "ci".into(),
         budget: Some(Budget {
+            limit_tokens: Some(1_000),
             limit_nusd: 50_000_000,
             period: Period::Month,
         }),

@@ -1,4 +1,5 @@
-//! Who pays for a request: the [`Payer`] extractor, and the `X-Spark-Budget-Remaining` header.
+//! Who pays for a request: the [`Payer`] extractor, and the `X-Spark-Budget-Remaining` (and
+//! `-Tokens`) headers.
 //!
 //! Both read what authentication left in the request (the caller, the managed key) and the
 //! request id; the budgets themselves live in `budget`.
@@ -67,16 +68,21 @@ impl FromRequestParts<AppState> for Payer {
 }
 
 /// After authentication: a caller with a budget learns on every response what is left of its
-/// tightest one, in USD.
+/// tightest one, in USD, and in tokens when a limit counts them.
 pub async fn budget_header(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let (_, _, limits) = limits(&state, &parts);
     let mut resp = next.run(Request::from_parts(parts, body)).await;
     if !limits.is_empty()
         && let Some(left) = state.budgets().remaining(&limits).await
-        && let Ok(v) = HeaderValue::from_str(&format!("{:.6}", crate::store::usd(left)))
     {
-        resp.headers_mut().insert("x-spark-budget-remaining", v);
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", crate::store::usd(left.nusd))) {
+            resp.headers_mut().insert("x-spark-budget-remaining", v);
+        }
+        if let Some(tokens) = left.tokens {
+            resp.headers_mut()
+                .insert("x-spark-budget-remaining-tokens", HeaderValue::from(tokens));
+        }
     }
     resp
 }

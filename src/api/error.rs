@@ -170,11 +170,17 @@ impl ApiError {
                 "The request did not complete within its deadline.".into()
             }
             ApiError::UnknownId(what) => format!("No {what} has that id."),
-            ApiError::BudgetExceeded(e) => format!(
-                "The {} budget of {} USD is spent.",
-                e.scope.as_str(),
-                crate::store::usd(e.limit_nusd)
-            ),
+            ApiError::BudgetExceeded(e) => match e.limit_tokens {
+                Some(tokens) if e.by_tokens => format!(
+                    "The {} budget of {tokens} tokens is spent.",
+                    e.scope.as_str()
+                ),
+                _ => format!(
+                    "The {} budget of {} USD is spent.",
+                    e.scope.as_str(),
+                    crate::store::usd(e.limit_nusd)
+                ),
+            },
             ApiError::ModelNotAllowed => "This API key may not use the requested model.".into(),
             ApiError::DatabaseUnavailable(_) => {
                 "The database is unavailable; retry shortly.".into()
@@ -200,12 +206,19 @@ impl ApiError {
             | ApiError::ProvidersBusy { retry_after } => {
                 Some(json!({ "retryAfterMs": retry_after.as_millis() }))
             }
-            ApiError::BudgetExceeded(e) => Some(json!({
-                "scope": e.scope.as_str(),
-                "limitUsd": crate::store::usd(e.limit_nusd),
-                "spentUsd": crate::store::usd(e.spent_nusd),
-                "resetsAt": e.resets_at.map(crate::store::rfc3339),
-            })),
+            ApiError::BudgetExceeded(e) => {
+                let mut d = json!({
+                    "scope": e.scope.as_str(),
+                    "limitUsd": crate::store::usd(e.limit_nusd),
+                    "spentUsd": crate::store::usd(e.spent_nusd),
+                    "resetsAt": e.resets_at.map(crate::store::rfc3339),
+                });
+                if let Some(tokens) = e.limit_tokens {
+                    d["limitTokens"] = tokens.into();
+                    d["spentTokens"] = e.spent_tokens.into();
+                }
+                Some(d)
+            }
             ApiError::Upstream(e) => Some(json!({
                 "provider": e.provider().as_str(),
                 "upstreamStatus": e.status(),

@@ -19,6 +19,7 @@ use super::json::AppJson;
 use super::middleware::RequestId;
 use crate::auth::Caller;
 use crate::auth::issue::{self, Actor};
+use crate::budget::Amount;
 use crate::state::AppState;
 use crate::store::keys::KeyRecord;
 use crate::store::usage::GroupBy;
@@ -89,7 +90,7 @@ fn known_models(state: &AppState) -> Vec<String> {
 }
 
 /// What a key has spent in its budget's window (or in total when it has no budget).
-async fn spent(store: &Store, key: &KeyRecord) -> Result<i64, ApiError> {
+async fn spent(store: &Store, key: &KeyRecord) -> Result<Amount, ApiError> {
     let since = key.budget.map_or(0, |b| b.period.window(now_ms()).0);
     Ok(store.spent_since(Some(&key.id), None, since).await?)
 }
@@ -111,7 +112,7 @@ pub async fn create(
     )
     .await?;
     tracing::info!(key_id = %record.id, user = %record.user_id, "managed key created");
-    let mut out = issue::key_json(&record, 0);
+    let mut out = issue::key_json(&record, Amount::default());
     out["key"] = Value::String(key);
     let mut resp = (StatusCode::CREATED, Json(out)).into_response();
     // The secret is in this body: no intermediary may keep a copy.

@@ -169,6 +169,8 @@ pub struct BudgetSpec {
     pub limit_usd: f64,
     /// `day`, `month` (UTC calendar) or `total`.
     pub period: String,
+    /// Optional: input and output tokens in the same window, 1 to 1e12; absent for none.
+    pub limit_tokens: Option<i64>,
 }
 
 /// `POST /api/admin/keys`; `PATCH` takes the same fields but `userId`, each optional, `null`
@@ -204,6 +206,8 @@ pub struct ManagedKeyObject {
     pub revoked_at: Option<String>,
     /// Spent in the budget's current window (all time without a budget).
     pub spent_usd: f64,
+    /// Input and output tokens in the same window.
+    pub spent_tokens: i64,
     /// The key itself: in the `201` answer only.
     pub key: Option<String>,
 }

@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::managed::{KEY_PREFIX, ManagedKeys, mint};
+use crate::budget::{Amount, MAX_TOKEN_LIMIT};
 use crate::ratelimit::Quota;
 use crate::store::audit::Entry;
 use crate::store::keys::{Budget, KeyPatch, KeyRecord, Period};
@@ -64,12 +65,31 @@ fn user_id_ok(id: &str) -> bool {
 
 fn parse_budget(v: &Value, problems: &mut Vec<String>) -> Option<Budget> {
     let Some(obj) = v.as_object() else {
-        problems.push("budget must be an object {\"limitUsd\", \"period\"} or null".into());
+        problems.push(
+            "budget must be an object {\"limitUsd\", \"period\", \"limitTokens\"?} or null".into(),
+        );
         return None;
     };
-    if obj.keys().any(|k| k != "limitUsd" && k != "period") {
-        problems.push("budget has an unknown field (its fields are limitUsd and period)".into());
+    if obj
+        .keys()
+        .any(|k| k != "limitUsd" && k != "period" && k != "limitTokens")
+    {
+        problems.push(
+            "budget has an unknown field (its fields are limitUsd, period and limitTokens)".into(),
+        );
     }
+    let limit_tokens = match obj.get("limitTokens") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_i64().filter(|n| (1..=MAX_TOKEN_LIMIT).contains(n)) {
+            Some(n) => Some(n),
+            None => {
+                problems.push(format!(
+                    "budget.limitTokens must be a whole number from 1 to {MAX_TOKEN_LIMIT}"
+                ));
+                return None;
+            }
+        },
+    };
     let limit = obj.get("limitUsd").and_then(Value::as_f64);
     let period = obj
         .get("period")
@@ -79,6 +99,7 @@ fn parse_budget(v: &Value, problems: &mut Vec<String>) -> Option<Budget> {
         (Some(l), Some(period)) if l.is_finite() && l > 0.0 && l <= MAX_BUDGET_USD => {
             Some(Budget {
                 limit_nusd: nusd(l),
+                limit_tokens,
                 period,
             })
         }
@@ -313,10 +334,14 @@ pub async fn revoke(
 }
 
 pub fn budget_json(b: &Budget) -> Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "limitUsd": crate::store::usd(b.limit_nusd),
         "period": b.period.as_str(),
-    })
+    });
+    if let Some(t) = b.limit_tokens {
+        v["limitTokens"] = t.into();
+    }
+    v
 }
 
 /// What the trail says about a new key: its settings, never its secret or digest.
@@ -332,7 +357,7 @@ fn audit_details(r: &KeyRecord) -> Value {
 }
 
 /// The key object of the admin API.
-pub fn key_json(r: &KeyRecord, spent_nusd: i64) -> Value {
+pub fn key_json(r: &KeyRecord, spent: Amount) -> Value {
     serde_json::json!({
         "id": r.id,
         "prefix": r.prefix,
@@ -344,7 +369,8 @@ pub fn key_json(r: &KeyRecord, spent_nusd: i64) -> Value {
         "expiresAt": r.expires_at.map(crate::store::rfc3339),
         "createdAt": crate::store::rfc3339(r.created_at),
         "revokedAt": r.revoked_at.map(crate::store::rfc3339),
-        "spentUsd": crate::store::usd(spent_nusd),
+        "spentUsd": crate::store::usd(spent.nusd),
+        "spentTokens": spent.tokens,
     })
 }
 
@@ -418,7 +444,14 @@ mod tests {
             updated_at: 0,
             revoked_at: None,
         };
-        let text = key_json(&r, 1_500_000_000).to_string();
+        let text = key_json(
+            &r,
+            Amount {
+                nusd: 1_500_000_000,
+                tokens: 0,
+            },
+        )
+        .to_string();
         assert!(!text.contains("0909"));
         assert!(text.contains("\"spentUsd\":1.5"));
     }

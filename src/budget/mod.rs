@@ -1,19 +1,22 @@
 //! Budgets: spend limits per managed key and per user, checked before the upstream call.
 //!
-//! A request reserves its worst case (its input estimate and `max_tokens` at the dearest price
-//! of its plan) before it goes upstream and settles the real cost after, so concurrent requests
-//! cannot overshoot a limit by more than one request's worst case: a request is admitted while
-//! `spent + reserved < limit`. Windows are UTC days, UTC months or all time.
+//! A budget limits money and, optionally, tokens (input and output) in the same window. A
+//! request reserves its worst case (its input estimate and `max_tokens`, costed at the dearest
+//! price of its plan) before it goes upstream and settles the real cost and tokens after, so
+//! concurrent requests cannot overshoot a limit by more than one request's worst case: a request
+//! is admitted while `spent + reserved < limit` for money and for tokens. Windows are UTC days,
+//! UTC months or all time.
 //!
 //! Spend is kept in memory, restored from the ledger the first time a window is used, and with
-//! `REDIS_URL` shared by every replica (one counter per limit and window, initialised from the
-//! ledger with `SET NX`, raised with `INCRBY`). Reservations stay local to a replica, so a
+//! `REDIS_URL` shared by every replica (one hash per limit and window with the fields `nusd` and
+//! `tokens`, initialised from the ledger with `HSETNX`, raised with `HINCRBY`). Reservations stay local to a replica, so a
 //! replica that dies mid-request leaks nothing; across replicas the overshoot bound is one worst
 //! case per replica. Redis down: the local spend decides (degraded, still limiting). The ledger
 //! down when a window must be restored: the request is refused with `database_unavailable`,
 //! never admitted on an unknown spend.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex};
 
 use prometheus::IntCounterVec;
@@ -21,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::redis::RedisBackend;
 use crate::store::keys::{Budget, Period};
+pub use crate::store::usage::Amount;
 use crate::store::{Store, now_ms};
 
 /// Whose limit.
@@ -67,8 +71,21 @@ pub struct Exceeded {
     pub scope: Scope,
     pub limit_nusd: i64,
     pub spent_nusd: i64,
+    /// The budget's token limit, when it has one.
+    pub limit_tokens: Option<i64>,
+    pub spent_tokens: i64,
+    /// Whether the token limit refused the request (else the money limit did).
+    pub by_tokens: bool,
     /// When the window ends (epoch ms); `None` for an all-time budget.
     pub resets_at: Option<i64>,
+}
+
+/// What is left of a caller's tightest limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remaining {
+    pub nusd: i64,
+    /// `None` when no limit counts tokens.
+    pub tokens: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,16 +96,24 @@ pub enum BudgetError {
     Unavailable(String),
 }
 
-/// Parses `SPARK_USER_BUDGETS`: `alice=10/month;bob=0.5/day;carol=100/total` (USD).
+/// The largest token limit accepted (the same bound as the admin API's).
+pub const MAX_TOKEN_LIMIT: i64 = 1_000_000_000_000;
+
+/// Parses `SPARK_USER_BUDGETS`: `alice=10/month;bob=0.5/day,tokens=200000;carol=100/total`
+/// (USD per period, and optionally a token limit in the same period).
 pub fn parse_user_budgets(text: &str) -> Result<HashMap<String, Budget>, String> {
     let mut out = HashMap::new();
     for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         let (user, rest) = part
             .split_once('=')
             .ok_or_else(|| format!("{part:?} is not user=USD/period"))?;
-        let (usd, period) = rest
+        let (usd, rest) = rest
             .split_once('/')
             .ok_or_else(|| format!("{rest:?} is not USD/period, e.g. 10/month"))?;
+        let (period, tokens) = match rest.split_once(',') {
+            Some((period, tokens)) => (period, Some(tokens.trim())),
+            None => (rest, None),
+        };
         let usd: f64 = usd
             .trim()
             .parse()
@@ -97,10 +122,21 @@ pub fn parse_user_budgets(text: &str) -> Result<HashMap<String, Budget>, String>
             .ok_or_else(|| format!("{usd:?} is not an amount above 0 and at most 1e9"))?;
         let period = Period::parse(period.trim())
             .ok_or_else(|| format!("{period:?} is not day, month or total"))?;
+        let limit_tokens = tokens
+            .map(|t| {
+                t.strip_prefix("tokens=")
+                    .and_then(|n| n.trim().parse::<i64>().ok())
+                    .filter(|n| (1..=MAX_TOKEN_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        format!("{t:?} is not tokens=N with N from 1 to {MAX_TOKEN_LIMIT}")
+                    })
+            })
+            .transpose()?;
         out.insert(
             user.trim().to_owned(),
             Budget {
                 limit_nusd: crate::store::nusd(usd),
+                limit_tokens,
                 period,
             },
         );
@@ -111,8 +147,8 @@ pub fn parse_user_budgets(text: &str) -> Result<HashMap<String, Budget>, String>
 #[derive(Debug, Default)]
 struct Tally {
     window: i64,
-    spent: i64,
-    reserved: i64,
+    spent: Amount,
+    reserved: Amount,
 }
 
 /// What a request holds between [`Budgets::reserve`] and [`Budgets::settle`].
@@ -120,7 +156,7 @@ struct Tally {
 #[must_use = "settle the reservation, or it stays held until the window ends"]
 pub struct Reservation {
     held: Vec<(Limit, i64)>,
-    worst: i64,
+    worst: Amount,
 }
 
 impl Reservation {
@@ -128,7 +164,30 @@ impl Reservation {
     pub fn none() -> Reservation {
         Reservation {
             held: Vec::new(),
-            worst: 0,
+            worst: Amount::default(),
+        }
+    }
+}
+
+impl Amount {
+    fn plus(self, o: Amount) -> Amount {
+        Amount {
+            nusd: self.nusd.saturating_add(o.nusd),
+            tokens: self.tokens.saturating_add(o.tokens),
+        }
+    }
+
+    fn minus(self, o: Amount) -> Amount {
+        Amount {
+            nusd: self.nusd.saturating_sub(o.nusd).max(0),
+            tokens: self.tokens.saturating_sub(o.tokens).max(0),
+        }
+    }
+
+    fn max(self, o: Amount) -> Amount {
+        Amount {
+            nusd: self.nusd.max(o.nusd),
+            tokens: self.tokens.max(o.tokens),
         }
     }
 }
@@ -181,7 +240,7 @@ impl Budgets {
         // Ids are hashed: key and user ids never appear in Redis.
         let digest = Sha256::digest(limit.id.as_bytes());
         let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        format!("spark:budget:{}:{hex}:{window}", limit.scope.as_str())
+        format!("spark:spend:{}:{hex}:{window}", limit.scope.as_str())
     }
 
     /// Spend so far in the limit's window: shared (Redis) when it answers, else local; the
@@ -193,7 +252,7 @@ impl Budgets {
         limit: &Limit,
         window: i64,
         restore: bool,
-    ) -> Result<Option<i64>, BudgetError> {
+    ) -> Result<Option<Amount>, BudgetError> {
         let key = (limit.scope, limit.id.clone());
         let known = self
             .tallies
@@ -205,16 +264,25 @@ impl Budgets {
             None if !restore => return Ok(None),
             None => {
                 let restored = self.restore(limit, window).await?;
+                let fresh = Tally {
+                    window,
+                    spent: restored,
+                    reserved: Amount::default(),
+                };
                 let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
-                let t = tallies.entry(key).or_default();
-                if t.window != window {
-                    *t = Tally {
-                        window,
-                        spent: restored,
-                        reserved: 0,
-                    };
+                // A tally is replaced only when it is missing or counts another window; a
+                // concurrent request may have restored this one first. (Matching on the entry,
+                // not `or_default`: a default tally's window is 0, the all-time window, so an
+                // all-time budget would never be restored.)
+                match tallies.entry(key) {
+                    Entry::Vacant(v) => v.insert(fresh).spent,
+                    Entry::Occupied(mut o) => {
+                        if o.get().window != window {
+                            o.insert(fresh);
+                        }
+                        o.get().spent
+                    }
                 }
-                t.spent
             }
         };
         let Some(redis) = &self.redis else {
@@ -225,32 +293,47 @@ impl Budgets {
             .run("budget", |mut c| {
                 let rkey = rkey.clone();
                 async move {
-                    redis::cmd("GET")
+                    redis::cmd("HMGET")
                         .arg(&rkey)
-                        .query_async::<Option<i64>>(&mut c)
+                        .arg("nusd")
+                        .arg("tokens")
+                        .query_async::<(Option<i64>, Option<i64>)>(&mut c)
                         .await
                 }
             })
             .await;
         match shared {
-            Ok(Some(spent)) => Ok(Some(spent.max(local))),
-            Ok(None) if !restore => Ok(Some(local)),
-            Ok(None) => {
+            Ok((Some(nusd), tokens)) => Ok(Some(
+                Amount {
+                    nusd,
+                    tokens: tokens.unwrap_or(0),
+                }
+                .max(local),
+            )),
+            Ok((None, _)) if !restore => Ok(Some(local)),
+            Ok((None, _)) => {
                 // First use of this window by any replica since Redis last held it: seed it
-                // from the ledger (the first replica to do so wins).
+                // from the ledger (the first replica to do so wins, field by field).
                 let seed = self.restore(limit, window).await?.max(local);
                 let ttl = ttl_ms(limit.budget.period, window);
                 let _ = redis
                     .run("budget", |mut c| {
                         let rkey = rkey.clone();
                         async move {
-                            redis::cmd("SET")
+                            redis::pipe()
+                                .atomic()
+                                .cmd("HSETNX")
                                 .arg(&rkey)
-                                .arg(seed)
-                                .arg("NX")
-                                .arg("PX")
+                                .arg("nusd")
+                                .arg(seed.nusd)
+                                .cmd("HSETNX")
+                                .arg(&rkey)
+                                .arg("tokens")
+                                .arg(seed.tokens)
+                                .cmd("PEXPIRE")
+                                .arg(&rkey)
                                 .arg(ttl)
-                                .query_async::<Option<String>>(&mut c)
+                                .query_async::<()>(&mut c)
                                 .await
                         }
                     })
@@ -261,9 +344,9 @@ impl Budgets {
         }
     }
 
-    async fn restore(&self, limit: &Limit, window: i64) -> Result<i64, BudgetError> {
+    async fn restore(&self, limit: &Limit, window: i64) -> Result<Amount, BudgetError> {
         let Some(store) = &self.store else {
-            return Ok(0);
+            return Ok(Amount::default());
         };
         let (key, user) = match limit.scope {
             Scope::Key => (Some(limit.id.as_str()), None),
@@ -279,9 +362,13 @@ impl Budgets {
         }
     }
 
-    /// Refuses when any limit is spent (or would be, counting what concurrent requests hold);
-    /// otherwise holds `worst` nano-dollars against each limit.
-    pub async fn reserve(&self, limits: &[Limit], worst: i64) -> Result<Reservation, BudgetError> {
+    /// Refuses when any limit is spent (or would be, counting what concurrent requests hold),
+    /// in money or in tokens; otherwise holds `worst` against each limit.
+    pub async fn reserve(
+        &self,
+        limits: &[Limit],
+        worst: Amount,
+    ) -> Result<Reservation, BudgetError> {
         if limits.is_empty() {
             return Ok(Reservation::none());
         }
@@ -289,7 +376,7 @@ impl Budgets {
         let mut spent = Vec::with_capacity(limits.len());
         for limit in limits {
             let (window, ends) = limit.budget.period.window(now);
-            let so_far = self.spent(limit, window, true).await?.unwrap_or(0);
+            let so_far = self.spent(limit, window, true).await?.unwrap_or_default();
             spent.push((window, ends, so_far));
         }
         let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
@@ -297,15 +384,21 @@ impl Budgets {
             let reserved = tallies
                 .get(&(limit.scope, limit.id.clone()))
                 .filter(|t| t.window == *window)
-                .map_or(0, |t| t.reserved);
-            if spent.saturating_add(reserved) >= limit.budget.limit_nusd {
+                .map_or(Amount::default(), |t| t.reserved);
+            let held = spent.plus(reserved);
+            let by_money = held.nusd >= limit.budget.limit_nusd;
+            let by_tokens = limit.budget.limit_tokens.is_some_and(|t| held.tokens >= t);
+            if by_money || by_tokens {
                 self.rejections
                     .with_label_values(&[limit.scope.as_str()])
                     .inc();
                 return Err(BudgetError::Exceeded(Exceeded {
                     scope: limit.scope,
                     limit_nusd: limit.budget.limit_nusd,
-                    spent_nusd: *spent,
+                    spent_nusd: spent.nusd,
+                    limit_tokens: limit.budget.limit_tokens,
+                    spent_tokens: spent.tokens,
+                    by_tokens: !by_money,
                     resets_at: *ends,
                 }));
             }
@@ -314,16 +407,16 @@ impl Budgets {
         for (limit, (window, _, _)) in limits.iter().zip(&spent) {
             let t = tallies.entry((limit.scope, limit.id.clone())).or_default();
             if t.window == *window {
-                t.reserved = t.reserved.saturating_add(worst);
+                t.reserved = t.reserved.plus(worst);
             }
             held.push((limit.clone(), *window));
         }
         Ok(Reservation { held, worst })
     }
 
-    /// Releases the reservation and adds the real cost (locally at once, in Redis in the
-    /// background).
-    pub fn settle(&self, reservation: Reservation, actual: i64) {
+    /// Releases the reservation and adds what the request really used (locally at once, in
+    /// Redis in the background).
+    pub fn settle(&self, reservation: Reservation, actual: Amount) {
         if reservation.held.is_empty() {
             return;
         }
@@ -333,12 +426,12 @@ impl Budgets {
                 if let Some(t) = tallies.get_mut(&(limit.scope, limit.id.clone()))
                     && t.window == *window
                 {
-                    t.reserved = t.reserved.saturating_sub(reservation.worst).max(0);
-                    t.spent = t.spent.saturating_add(actual);
+                    t.reserved = t.reserved.minus(reservation.worst);
+                    t.spent = t.spent.plus(actual);
                 }
             }
         }
-        if actual <= 0 {
+        if actual.nusd <= 0 && actual.tokens <= 0 {
             return;
         }
         if let Some(redis) = &self.redis {
@@ -355,9 +448,14 @@ impl Budgets {
                             let key = key.clone();
                             async move {
                                 redis::pipe()
-                                    .cmd("INCRBY")
+                                    .cmd("HINCRBY")
                                     .arg(&key)
-                                    .arg(actual)
+                                    .arg("nusd")
+                                    .arg(actual.nusd)
+                                    .cmd("HINCRBY")
+                                    .arg(&key)
+                                    .arg("tokens")
+                                    .arg(actual.tokens)
                                     .cmd("PEXPIRE")
                                     .arg(&key)
                                     .arg(ttl)
@@ -371,16 +469,27 @@ impl Budgets {
         }
     }
 
-    /// What is left of the tightest limit, in nano-dollars (for `X-Spark-Budget-Remaining`);
-    /// `None` until this replica knows every limit's spend (it never reads the ledger for it).
-    pub async fn remaining(&self, limits: &[Limit]) -> Option<i64> {
+    /// What is left of the tightest limits, money and tokens (for `X-Spark-Budget-Remaining`
+    /// and `X-Spark-Budget-Remaining-Tokens`); `None` until this replica knows every limit's
+    /// spend (it never reads the ledger for it).
+    pub async fn remaining(&self, limits: &[Limit]) -> Option<Remaining> {
         let now = now_ms();
-        let mut least: Option<i64> = None;
+        let mut least: Option<Remaining> = None;
         for limit in limits {
             let (window, _) = limit.budget.period.window(now);
             let spent = self.spent(limit, window, false).await.ok()??;
-            let left = (limit.budget.limit_nusd - spent).max(0);
-            least = Some(least.map_or(left, |l| l.min(left)));
+            let nusd = (limit.budget.limit_nusd - spent.nusd).max(0);
+            let tokens = limit.budget.limit_tokens.map(|t| (t - spent.tokens).max(0));
+            least = Some(match least {
+                None => Remaining { nusd, tokens },
+                Some(l) => Remaining {
+                    nusd: l.nusd.min(nusd),
+                    tokens: match (l.tokens, tokens) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    },
+                },
+            });
         }
         least
     }

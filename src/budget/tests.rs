@@ -10,8 +10,16 @@ fn key_limit(limit_nusd: i64, period: Period) -> Limit {
     Limit {
         scope: Scope::Key,
         id: "k1".into(),
-        budget: Budget { limit_nusd, period },
+        budget: Budget {
+            limit_nusd,
+            limit_tokens: None,
+            period,
+        },
     }
+}
+
+fn money(nusd: i64) -> Amount {
+    Amount { nusd, tokens: 0 }
 }
 
 #[tokio::test]
@@ -23,7 +31,7 @@ async fn concurrent_requests_overshoot_by_at_most_one_worst_case() {
     let mut held = Vec::new();
     let mut refused = 0;
     for _ in 0..50 {
-        match budgets.reserve(&limit, 100).await {
+        match budgets.reserve(&limit, money(100)).await {
             Ok(res) => held.push(res),
             Err(BudgetError::Exceeded(e)) => {
                 assert_eq!(e.limit_nusd, 1_000);
@@ -38,9 +46,9 @@ async fn concurrent_requests_overshoot_by_at_most_one_worst_case() {
     // Each costs its worst case: the total is exactly the limit, never more than one worst
     // case above it.
     for res in held {
-        budgets.settle(res, 100);
+        budgets.settle(res, money(100));
     }
-    let after = budgets.reserve(&limit, 100).await.unwrap_err();
+    let after = budgets.reserve(&limit, money(100)).await.unwrap_err();
     assert!(matches!(
         after,
         BudgetError::Exceeded(Exceeded {
@@ -49,23 +57,23 @@ async fn concurrent_requests_overshoot_by_at_most_one_worst_case() {
             ..
         })
     ));
-    assert_eq!(budgets.remaining(&limit).await, Some(0));
+    assert_eq!(budgets.remaining(&limit).await.map(|r| r.nusd), Some(0));
 }
 
 #[tokio::test]
 async fn a_cheaper_answer_frees_what_it_did_not_use() {
     let budgets = Budgets::new(None, None, HashMap::new(), rejections());
     let limit = [key_limit(1_000, Period::Day)];
-    let a = budgets.reserve(&limit, 900).await.unwrap();
-    let b = budgets.reserve(&limit, 900).await.unwrap();
+    let a = budgets.reserve(&limit, money(900)).await.unwrap();
+    let b = budgets.reserve(&limit, money(900)).await.unwrap();
     // 1,800 held of 1,000: nothing more may start.
-    assert!(budgets.reserve(&limit, 1).await.is_err());
-    budgets.settle(a, 10);
-    budgets.settle(b, 10);
-    assert_eq!(budgets.remaining(&limit).await, Some(980));
+    assert!(budgets.reserve(&limit, money(1)).await.is_err());
+    budgets.settle(a, money(10));
+    budgets.settle(b, money(10));
+    assert_eq!(budgets.remaining(&limit).await.map(|r| r.nusd), Some(980));
     // Admission looks at what is spent and held, not at the worst case of the newcomer.
-    match budgets.reserve(&limit, 10_000).await {
-        Ok(r) => budgets.settle(r, 0),
+    match budgets.reserve(&limit, money(10_000)).await {
+        Ok(r) => budgets.settle(r, money(0)),
         Err(e) => panic!("{e}"),
     }
 }
@@ -109,18 +117,19 @@ async fn spend_is_restored_from_the_ledger_and_a_down_ledger_refuses() {
             "k1",
             Some(Budget {
                 limit_nusd: 1_000,
+                limit_tokens: None,
                 period: Period::Month,
             }),
         )),
     );
     assert_eq!(limits.len(), 2);
     // The header never reads the ledger: before this replica used the window it says nothing.
-    assert_eq!(budgets.remaining(&limits).await, None);
+    assert_eq!(budgets.remaining(&limits).await.map(|r| r.nusd), None);
     // The key spent 600 of 1,000; the user 900 of 1,000.
-    let r = budgets.reserve(&limits, 50).await.unwrap();
-    assert_eq!(budgets.remaining(&limits).await, Some(100));
-    budgets.settle(r, 100);
-    match budgets.reserve(&limits, 50).await {
+    let r = budgets.reserve(&limits, money(50)).await.unwrap();
+    assert_eq!(budgets.remaining(&limits).await.map(|r| r.nusd), Some(100));
+    budgets.settle(r, money(100));
+    match budgets.reserve(&limits, money(50)).await {
         Err(BudgetError::Exceeded(e)) => {
             assert_eq!(e.scope, Scope::User);
             assert_eq!(e.spent_nusd, 1_000);
@@ -131,20 +140,27 @@ async fn spend_is_restored_from_the_ledger_and_a_down_ledger_refuses() {
     let down = Store::open("postgres://postgres@127.0.0.1:1/none").unwrap();
     let budgets = Budgets::new(Some(down), None, HashMap::new(), rejections());
     assert!(matches!(
-        budgets.reserve(&[key_limit(1_000, Period::Month)], 1).await,
+        budgets
+            .reserve(&[key_limit(1_000, Period::Month)], money(1))
+            .await,
         Err(BudgetError::Unavailable(_))
     ));
     // No limit, no database needed.
-    assert!(budgets.reserve(&[], 1).await.is_ok());
+    assert!(budgets.reserve(&[], money(1)).await.is_ok());
 }
 
 #[test]
 fn user_budgets_parse_and_bad_ones_are_refused() {
-    let b = parse_user_budgets("alice=10/month; bob=0.5/day").unwrap();
+    let b = parse_user_budgets("alice=10/month; bob=0.5/day,tokens=200000").unwrap();
     assert_eq!(b["alice"].limit_nusd, 10_000_000_000);
+    assert_eq!(b["alice"].limit_tokens, None);
     assert_eq!(b["bob"].period, Period::Day);
+    assert_eq!(b["bob"].limit_tokens, Some(200_000));
     for bad in [
         "alice",
+        "alice=1/day,tokens=0",
+        "alice=1/day,tokens=x",
+        "alice=1/day,200",
         "alice=10",
         "alice=-1/day",
         "alice=1/week",
@@ -152,4 +168,104 @@ fn user_budgets_parse_and_bad_ones_are_refused() {
     ] {
         assert!(parse_user_budgets(bad).is_err(), "{bad}");
     }
+}
+
+#[tokio::test]
+async fn a_token_limit_refuses_on_tokens_while_money_is_left() {
+    let budgets = Budgets::new(None, None, HashMap::new(), rejections());
+    let limit = [Limit {
+        scope: Scope::Key,
+        id: "k1".into(),
+        budget: Budget {
+            limit_nusd: 1_000_000,
+            limit_tokens: Some(1_000),
+            period: Period::Day,
+        },
+    }];
+    let worst = Amount {
+        nusd: 10,
+        tokens: 400,
+    };
+    // Two worst cases of 400 tokens are held (800 < 1,000), the third is admitted too
+    // (admission looks at what is held, 800), a fourth is refused by tokens alone.
+    let a = budgets.reserve(&limit, worst).await.unwrap();
+    let b = budgets.reserve(&limit, worst).await.unwrap();
+    let c = budgets.reserve(&limit, worst).await.unwrap();
+    match budgets.reserve(&limit, worst).await {
+        Err(BudgetError::Exceeded(e)) => {
+            assert!(e.by_tokens);
+            assert_eq!(e.limit_tokens, Some(1_000));
+            assert_eq!(e.spent_tokens, 0);
+            assert_eq!(e.spent_nusd, 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Each used 300 tokens: 900 spent, 100 left, and money nearly untouched.
+    for r in [a, b, c] {
+        budgets.settle(
+            r,
+            Amount {
+                nusd: 5,
+                tokens: 300,
+            },
+        );
+    }
+    assert_eq!(
+        budgets.remaining(&limit).await,
+        Some(Remaining {
+            nusd: 999_985,
+            tokens: Some(100),
+        })
+    );
+    let d = budgets.reserve(&limit, worst).await.unwrap();
+    budgets.settle(
+        d,
+        Amount {
+            nusd: 1,
+            tokens: 200,
+        },
+    );
+    match budgets.reserve(&limit, worst).await {
+        Err(BudgetError::Exceeded(e)) => {
+            assert!(e.by_tokens);
+            assert_eq!(e.spent_tokens, 1_100);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_restored_from_the_ledger() {
+    let dir = std::env::temp_dir().join(format!("spark-budget-{}", uuid::Uuid::new_v4().simple()));
+    let store = Store::open(&crate::store::default_url(&dir)).unwrap();
+    // Each row is 1 input and 1 output token.
+    store
+        .insert_usage(&[
+            row("a", Some("k1"), "alice", 1),
+            row("b", Some("k1"), "alice", 1),
+        ])
+        .await
+        .unwrap();
+    let budgets = Budgets::new(Some(store), None, HashMap::new(), rejections());
+    let limit = [Limit {
+        scope: Scope::Key,
+        id: "k1".into(),
+        budget: Budget {
+            limit_nusd: 1_000,
+            limit_tokens: Some(5),
+            period: Period::Total,
+        },
+    }];
+    let r = budgets
+        .reserve(&limit, Amount { nusd: 1, tokens: 1 })
+        .await
+        .unwrap();
+    budgets.settle(r, Amount::default());
+    assert_eq!(
+        budgets.remaining(&limit).await,
+        Some(Remaining {
+            nusd: 998,
+            tokens: Some(1),
+        })
+    );
 }

@@ -100,7 +100,7 @@ pub const VARS: &[Var] = &[
     var("SPARK_DATABASE_URL", None, SECRET, "postgres://… (several replicas) or sqlite://PATH; unset: an SQLite file in SPARK_DATA_DIR; none: no database (no managed keys, ledger or audit)"),
     var("SPARK_DATA_DIR", Some("./data"), TEXT, "where the default SQLite database lives (created when missing)"),
     var("SPARK_PRICES_FILE", None, TEXT, "JSON object of model name to {inputPerMillion, outputPerMillion} USD, laid over the built-in price table"),
-    var("SPARK_USER_BUDGETS", None, TEXT, "per-user spend limits in USD: alice=10/month;bob=0.5/day;carol=100/total"),
+    var("SPARK_USER_BUDGETS", None, TEXT, "per-user spend limits in USD, optionally tokens too: alice=10/month;bob=0.5/day,tokens=200000"),
     var("SPARK_USAGE_QUEUE", Some("100000"), int(1, 10_000_000), "usage rows and audit entries held while the database is down; more are dropped and counted"),
     var("SPARK_AUTH_FAILURES_PER_MIN", Some("30"), int(0, 1_000_000), "failed authentications per address and minute before 429 (0: off)"),
     var("SPARK_CORS_ORIGINS", None, TEXT, "comma list of exact browser origins allowed by CORS"),

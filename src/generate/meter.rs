@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::{GenerateError, GenerateRequest};
-use crate::budget::{BudgetError, Budgets, Reservation};
+use crate::budget::{Amount, BudgetError, Budgets, Reservation};
 use crate::ledger::{Ledger, Usage as LedgerUsage};
 use crate::providers::simulator::token_estimate;
 use crate::providers::{ProviderId, Usage};
@@ -31,15 +31,20 @@ pub(super) struct Outcome<'a> {
 }
 
 impl Metering {
-    /// The most the request can cost: its input estimate and `max_tokens` of output, at the
-    /// dearest price among the models of its plan.
-    fn worst_case(&self, req: &GenerateRequest) -> i64 {
+    /// The most the request can use: its input estimate and `max_tokens` of output, costed at
+    /// the dearest price among the models of its plan.
+    fn worst_case(&self, req: &GenerateRequest) -> Amount {
         let input = req.input_estimate();
-        req.plan
-            .iter()
-            .map(|(_, model)| self.ledger.price(model, input, u64::from(req.max_tokens)).0)
-            .max()
-            .unwrap_or(0)
+        let output = u64::from(req.max_tokens);
+        Amount {
+            nusd: req
+                .plan
+                .iter()
+                .map(|(_, model)| self.ledger.price(model, input, output).0)
+                .max()
+                .unwrap_or(0),
+            tokens: i64::try_from(input.saturating_add(output)).unwrap_or(i64::MAX),
+        }
     }
 
     /// Holds the worst case against the caller's budgets, or refuses.
@@ -61,8 +66,10 @@ impl Metering {
 
     /// Writes the call's ledger row and settles its reservation with the real cost.
     pub(super) fn finish(&self, req: &GenerateRequest, reservation: Reservation, o: &Outcome<'_>) {
-        let cost = self.ledger.record(&row(req, o, false));
-        self.budgets.settle(reservation, cost);
+        let nusd = self.ledger.record(&row(req, o, false));
+        let tokens = o.usage.input_tokens.saturating_add(o.usage.output_tokens);
+        let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
+        self.budgets.settle(reservation, Amount { nusd, tokens });
     }
 
     /// A request answered from the cache (or by another request's call): a row that costs

@@ -25,7 +25,7 @@ pub use outcome::Generation;
 pub use request::{GenerateParams, GenerateRequest, ProviderChoice};
 pub use stream::{GenerationStream, StreamItem};
 
-use crate::budget::Reservation;
+use crate::budget::{Amount, Reservation};
 use crate::cache::{CacheResult, ResponseCache};
 use crate::engine::Engine;
 use crate::providers::{CompletionRequest, ProviderError, ProviderId};
@@ -308,7 +308,7 @@ impl GenerateService {
                                 latency_ms: since(started),
                             },
                         ),
-                        _ => m.budgets.settle(r, 0),
+                        _ => m.budgets.settle(r, Amount::default()),
                     }
                 }
                 Err(e)
@@ -327,7 +327,7 @@ impl GenerateService {
     /// Gives back a reservation no call took.
     fn release(&self, left: Option<Reservation>) {
         if let (Some(m), Some(r)) = (&self.metering, left) {
-            m.budgets.settle(r, 0);
+            m.budgets.settle(r, Amount::default());
         }
     }
 

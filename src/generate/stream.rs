@@ -23,7 +23,7 @@ use tracing::Instrument;
 use super::meter::{Metering, Outcome};
 use super::outcome::{build_generation, record_failure, record_success, since};
 use super::{GenerateError, GenerateRequest, GenerateService, Generation, route_error};
-use crate::budget::Reservation;
+use crate::budget::{Amount, Reservation};
 use crate::cache::{CacheKey, CacheResult, ResponseCache};
 use crate::providers::{
     Completion, CompletionStream, ProviderError, ProviderId, StreamEvent, Usage,
@@ -269,7 +269,7 @@ impl Drop for Pilot {
     /// reservation back rather than holding it until the window ends.
     fn drop(&mut self) {
         if let Some((m, r)) = self.meter.get_mut().ok().and_then(Option::take) {
-            m.budgets.settle(r, 0);
+            m.budgets.settle(r, Amount::default());
         }
     }
 }
@@ -415,7 +415,7 @@ impl Pilot {
             return;
         };
         let Some(provider) = provider else {
-            m.budgets.settle(reservation, 0);
+            m.budgets.settle(reservation, Amount::default());
             return;
         };
         let model = if model.is_empty() {

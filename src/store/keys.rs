@@ -10,10 +10,11 @@ use sqlx::any::AnyRow;
 use super::audit::{self, Entry};
 use super::{Store, StoreError, now_ms};
 
-/// A spend limit.
+/// A spend limit, and optionally a token limit (input and output tokens) in the same window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
     pub limit_nusd: i64,
+    pub limit_tokens: Option<i64>,
     pub period: Period,
 }
 
@@ -111,7 +112,8 @@ pub struct KeyPatch {
 }
 
 const COLUMNS: &str = "id, digest, prefix, user_id, name, budget_limit_nusd, budget_period, \
-                       rate_limit, models, expires_at, created_at, updated_at, revoked_at";
+                       rate_limit, models, expires_at, created_at, updated_at, revoked_at, \
+                       budget_token_limit";
 
 fn from_row(row: &AnyRow) -> Result<KeyRecord, StoreError> {
     let digest_hex: String = row.try_get("digest")?;
@@ -119,8 +121,13 @@ fn from_row(row: &AnyRow) -> Result<KeyRecord, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("a key digest is not 64 hex digits".to_owned()))?;
     let limit: Option<i64> = row.try_get("budget_limit_nusd")?;
     let period: Option<String> = row.try_get("budget_period")?;
+    let limit_tokens: Option<i64> = row.try_get("budget_token_limit")?;
     let budget = match (limit, period.as_deref().and_then(Period::parse)) {
-        (Some(limit_nusd), Some(period)) => Some(Budget { limit_nusd, period }),
+        (Some(limit_nusd), Some(period)) => Some(Budget {
+            limit_nusd,
+            limit_tokens,
+            period,
+        }),
         _ => None,
     };
     let models: Option<String> = row.try_get("models")?;
@@ -169,7 +176,8 @@ pub fn hex(bytes: &[u8]) -> String {
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 /// Binds the fields an admin sets, in the order both the insert and the update name them: name,
-/// budget limit, budget period, rate limit, models, expiry.
+/// budget limit, budget period, rate limit, models, expiry (the token limit is bound last by
+/// each, as it came with a later migration).
 fn bind_settings<'q>(q: AnyQuery<'q>, key: &KeyRecord) -> AnyQuery<'q> {
     q.bind(key.name.clone())
         .bind(key.budget.map(|b| b.limit_nusd))
@@ -191,7 +199,7 @@ impl Store {
         self.ready().await?;
         let mut tx = self.begin_write().await?;
         let sql = format!(
-            "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         );
         let q = sqlx::query(&sql)
             .bind(key.id.clone())
@@ -202,6 +210,7 @@ impl Store {
             .bind(key.created_at)
             .bind(key.updated_at)
             .bind(key.revoked_at)
+            .bind(key.budget.and_then(|b| b.limit_tokens))
             .execute(&mut *tx)
             .await?;
         audit::append_in(&mut tx, audit).await?;
@@ -287,10 +296,12 @@ impl Store {
         key.updated_at = now_ms().max(key.updated_at + 1);
         let q = sqlx::query(
             "UPDATE api_keys SET name = $1, budget_limit_nusd = $2, budget_period = $3, \
-             rate_limit = $4, models = $5, expires_at = $6, updated_at = $7 WHERE id = $8",
+             rate_limit = $4, models = $5, expires_at = $6, updated_at = $7, \
+             budget_token_limit = $8 WHERE id = $9",
         );
         bind_settings(q, &key)
             .bind(key.updated_at)
+            .bind(key.budget.and_then(|b| b.limit_tokens))
             .bind(id.to_owned())
             .execute(&mut *tx)
             .await?;

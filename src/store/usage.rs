@@ -84,6 +84,13 @@ pub struct UsageSum {
 
 const COLUMNS: usize = 15;
 
+/// An amount of spend: money (nano-dollars) and tokens (input and output).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Amount {
+    pub nusd: i64,
+    pub tokens: i64,
+}
+
 impl Store {
     /// Inserts `rows` in one statement per 1,000 rows, in one transaction.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<(), StoreError> {
@@ -179,16 +186,19 @@ impl Store {
             .collect()
     }
 
-    /// What a key (or, with `key_id` `None`, a user) has spent since `since_ms`, in nano-dollars.
+    /// What a key (or, with `key_id` `None`, a user) has spent since `since_ms`: nano-dollars
+    /// and tokens (input and output).
     pub async fn spent_since(
         &self,
         key_id: Option<&str>,
         user_id: Option<&str>,
         since_ms: i64,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Amount, StoreError> {
         self.ready().await?;
         let row = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(cost_nusd), 0) AS BIGINT) AS spent FROM usage_records \
+            "SELECT CAST(COALESCE(SUM(cost_nusd), 0) AS BIGINT) AS spent, \
+             CAST(COALESCE(SUM(input_tokens + output_tokens), 0) AS BIGINT) AS tokens \
+             FROM usage_records \
              WHERE time >= $1 AND ($2 = '' OR key_id = $2) AND ($3 = '' OR user_id = $3)",
         )
         .bind(since_ms)
@@ -196,7 +206,10 @@ impl Store {
         .bind(user_id.unwrap_or("").to_owned())
         .fetch_one(self.pool())
         .await?;
-        Ok(row.try_get("spent")?)
+        Ok(Amount {
+            nusd: row.try_get("spent")?,
+            tokens: row.try_get("tokens")?,
+        })
     }
 
     /// How many ledger rows there are (tests and the writer benchmark count with it).

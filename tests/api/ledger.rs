@@ -312,6 +312,102 @@ async fn a_spent_budget_refuses_and_concurrency_overshoots_by_less_than_one_requ
 }
 
 #[tokio::test]
+async fn a_token_limit_refuses_by_tokens_and_is_restored_after_a_restart() {
+    for (backend, url) in db::both().await {
+        let app = spawn_app_with(&[("SPARK_DATABASE_URL", &url)]).await;
+        // Each call uses 50 + 100 = 150 tokens and costs far less than the $100 limit.
+        anthropic_uses(&app, 50, 100).await;
+        let (id, key) = issue(
+            &app,
+            &json!({"userId": "erin", "budget": {"limitUsd": 100.0, "period": "total", "limitTokens": 1000}}),
+        )
+        .await;
+        let mut ok = 0;
+        for i in 0..12 {
+            let r = app
+                .post_generate_as(
+                    &key,
+                    &json!({"prompt": format!("lamp {i}"), "maxTokens": 100}),
+                )
+                .await;
+            if r.status() != 200 {
+                let body = assert_error(r, 429, "budget_exceeded").await;
+                let d = &body["error"]["details"];
+                assert_eq!(d["limitTokens"], 1000, "{backend}: {body}");
+                assert_eq!(d["spentTokens"], 1050, "{backend}: {body}");
+                assert!(d["resetsAt"].is_null());
+                let message = body["error"]["message"].as_str().unwrap();
+                assert!(message.contains("1000 tokens"), "{message}");
+                break;
+            }
+            ok += 1;
+            let left: i64 = r.headers()["x-spark-budget-remaining-tokens"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(left, (1000 - 150 * ok).max(0), "{backend}");
+        }
+        // Sequential calls: admitted while fewer than 1,000 tokens are spent, so seven.
+        assert_eq!(ok, 7, "{backend}");
+        // The key object reads the ledger: wait for the writer's batch.
+        usage_reaching(&app, MASTER_KEY, "userId=erin", 7).await;
+        let k = get_json(&app, MASTER_KEY, "/api/admin/keys").await;
+        let k = k["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == id.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(k["budget"]["limitTokens"], 1000, "{k}");
+        assert_eq!(k["spentTokens"], 1050, "{backend}: {k}");
+
+        // A new gateway on the same database restores the tokens from the ledger: still refused.
+        let again = spawn_app_with(&[("SPARK_DATABASE_URL", &url)]).await;
+        anthropic_uses(&again, 50, 100).await;
+        let mut refused = false;
+        for _ in 0..50 {
+            let r = again
+                .post_generate_as(&key, &json!({"prompt": "lamp", "maxTokens": 100}))
+                .await;
+            match r.status().as_u16() {
+                429 => {
+                    let body = assert_error(r, 429, "budget_exceeded").await;
+                    assert_eq!(body["error"]["details"]["spentTokens"], 1050, "{body}");
+                    refused = true;
+                    break;
+                }
+                // Not yet polled into the new gateway's memory: a managed key is unknown for
+                // up to a poll period at start-up.
+                401 => tokio::time::sleep(Duration::from_millis(100)).await,
+                other => panic!("{backend}: {other}"),
+            }
+        }
+        assert!(
+            refused,
+            "{backend}: the restored token spend did not refuse"
+        );
+
+        // Raising the limit lets the key spend again.
+        let resp = app
+            .client
+            .patch(app.url(&format!("/api/admin/keys/{id}")))
+            .header("x-api-key", MASTER_KEY)
+            .json(&json!({"budget": {"limitUsd": 100.0, "period": "total", "limitTokens": 5000}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let r = app
+            .post_generate_as(&key, &json!({"prompt": "lamp 99", "maxTokens": 100}))
+            .await;
+        assert_eq!(r.status(), 200, "{backend}");
+        assert_eq!(r.headers()["x-spark-budget-remaining-tokens"], "3800");
+    }
+}
+
+#[tokio::test]
 async fn key_requests_are_checked_whole_and_model_lists_are_enforced() {
     let app = spawn_app_with(&[]).await;
     anthropic_uses(&app, 10, 10).await;
