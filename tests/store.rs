@@ -237,3 +237,34 @@ async fn an_edited_audit_row_is_named_by_verify() {
         assert_eq!(store.verify_audit().await.unwrap().unwrap_err().id, 5);
     }
 }
+
+#[tokio::test]
+async fn key_changes_are_announced_as_they_commit_with_postgres() {
+    let sqlite = Store::open(&db::sqlite_url()).unwrap();
+    assert!(sqlite.key_changes().await.unwrap().is_none());
+
+    let url = db::postgres_url().await;
+    let writer = Store::open(&url).unwrap();
+    writer.migrate().await.unwrap();
+    let mut changes = Store::open(&url)
+        .unwrap()
+        .key_changes()
+        .await
+        .unwrap()
+        .expect("PostgreSQL announces key changes");
+    writer
+        .insert_key(
+            &key("n1", "alice"),
+            Entry::new("master", "key.create").target("n1"),
+        )
+        .await
+        .unwrap();
+    // Bounded so a missing announcement fails the test instead of hanging it; the replicas'
+    // one-second poll would never show up here.
+    let got = tokio::time::timeout(std::time::Duration::from_secs(20), changes.next())
+        .await
+        .expect("no announcement of the new key")
+        .unwrap();
+    assert!(got);
+    writer.close().await;
+}

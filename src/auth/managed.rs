@@ -2,10 +2,13 @@
 //!
 //! A managed key reads `sk-spark-{id}-{secret}`. The id is public (the admin API lists it), so
 //! finding the record by id reveals nothing; the presented key's SHA-256 digest is then compared
-//! with the stored one in constant time. Every replica polls the database each second for keys
-//! changed in the last [`SKEW`] (so a replica whose clock is behind the writer's still sees the
-//! change) and reloads everything every five minutes: a key revoked on any replica is refused
-//! everywhere within about a second, and at worst after the next poll that reaches the database.
+//! with the stored one in constant time. With PostgreSQL every change is announced as it commits
+//! (`LISTEN`/`NOTIFY` on [`KEY_CHANNEL`](crate::store::keys::KEY_CHANNEL)) and each replica polls
+//! at once; whatever the backend, every replica also polls each second for keys changed in the
+//! last [`SKEW`] (so a replica whose clock is behind the writer's still sees the change, and a
+//! lost announcement costs at most a second) and reloads everything every five minutes. A key
+//! revoked on any replica is refused everywhere at once, within about a second when the
+//! announcement is lost, and at worst after the next poll that reaches the database.
 //! While the database is down the keys in force stay (a key cannot be learned revoked until it
 //! answers again; none is dropped either), and the failure is logged once per outage.
 
@@ -32,6 +35,8 @@ const SECRET_LEN: usize = 40;
 const SKEW: i64 = 30_000;
 /// A full reload at this period catches anything a poll could have missed.
 const FULL_RELOAD: Duration = Duration::from_secs(300);
+/// How long a listener that lost the database waits before it subscribes again.
+const RELISTEN: Duration = Duration::from_secs(5);
 
 /// A new key: the secret to hand out once, and what is stored.
 pub struct Minted {
@@ -170,15 +175,24 @@ impl ManagedKeys {
         Ok(n)
     }
 
-    /// Polls `store` every `period` until the process ends.
+    /// Polls `store` every `period`, and at once when PostgreSQL announces a change, until the
+    /// process ends.
     pub fn spawn_sync(self: &Arc<Self>, store: Store, period: Duration) {
         let keys = Arc::clone(self);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        crate::telemetry::spawn_named(
+            "managed-keys-listen",
+            listen(store.clone(), Arc::clone(&wake)),
+        );
         crate::telemetry::spawn_named("managed-keys", async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_full = tokio::time::Instant::now();
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = wake.notified() => {}
+                }
                 let full = last_full.elapsed() >= FULL_RELOAD;
                 match keys.sync(&store, full).await {
                     Ok(_) => {
@@ -204,6 +218,40 @@ impl ManagedKeys {
                 }
             }
         });
+    }
+}
+
+/// Wakes the poller whenever the database announces a key change, and after every reconnection
+/// (announcements made while disconnected are lost). Ends at once for SQLite. A listener that
+/// cannot connect is retried every [`RELISTEN`]; the poll goes on meanwhile, so nothing is
+/// missed for longer than a poll period.
+async fn listen(store: Store, wake: Arc<tokio::sync::Notify>) {
+    let mut failing = false;
+    loop {
+        let err = match store.key_changes().await {
+            Ok(None) => return,
+            Ok(Some(mut changes)) => {
+                if std::mem::take(&mut failing) {
+                    tracing::warn!("key change announcements are received again");
+                }
+                wake.notify_one();
+                loop {
+                    match changes.next().await {
+                        // A change, or a lost connection (remade by the next call): reload.
+                        Ok(_) => wake.notify_one(),
+                        Err(e) => break e,
+                    }
+                }
+            }
+            Err(e) => e,
+        };
+        if !std::mem::replace(&mut failing, true) {
+            tracing::warn!(
+                error = %err,
+                "key change announcements are not received; revocations reach this replica by the poll"
+            );
+        }
+        tokio::time::sleep(RELISTEN).await;
     }
 }
 

@@ -4,11 +4,27 @@
 //! Only the SHA-256 digest of a secret is stored. Every change is written in one transaction with
 //! its audit row, so the trail cannot miss a change that happened nor show one that did not.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Executor, Row};
 
 use super::audit::{self, Entry};
-use super::{Store, StoreError, now_ms};
+use super::{Backend, Store, StoreError, now_ms};
+
+/// The PostgreSQL channel every key change is announced on. `NOTIFY` is transactional: the
+/// announcement goes out when the change commits, never for one that rolled back.
+pub const KEY_CHANNEL: &str = "spark_keys";
+
+/// Announces key changes as they commit (PostgreSQL), so every replica reloads at once instead
+/// of at its next poll.
+pub struct KeyChanges(sqlx::postgres::PgListener);
+
+impl KeyChanges {
+    /// Waits for the next announcement. `Ok(false)`: the connection was lost and is being
+    /// remade, so announcements may have been missed (the caller should reload).
+    pub async fn next(&mut self) -> Result<bool, StoreError> {
+        Ok(self.0.try_recv().await?.is_some())
+    }
+}
 
 /// A spend limit, and optionally a token limit (input and output tokens) in the same window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +210,31 @@ fn models_json(models: &Option<Vec<String>>) -> Option<String> {
 }
 
 impl Store {
+    /// Queues the announcement of a key change in `tx` (PostgreSQL; SQLite has one host, and its
+    /// replicas poll).
+    async fn announce_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    ) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            // The simple query protocol: NOTIFY takes no parameters and returns no rows.
+            (&mut **tx)
+                .execute(format!("NOTIFY {KEY_CHANNEL}").as_str())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A subscription to key changes, on a connection of its own; `None` for SQLite.
+    pub async fn key_changes(&self) -> Result<Option<KeyChanges>, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
+        listener.listen(KEY_CHANNEL).await?;
+        Ok(Some(KeyChanges(listener)))
+    }
+
     /// Stores a new key and its `key.create` audit row, in one transaction.
     pub async fn insert_key(&self, key: &KeyRecord, audit: Entry) -> Result<(), StoreError> {
         self.ready().await?;
@@ -213,6 +254,7 @@ impl Store {
             .bind(key.budget.and_then(|b| b.limit_tokens))
             .execute(&mut *tx)
             .await?;
+        self.announce_in(&mut tx).await?;
         audit::append_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -305,6 +347,7 @@ impl Store {
             .bind(id.to_owned())
             .execute(&mut *tx)
             .await?;
+        self.announce_in(&mut tx).await?;
         audit::append_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(key)
@@ -326,6 +369,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        self.announce_in(&mut tx).await?;
         audit::append_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())

@@ -74,6 +74,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Kept for PostgreSQL's notification listener, which needs a connection of its own
+    /// outside the pool. Never printed (it may hold a password).
+    url: Arc<str>,
     /// Set once the migrations have run in this process.
     migrated: Arc<AtomicBool>,
     /// One migration at a time in this process (the database serializes replicas).
@@ -161,6 +164,7 @@ impl Store {
         Ok(Store {
             pool,
             backend,
+            url: Arc::from(url.as_str()),
             migrated: Arc::new(AtomicBool::new(false)),
             migrating: Arc::new(tokio::sync::Mutex::new(())),
         })
@@ -168,6 +172,15 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// A pool of its own on the same database, bound to the current runtime (the ledger
+    /// writer's thread), sharing this store's migration state so migrations still run once.
+    pub fn reopen(&self) -> Result<Store, StoreError> {
+        let mut store = Store::open(&self.url)?;
+        store.migrated = Arc::clone(&self.migrated);
+        store.migrating = Arc::clone(&self.migrating);
+        Ok(store)
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
