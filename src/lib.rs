@@ -76,6 +76,22 @@ pub async fn serve_with_ops(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Native TLS: a pair that does not load stops the gateway here (fail closed); afterwards the
+    // files are watched and a bad version never replaces the good one.
+    let (tls, tls_watch) = match &state.config().tls {
+        Some(files) => {
+            let tls_error = |e: api::tls::TlsError| {
+                std::io::Error::other(format!("SPARK_TLS_CERT/SPARK_TLS_KEY: {e}"))
+            };
+            let certs =
+                api::tls::Certificates::load(files.clone(), state.metrics().tls_reloads.clone())
+                    .map_err(tls_error)?;
+            let config = certs.server_config().map_err(tls_error)?;
+            (Some(std::sync::Arc::new(config)), Some(certs.spawn_watch()))
+        }
+        None => (None, None),
+    };
+
     // Upkeep for as long as the server runs: the limiter forgets idle keys so its memory
     // follows active keys, not every key ever seen.
     // It also re-reads the API key file four times a second, so a rotated key takes effect
@@ -115,10 +131,10 @@ pub async fn serve_with_ops(
         let router = api::ops_router(state.clone());
         telemetry::spawn_named(
             "ops-server",
-            api::server::run(ops, router, limits, signal()),
+            api::server::run(ops, router, limits, None, signal()),
         )
     });
-    let public = api::server::run(listener, app(state), limits, signal());
+    let public = api::server::run(listener, app(state), limits, tls, signal());
     let trigger = telemetry::spawn_named("shutdown-trigger", async move {
         shutdown.await;
         let _ = stop.send(true);
@@ -129,5 +145,8 @@ pub async fn serve_with_ops(
         let _ = ops.await;
     }
     upkeep.abort();
+    if let Some(watch) = tls_watch {
+        watch.abort();
+    }
     result
 }

@@ -268,3 +268,86 @@ async fn audit_verify_names_an_edited_row_and_exits_one() {
     raw.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Native TLS from the outside: the binary serves HTTPS with the configured pair, `healthcheck`
+/// finds it on HTTPS by itself (from the same environment, as in the container), and a bad pair
+/// at start-up stops the gateway with an error naming the variables.
+#[tokio::test]
+async fn the_binary_serves_https_and_its_healthcheck_speaks_tls() {
+    let dir = std::env::temp_dir().join(format!("spark-binary-tls-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let port = free_port();
+    let env = |c: &mut Command| {
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SPARK_BIND", format!("127.0.0.1:{port}"))
+            .env("SPARK_DATABASE_URL", "none")
+            .env("SPARK_SHUTDOWN_DELAY", "0s")
+            .env("SPARK_TLS_CERT", &cert)
+            .env("SPARK_TLS_KEY", &key);
+    };
+    let mut cmd = Command::new(BIN);
+    env(&mut cmd);
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(made.cert.pem().as_bytes()).unwrap()])
+        .resolve("localhost", ([127, 0, 0, 1], port).into())
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{port}/livez");
+    let started = Instant::now();
+    while client.get(&url).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "no start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut probe = Command::new(BIN);
+    env(&mut probe);
+    let ok = probe
+        .arg("healthcheck")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "healthcheck over HTTPS failed");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+
+    // A key that does not belong to the certificate: refused at start-up.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&key, other.signing_key.serialize_pem()).unwrap();
+    let mut bad = Command::new(BIN);
+    env(&mut bad);
+    let mut bad = bad
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = bad.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = bad.kill();
+            panic!("a gateway with a mismatched key pair kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut out = String::new();
+    bad.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    bad.stderr.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(out.contains("SPARK_TLS_CERT/SPARK_TLS_KEY"), "{out}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -34,14 +34,10 @@ fn valid_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-const SECURITY_HEADERS: [(&str, &str); 5] = [
+const SECURITY_HEADERS: [(&str, &str); 4] = [
     (
         "content-security-policy",
         "default-src 'none'; frame-ancestors 'none'",
-    ),
-    (
-        "strict-transport-security",
-        "max-age=63072000; includeSubDomains",
     ),
     ("x-frame-options", "DENY"),
     ("x-content-type-options", "nosniff"),
@@ -98,6 +94,14 @@ pub async fn request_context(
         trace::trace_id(&span)
     });
 
+    // HSTS only where the client used HTTPS: over native TLS, or behind a proxy that says so.
+    // (A client that fakes the header over plain HTTP gains nothing: browsers ignore HSTS
+    // received without TLS.)
+    let secure = req.extensions().get::<super::tls::Secure>().is_some()
+        || req
+            .headers()
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let mut resp = next.run(req).instrument(span.clone()).await;
 
     let error = resp.extensions_mut().remove::<ErrorBody>();
@@ -135,6 +139,12 @@ pub async fn request_context(
     }
     for (name, value) in SECURITY_HEADERS {
         headers.insert(name, HeaderValue::from_static(value));
+    }
+    if secure {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
     }
     // File downloads choose their own cache policy; everything else must not be stored. An
     // event stream says `no-cache` by itself (axum's default), which still allows storing it.

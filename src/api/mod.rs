@@ -21,6 +21,7 @@ pub mod openapi;
 mod probes;
 mod ratelimit;
 pub mod server;
+pub mod tls;
 
 use std::convert::Infallible;
 

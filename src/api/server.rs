@@ -12,6 +12,9 @@
 //! - HTTP/2 pings a quiet peer, and caps concurrent streams per connection;
 //! - `TCP_NODELAY` is set, so an SSE event written in pieces is not held back ~40 ms by Nagle's
 //!   algorithm waiting for a delayed ACK;
+//! - with native TLS (`super::tls`) the handshake runs in the connection's own task and must
+//!   finish within the header timeout, so a client that stalls mid-handshake holds only its own
+//!   connection slot, and for no longer than a half-sent request head would;
 //! - on shutdown the loop stops accepting, idle connections close, and the loop returns once every
 //!   in-flight response has finished (the caller bounds that wait with the grace period).
 
@@ -45,12 +48,15 @@ pub struct ServerLimits {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains (see the module doc).
+/// With `tls` every connection is HTTPS.
 pub async fn run(
     listener: TcpListener,
     router: Router,
     limits: ServerLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -94,22 +100,55 @@ pub async fn run(
         }
         let (io, last_activity) = IdleIo::new(stream);
         let router = router.clone();
+        let secure = tls.is_some();
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let mut req = req.map(axum::body::Body::new);
                 // What `into_make_service_with_connect_info` would add: the limiter and the
                 // brute-force brake read the peer address.
                 req.extensions_mut().insert(ConnectInfo(peer));
+                if secure {
+                    req.extensions_mut().insert(super::tls::Secure);
+                }
                 router.clone().oneshot(req)
             });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
         let idle = limits.idle_timeout;
+        let handshake_timeout = limits.header_read_timeout;
+        let tls = tls.clone();
         crate::telemetry::spawn_named("connection", async move {
+            let served =
+                async {
+                    match tls {
+                        None => {
+                            let conn =
+                                builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Some(acceptor) => {
+                            let stream =
+                                match tokio::time::timeout(handshake_timeout, acceptor.accept(io))
+                                    .await
+                                {
+                                    Ok(Ok(stream)) => stream,
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                        return Ok(());
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "TLS handshake timed out");
+                                        return Ok(());
+                                    }
+                                };
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                    }
+                };
             tokio::select! {
-                result = conn => {
+                result = served => {
                     if let Err(e) = result {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }

@@ -79,6 +79,15 @@ pub enum Database {
     Url(SecretString),
 }
 
+/// The PEM files of `SPARK_TLS_CERT` and `SPARK_TLS_KEY` (loaded and watched by `api::tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
@@ -90,6 +99,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Open client connections at most.
     pub max_connections: usize,
+    /// Native TLS on `bind` (`SPARK_TLS_CERT`, `SPARK_TLS_KEY`).
+    pub tls: Option<TlsFiles>,
     pub master_key: Option<SecretString>,
     /// User keys from `SPARK_API_KEYS` and `SPARK_API_KEYS_FILE`, not yet hashed.
     pub api_keys: Vec<SecretString>,
@@ -180,6 +191,13 @@ impl Config {
         ops.or_else(|| r.parsed("SPARK_BIND", "a socket address", |s| s.parse().ok()))
     }
 
+    /// Whether the probe address of [`Config::probe_bind`] speaks HTTPS: the main listener with
+    /// native TLS does; the operations listener never does.
+    pub fn probe_tls(src: &dyn Source) -> bool {
+        let mut r = Reader::new(src);
+        r.text("SPARK_OPS_BIND").is_none() && r.text("SPARK_TLS_CERT").is_some()
+    }
+
     /// Reads and validates every variable, reporting all problems together.
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         let mut r = Reader::new(src);
@@ -200,6 +218,17 @@ impl Config {
         let header_read_timeout = r.duration("SPARK_HEADER_READ_TIMEOUT");
         let idle_timeout = r.duration("SPARK_IDLE_TIMEOUT");
         let max_connections = r.int("SPARK_MAX_CONNECTIONS") as usize;
+        let tls = match (r.text("SPARK_TLS_CERT"), r.text("SPARK_TLS_KEY")) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            }),
+            (None, None) => None,
+            _ => {
+                r.problem("SPARK_TLS_CERT and SPARK_TLS_KEY: set both or neither".into());
+                None
+            }
+        };
         let master_key = r.secret("SPARK_MASTER_API_KEY");
         if master_key
             .as_ref()
@@ -427,6 +456,7 @@ impl Config {
             header_read_timeout,
             idle_timeout,
             max_connections,
+            tls,
             master_key,
             api_keys,
             inline_api_keys,

@@ -108,6 +108,8 @@ pub const VARS: &[Var] = &[
     var("SPARK_HEADER_READ_TIMEOUT", Some("10s"), DAY, "a client must finish sending request headers within this; also how long an idle HTTP/1.1 connection waits for its next request"),
     var("SPARK_IDLE_TIMEOUT", Some("60s"), DAY, "a connection with no bytes either way for this long is closed"),
     var("SPARK_MAX_CONNECTIONS", Some("10000"), int(1, 1_000_000), "open client connections at most; more wait in the accept backlog"),
+    var("SPARK_TLS_CERT", None, TEXT, "PEM certificate chain (leaf first): serve HTTPS on SPARK_BIND; re-read when the file changes"),
+    var("SPARK_TLS_KEY", None, TEXT, "PEM private key of SPARK_TLS_CERT; set both or neither"),
     var("SPARK_TRUSTED_PROXIES", None, TEXT, "comma list of IPs or CIDRs whose X-Forwarded-For is believed"),
     // Providers.
     var("ANTHROPIC_API_KEY", None, SECRET, "Anthropic key; without it Anthropic is not configured"),

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub db_up: IntGauge,
     /// Requests refused because a budget was spent, by scope (`key`, `user`).
     pub budget_rejections: IntCounterVec,
+    /// Reloads of the native TLS certificate files, by result (`ok`, `error`).
+    pub tls_reloads: IntCounterVec,
     /// Outbound shaping, per lane (`provider` or `provider:model`, from configuration).
     shaper_depth: IntGaugeVec,
     shaper_wait: HistogramVec,
@@ -135,6 +137,11 @@ impl Metrics {
                 "spark_budget_rejections_total",
                 "Requests refused with 429 budget_exceeded, by the budget's scope (key or user).",
                 &["scope"],
+            )?,
+            tls_reloads: counter(
+                "spark_tls_reloads_total",
+                "Reloads of SPARK_TLS_CERT/SPARK_TLS_KEY after they changed, by result (ok; error: the certificate in force stays).",
+                &["result"],
             )?,
             db_up: gauge(
                 "spark_db_up",

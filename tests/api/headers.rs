@@ -31,6 +31,19 @@ async fn a_200_a_4xx_and_a_5xx_all_carry_security_headers_and_a_request_id() {
         .await;
     assert_eq!(ok.status(), 200);
     assert_common_headers(&ok, "200");
+    // Plain HTTP: no HSTS, unless a proxy in front says the client used HTTPS.
+    assert!(ok.headers().get("strict-transport-security").is_none());
+    let proxied = app
+        .client
+        .get(app.url("/livez"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        proxied.headers()["strict-transport-security"],
+        "max-age=63072000; includeSubDomains"
+    );
 
     let unauthorized = app
         .client

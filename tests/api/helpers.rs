@@ -228,14 +228,10 @@ pub fn openai_answer(text: &str) -> Value {
 
 pub const UNITY_ANSWER: &str = "Here is the door script.\n\n```csharp\nusing UnityEngine;\n\npublic class AutoDoor : MonoBehaviour\n{\n    [SerializeField] private float openAngle = 90f;\n}\n```\n";
 
-pub const SECURITY_HEADERS: [(&str, &str); 6] = [
+pub const SECURITY_HEADERS: [(&str, &str); 5] = [
     (
         "content-security-policy",
         "default-src 'none'; frame-ancestors 'none'",
-    ),
-    (
-        "strict-transport-security",
-        "max-age=63072000; includeSubDomains",
     ),
     ("x-frame-options", "DENY"),
     ("x-content-type-options", "nosniff"),

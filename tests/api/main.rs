@@ -24,5 +24,6 @@ mod resilience;
 mod security;
 mod shaping;
 mod streaming;
+mod tls;
 mod tracing;
 mod validation;
