@@ -174,15 +174,6 @@ impl Store {
         self.backend
     }
 
-    /// A pool of its own on the same database, bound to the current runtime (the ledger
-    /// writer's thread), sharing this store's migration state so migrations still run once.
-    pub fn reopen(&self) -> Result<Store, StoreError> {
-        let mut store = Store::open(&self.url)?;
-        store.migrated = Arc::clone(&self.migrated);
-        store.migrating = Arc::clone(&self.migrating);
-        Ok(store)
-    }
-
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
