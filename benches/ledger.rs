@@ -4,7 +4,9 @@
 //! Run: `cargo bench --bench ledger` (PostgreSQL at `SPARK_TEST_POSTGRES_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`; each run works in a fresh schema). The baseline in
 //! the same run is the naive writer: one row per statement, the same rows. Criterion reports
-//! elements per second.
+//! elements per second. After the groups it prints the writer's own CPU per row (this process's
+//! user + system time over twenty 1,000-row batches, from `/proc/self/stat`): what a flush costs
+//! the gateway, apart from the database server's work.
 
 #![allow(
     clippy::unwrap_used,
@@ -68,6 +70,15 @@ fn postgres_url(rt: &tokio::runtime::Runtime) -> String {
     format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
 
+/// User + system CPU seconds of this process so far (Linux).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(ticks / 100.0)
+}
+
 fn writer(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -116,6 +127,22 @@ fn writer(c: &mut Criterion) {
         );
     }
     group.finish();
+    for (name, store) in &backends {
+        let batches: Vec<Vec<UsageRow>> = (0..20).map(|_| rows(1_000)).collect();
+        let (cpu0, wall0) = (process_cpu_seconds(), std::time::Instant::now());
+        for batch in &batches {
+            rt.block_on(store.insert_usage(batch)).unwrap();
+        }
+        let n = 20_000.0;
+        match (cpu0, process_cpu_seconds()) {
+            (Some(a), Some(b)) => println!(
+                "ledger_writer/{name}: {:.1} µs of this process's CPU per row, {:.1} µs wall per row",
+                (b - a) / n * 1e6,
+                wall0.elapsed().as_secs_f64() / n * 1e6
+            ),
+            _ => println!("ledger_writer/{name}: /proc/self/stat unreadable, no CPU figure"),
+        }
+    }
     let _ = std::fs::remove_dir_all(sqlite_dir);
 }
 
