@@ -268,3 +268,44 @@ async fn key_changes_are_announced_as_they_commit_with_postgres() {
     assert!(got);
     writer.close().await;
 }
+
+#[tokio::test]
+async fn a_page_of_keys_is_summed_in_one_query_as_each_would_be_alone() {
+    use spark_gateway::store::now_ms;
+    for (backend, url) in db::both().await {
+        let store = Store::open(&url).unwrap();
+        let now = now_ms();
+        let (day, _) = Period::Day.window(now);
+        let (month, _) = Period::Month.window(now);
+        let mut rows = Vec::new();
+        // k1: today, earlier this month (or today on the 1st) and long ago; k2: today only.
+        for (i, (key, time, cost)) in [
+            ("k1", now, 100),
+            ("k1", month.max(day - 1), 20),
+            ("k1", 1_000, 3),
+            ("k2", now, 7),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut r = usage(&format!("s{i}"), "alice", "claude-haiku-4-5", time, cost);
+            r.key_id = Some(key.into());
+            rows.push(r);
+        }
+        store.insert_usage(&rows).await.unwrap();
+        let all = store
+            .spent_by_keys(&["k1", "k2", "k3"], day, month)
+            .await
+            .unwrap();
+        assert!(!all.contains_key("k3"), "{backend}");
+        for key in ["k1", "k2"] {
+            for (i, since) in [day, month, 0].into_iter().enumerate() {
+                let alone = store.spent_since(Some(key), None, since).await.unwrap();
+                assert_eq!(all[key][i], alone, "{backend} {key} window {i}");
+            }
+        }
+        assert_eq!(all["k1"][2].nusd, 123, "{backend}");
+        assert_eq!(all["k1"][2].tokens, 90, "{backend}");
+        store.close().await;
+    }
+}

@@ -21,7 +21,7 @@ use crate::auth::Caller;
 use crate::auth::issue::{self, Actor};
 use crate::budget::Amount;
 use crate::state::AppState;
-use crate::store::keys::KeyRecord;
+use crate::store::keys::{KeyRecord, Period};
 use crate::store::usage::GroupBy;
 use crate::store::{Store, now_ms, parse_rfc3339, rfc3339, usd};
 
@@ -129,10 +129,23 @@ pub async fn list(State(state): State<AppState>, q: Params) -> Result<Json<Value
     let (keys, more) = store
         .list_keys(limit, q.get("cursor").map(String::as_str))
         .await?;
-    let mut out = Vec::with_capacity(keys.len());
-    for k in &keys {
-        out.push(issue::key_json(k, spent(store, k).await?));
-    }
+    let now = now_ms();
+    let (day, month) = (Period::Day.window(now).0, Period::Month.window(now).0);
+    let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+    let spent = store.spent_by_keys(&ids, day, month).await?;
+    let out: Vec<Value> = keys
+        .iter()
+        .map(|k| {
+            // The spend in the key's budget window, or in total without a budget (as `spent`).
+            let window = match k.budget.map(|b| b.period) {
+                Some(Period::Day) => 0,
+                Some(Period::Month) => 1,
+                Some(Period::Total) | None => 2,
+            };
+            let amount = spent.get(&k.id).map_or(Amount::default(), |s| s[window]);
+            issue::key_json(k, amount)
+        })
+        .collect();
     let next = more.then(|| keys.last().map(|k| k.id.clone())).flatten();
     Ok(Json(json!({ "keys": out, "nextCursor": next })))
 }

@@ -4,6 +4,8 @@
 //! prompt or the answer. Rows carry their own id and are inserted with `ON CONFLICT DO NOTHING`,
 //! so a batch retried after a commit whose answer was lost is not counted twice.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 
 use super::{Store, StoreError};
@@ -210,6 +212,61 @@ impl Store {
             nusd: row.try_get("spent")?,
             tokens: row.try_get("tokens")?,
         })
+    }
+
+    /// What each of `key_ids` has spent since `day_ms` (the start of today), since `month_ms`
+    /// (of this month) and in total, in one query: a page of the admin key list costs one round
+    /// trip, not one per key. Keys without rows are absent.
+    pub async fn spent_by_keys(
+        &self,
+        key_ids: &[&str],
+        day_ms: i64,
+        month_ms: i64,
+    ) -> Result<HashMap<String, [Amount; 3]>, StoreError> {
+        self.ready().await?;
+        if key_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sum = |since: &str, what: &str| {
+            format!(
+                "CAST(COALESCE(SUM(CASE WHEN time >= {since} THEN {what} ELSE 0 END), 0) AS BIGINT)"
+            )
+        };
+        let tokens = "input_tokens + output_tokens";
+        let list: Vec<String> = (0..key_ids.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT key_id, {} AS day_nusd, {} AS day_tokens, {} AS month_nusd, {} AS month_tokens, \
+             CAST(COALESCE(SUM(cost_nusd), 0) AS BIGINT) AS total_nusd, \
+             CAST(COALESCE(SUM({tokens}), 0) AS BIGINT) AS total_tokens \
+             FROM usage_records WHERE key_id IN ({}) GROUP BY key_id",
+            sum("$1", "cost_nusd"),
+            sum("$1", tokens),
+            sum("$2", "cost_nusd"),
+            sum("$2", tokens),
+            list.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(day_ms).bind(month_ms);
+        for id in key_ids {
+            q = q.bind((*id).to_owned());
+        }
+        let mut out = HashMap::with_capacity(key_ids.len());
+        for row in q.fetch_all(self.pool()).await? {
+            let amount = |n: &str, t: &str| -> Result<Amount, StoreError> {
+                Ok(Amount {
+                    nusd: row.try_get(n)?,
+                    tokens: row.try_get(t)?,
+                })
+            };
+            out.insert(
+                row.try_get::<String, _>("key_id")?,
+                [
+                    amount("day_nusd", "day_tokens")?,
+                    amount("month_nusd", "month_tokens")?,
+                    amount("total_nusd", "total_tokens")?,
+                ],
+            );
+        }
+        Ok(out)
     }
 
     /// How many ledger rows there are (tests and the writer benchmark count with it).
