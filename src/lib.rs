@@ -83,9 +83,11 @@ pub async fn serve_with_ops(
             let tls_error = |e: api::tls::TlsError| {
                 std::io::Error::other(format!("SPARK_TLS_CERT/SPARK_TLS_KEY: {e}"))
             };
-            let certs =
-                api::tls::Certificates::load(files.clone(), state.metrics().tls_reloads.clone())
-                    .map_err(tls_error)?;
+            let metrics = api::tls::TlsMetrics {
+                reloads: state.metrics().tls_reloads.clone(),
+                expiry: state.metrics().tls_expiry.clone(),
+            };
+            let certs = api::tls::Certificates::load(files.clone(), metrics).map_err(tls_error)?;
             let config = certs.server_config().map_err(tls_error)?;
             (Some(std::sync::Arc::new(config)), Some(certs.spawn_watch()))
         }

@@ -185,6 +185,11 @@ async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
             "no provider key is set (ANTHROPIC_API_KEY, OPENAI_API_KEY): the built-in simulator answers every request"
         );
     }
+    // A TLS pair that does not load stops the gateway before it says it listens.
+    if let Some(files) = &config.tls {
+        spark_gateway::api::tls::Certificates::check(files)
+            .map_err(|e| anyhow::anyhow!("SPARK_TLS_CERT/SPARK_TLS_KEY: {e}"))?;
+    }
     let bind = config.bind;
     let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
     let state = spark_gateway::build_state(config)?;
@@ -347,18 +352,11 @@ fn check_config() -> ExitCode {
             }
             // The TLS pair is read as serving would read it: a pair that would stop the
             // gateway fails the check too.
-            if let Some(files) = &c.tls {
-                let counter = prometheus::IntCounterVec::new(
-                    prometheus::Opts::new("check_config_tls", "unused"),
-                    &["result"],
-                );
-                if let Ok(counter) = counter
-                    && let Err(e) =
-                        spark_gateway::api::tls::Certificates::load(files.clone(), counter)
-                {
-                    eprintln!("SPARK_TLS_CERT/SPARK_TLS_KEY: {e}");
-                    return ExitCode::FAILURE;
-                }
+            if let Some(files) = &c.tls
+                && let Err(e) = spark_gateway::api::tls::Certificates::check(files)
+            {
+                eprintln!("SPARK_TLS_CERT/SPARK_TLS_KEY: {e}");
+                return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
         }

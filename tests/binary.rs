@@ -318,10 +318,25 @@ async fn the_binary_serves_https_and_its_healthcheck_speaks_tls() {
         .unwrap()
         .success();
     assert!(ok, "healthcheck over HTTPS failed");
+    // SIGTERM with the client's HTTP/2 connection still open: the gateway says GOAWAY and the
+    // client (whose connection task runs while this test awaits) closes; a blocking wait here
+    // would starve that task and the drain would last the whole grace period.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let _ = child.wait();
+    let stopping = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(10),
+            "an idle HTTP/2 connection held the drain"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    drop(client);
 
     // A key that does not belong to the certificate: refused at start-up.
     let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();

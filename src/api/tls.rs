@@ -9,12 +9,14 @@
 //! to the certificate, garbage) never replaces the certificate in force: the last good one stays,
 //! the failure is logged once per change and counted in `spark_tls_reloads_total{result="error"}`.
 //! At start-up there is no last good one, so a bad pair stops the gateway (fail closed).
+//! `spark_tls_certificate_expiry_timestamp_seconds` says when the certificate in force expires,
+//! so an alert fires before a rotation that never happened matters.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use prometheus::IntCounterVec;
+use prometheus::{IntCounterVec, IntGauge};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -77,6 +79,23 @@ pub struct Certificates {
     /// The files as last loaded, and as last refused (so a bad version is logged once).
     loaded: Mutex<(Stamp, Option<Stamp>)>,
     reloads: IntCounterVec,
+    expiry: IntGauge,
+}
+
+/// The metrics a [`Certificates`] keeps.
+#[derive(Clone)]
+pub struct TlsMetrics {
+    /// Reloads by result (`ok`, `error`).
+    pub reloads: IntCounterVec,
+    /// When the leaf certificate in force expires (Unix seconds; 0 when it cannot be read).
+    pub expiry: IntGauge,
+}
+
+/// The leaf's notAfter, in Unix seconds.
+fn not_after(key: &CertifiedKey) -> Option<i64> {
+    let leaf = key.cert.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 impl std::fmt::Debug for Certificates {
@@ -98,17 +117,24 @@ pub enum Refresh {
 
 impl Certificates {
     /// Loads the pair; an error here is a configuration error.
-    pub fn load(files: TlsFiles, reloads: IntCounterVec) -> Result<Arc<Certificates>, TlsError> {
+    pub fn load(files: TlsFiles, metrics: TlsMetrics) -> Result<Arc<Certificates>, TlsError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let seen = stamp(&files);
         let current = read(&files, &provider)?;
+        metrics.expiry.set(not_after(&current).unwrap_or(0));
         Ok(Arc::new(Certificates {
             files,
             provider,
             current: RwLock::new(Arc::new(current)),
             loaded: Mutex::new((seen, None)),
-            reloads,
+            reloads: metrics.reloads,
+            expiry: metrics.expiry,
         }))
+    }
+
+    /// Reads the pair as serving would, without keeping it: for `check-config` and start-up.
+    pub fn check(files: &TlsFiles) -> Result<(), TlsError> {
+        read(files, &rustls::crypto::aws_lc_rs::default_provider()).map(|_| ())
     }
 
     /// Re-reads the files if they changed since the last load. Blocking file I/O.
@@ -120,6 +146,7 @@ impl Certificates {
         }
         match read(&self.files, &self.provider) {
             Ok(next) => {
+                self.expiry.set(not_after(&next).unwrap_or(0));
                 if let Ok(mut current) = self.current.write() {
                     *current = Arc::new(next);
                 }
@@ -191,15 +218,31 @@ mod tests {
         IntCounterVec::new(Opts::new("r", "r"), &["result"]).unwrap()
     }
 
+    fn metrics(reloads: &IntCounterVec) -> TlsMetrics {
+        TlsMetrics {
+            reloads: reloads.clone(),
+            expiry: IntGauge::new("e", "e").unwrap(),
+        }
+    }
+
+    /// A self-signed certificate for `name` valid until 1 January of `until`: (PEM, key PEM, DER).
+    fn make(name: &str, until: i32) -> (String, String, Vec<u8>) {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(until, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
     fn write_pair(dir: &Path, name: &str) -> (TlsFiles, Vec<u8>) {
-        let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        let (cert, key, der) = make(name, 2031);
         let files = TlsFiles {
             cert: dir.join("tls.crt"),
             key: dir.join("tls.key"),
         };
-        std::fs::write(&files.cert, cert.cert.pem()).unwrap();
-        std::fs::write(&files.key, cert.signing_key.serialize_pem()).unwrap();
-        (files, cert.cert.der().to_vec())
+        std::fs::write(&files.cert, cert).unwrap();
+        std::fs::write(&files.key, key).unwrap();
+        (files, der)
     }
 
     #[test]
@@ -208,18 +251,26 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let (files, first) = write_pair(&dir, "one.test");
         let r = reloads();
-        let certs = Certificates::load(files.clone(), r.clone()).unwrap();
+        let m = metrics(&r);
+        let certs = Certificates::load(files.clone(), m.clone()).unwrap();
         assert_eq!(certs.leaf().unwrap().as_ref(), first.as_slice());
+        // 2031-01-01T00:00:00Z.
+        assert_eq!(m.expiry.get(), 1_924_992_000);
         assert_eq!(certs.refresh(), Refresh::Unchanged);
 
         // A certificate written without its key: the pair does not match, the old one stays,
         // and the refusal is counted once however often the files are checked.
-        let other = rcgen::generate_simple_self_signed(vec!["two.test".to_owned()]).unwrap();
-        std::fs::write(&files.cert, format!("{}\n", other.cert.pem())).unwrap();
+        let (other_cert, other_key, other_der) = make("two.test", 2032);
+        std::fs::write(&files.cert, format!("{other_cert}\n")).unwrap();
         assert_eq!(certs.refresh(), Refresh::Refused);
         assert_eq!(certs.refresh(), Refresh::Unchanged);
         assert_eq!(r.with_label_values(&["error"]).get(), 1);
         assert_eq!(certs.leaf().unwrap().as_ref(), first.as_slice());
+        assert_eq!(
+            m.expiry.get(),
+            1_924_992_000,
+            "the refused pair's expiry is not shown"
+        );
 
         // Garbage: refused as well.
         std::fs::write(&files.key, "not a key").unwrap();
@@ -227,9 +278,11 @@ mod tests {
         assert_eq!(certs.leaf().unwrap().as_ref(), first.as_slice());
 
         // The whole new pair: loaded.
-        std::fs::write(&files.key, other.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&files.key, other_key).unwrap();
         assert_eq!(certs.refresh(), Refresh::Reloaded);
-        assert_eq!(certs.leaf().unwrap().as_ref(), other.cert.der().as_ref());
+        assert_eq!(certs.leaf().unwrap().as_ref(), other_der.as_slice());
+        // 2032-01-01T00:00:00Z.
+        assert_eq!(m.expiry.get(), 1_956_528_000);
         assert_eq!(r.with_label_values(&["ok"]).get(), 1);
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -241,7 +294,7 @@ mod tests {
         let (files, _) = write_pair(&dir, "one.test");
         std::fs::write(&files.cert, "").unwrap();
         assert!(matches!(
-            Certificates::load(files.clone(), reloads()),
+            Certificates::load(files.clone(), metrics(&reloads())),
             Err(TlsError::NoCertificate(_))
         ));
         let missing = TlsFiles {
@@ -249,7 +302,7 @@ mod tests {
             key: files.key.clone(),
         };
         assert!(matches!(
-            Certificates::load(missing, reloads()),
+            Certificates::load(missing, metrics(&reloads())),
             Err(TlsError::File { .. })
         ));
         std::fs::remove_dir_all(&dir).ok();

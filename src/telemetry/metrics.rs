@@ -71,6 +71,8 @@ pub struct Metrics {
     pub budget_rejections: IntCounterVec,
     /// Reloads of the native TLS certificate files, by result (`ok`, `error`).
     pub tls_reloads: IntCounterVec,
+    /// When the native TLS certificate in force expires (Unix seconds; absent without TLS).
+    pub tls_expiry: IntGauge,
     /// Outbound shaping, per lane (`provider` or `provider:model`, from configuration).
     shaper_depth: IntGaugeVec,
     shaper_wait: HistogramVec,
@@ -142,6 +144,10 @@ impl Metrics {
                 "spark_tls_reloads_total",
                 "Reloads of SPARK_TLS_CERT/SPARK_TLS_KEY after they changed, by result (ok; error: the certificate in force stays).",
                 &["result"],
+            )?,
+            tls_expiry: gauge(
+                "spark_tls_certificate_expiry_timestamp_seconds",
+                "When the native TLS certificate in force (SPARK_TLS_CERT) expires, in Unix seconds; 0 without native TLS or when it cannot be read.",
             )?,
             db_up: gauge(
                 "spark_db_up",
