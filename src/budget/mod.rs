@@ -9,9 +9,9 @@
 //!
 //! Spend is kept in memory, restored from the ledger the first time a window is used, and with
 //! `REDIS_URL` shared by every replica (one hash per limit and window with the fields `nusd` and
-//! `tokens`, initialised from the ledger with `HSETNX`, raised with `HINCRBY`). Reservations stay local to a replica, so a
-//! replica that dies mid-request leaks nothing; across replicas the overshoot bound is one worst
-//! case per replica. Redis down: the local spend decides (degraded, still limiting). The ledger
+//! `tokens`, initialised from the ledger with `HSETNX`, raised with `HINCRBY`). Reservations
+//! stay local to a replica, so a replica that dies mid-request leaks nothing; across replicas the
+//! overshoot bound is one worst case per replica. Redis down: the local spend decides (degraded, still limiting). The ledger
 //! down when a window must be restored: the request is refused with `database_unavailable`,
 //! never admitted on an unknown spend.
 
