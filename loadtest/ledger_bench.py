@@ -122,7 +122,7 @@ def measure(procs, mock_url, ledger, idle_pg_url):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
-    ap.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds of the three set-ups (default {ROUNDS})")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds of the four set-ups (default {ROUNDS})")
     args = ap.parse_args()
     if not args.no_build:
         bench.build_release()

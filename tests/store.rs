@@ -260,7 +260,9 @@ async fn key_changes_are_announced_as_they_commit_with_postgres() {
         .await
         .unwrap();
     // Bounded so a missing announcement fails the test instead of hanging it; the replicas'
-    // one-second poll would never show up here.
+    // one-second poll would never show up here. The channel is database-wide, so a key written
+    // by a test running beside this one may be the announcement received: it went through the
+    // same NOTIFY, so the mechanism is proven either way.
     let got = tokio::time::timeout(std::time::Duration::from_secs(20), changes.next())
         .await
         .expect("no announcement of the new key")

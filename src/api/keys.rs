@@ -89,10 +89,24 @@ fn known_models(state: &AppState) -> Vec<String> {
         .collect()
 }
 
-/// What a key has spent in its budget's window (or in total when it has no budget).
-async fn spent(store: &Store, key: &KeyRecord) -> Result<Amount, ApiError> {
-    let since = key.budget.map_or(0, |b| b.period.window(now_ms()).0);
-    Ok(store.spent_since(Some(&key.id), None, since).await?)
+/// What each key has spent in its budget's window (or in total when it has no budget), in one
+/// query for all of them.
+async fn spent(store: &Store, keys: &[KeyRecord]) -> Result<Vec<Amount>, ApiError> {
+    let now = now_ms();
+    let (day, month) = (Period::Day.window(now).0, Period::Month.window(now).0);
+    let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+    let sums = store.spent_by_keys(&ids, day, month).await?;
+    Ok(keys
+        .iter()
+        .map(|k| {
+            let window = match k.budget.map(|b| b.period) {
+                Some(Period::Day) => 0,
+                Some(Period::Month) => 1,
+                Some(Period::Total) | None => 2,
+            };
+            sums.get(&k.id).map_or(Amount::default(), |s| s[window])
+        })
+        .collect())
 }
 
 /// `POST /api/admin/keys`: 201 with the key object and, this once, the key.
@@ -129,22 +143,10 @@ pub async fn list(State(state): State<AppState>, q: Params) -> Result<Json<Value
     let (keys, more) = store
         .list_keys(limit, q.get("cursor").map(String::as_str))
         .await?;
-    let now = now_ms();
-    let (day, month) = (Period::Day.window(now).0, Period::Month.window(now).0);
-    let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
-    let spent = store.spent_by_keys(&ids, day, month).await?;
     let out: Vec<Value> = keys
         .iter()
-        .map(|k| {
-            // The spend in the key's budget window, or in total without a budget (as `spent`).
-            let window = match k.budget.map(|b| b.period) {
-                Some(Period::Day) => 0,
-                Some(Period::Month) => 1,
-                Some(Period::Total) | None => 2,
-            };
-            let amount = spent.get(&k.id).map_or(Amount::default(), |s| s[window]);
-            issue::key_json(k, amount)
-        })
+        .zip(spent(store, &keys).await?)
+        .map(|(k, amount)| issue::key_json(k, amount))
         .collect();
     let next = more.then(|| keys.last().map(|k| k.id.clone())).flatten();
     Ok(Json(json!({ "keys": out, "nextCursor": next })))
@@ -169,7 +171,11 @@ pub async fn update(
     )
     .await?;
     tracing::info!(key_id = %record.id, "managed key updated");
-    Ok(Json(issue::key_json(&record, spent(store, &record).await?)))
+    let amount = spent(store, std::slice::from_ref(&record))
+        .await?
+        .pop()
+        .unwrap_or_default();
+    Ok(Json(issue::key_json(&record, amount)))
 }
 
 /// `DELETE /api/admin/keys/{id}`: revokes; 204.

@@ -167,8 +167,9 @@ impl Certificates {
         }
     }
 
-    /// The leaf certificate in force (DER), for tests and diagnostics.
-    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
+    /// The leaf certificate in force (DER).
+    #[cfg(test)]
+    fn leaf(&self) -> Option<CertificateDer<'static>> {
         self.current.read().ok()?.cert.first().cloned()
     }
 
