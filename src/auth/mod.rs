@@ -8,6 +8,7 @@
 
 mod brake;
 pub mod issue;
+pub mod jwt;
 pub mod managed;
 mod ring;
 
