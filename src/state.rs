@@ -57,6 +57,8 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     config: Config,
     keys: KeyRing,
+    /// Bearer JWTs from `SPARK_AUTH_ISSUERS_FILE`, when it is set.
+    jwt: Option<crate::auth::jwt::Verifier>,
     /// Failed authentications per client address.
     brake: AuthBrake,
     generator: GenerateService,
@@ -88,6 +90,11 @@ impl AppState {
     /// The keys in force now (they change when the key file is rotated).
     pub fn keys(&self) -> Arc<KeyStore> {
         self.0.keys.current()
+    }
+
+    /// The JWT verifier, when identity providers are configured.
+    pub fn jwt(&self) -> Option<&crate::auth::jwt::Verifier> {
+        self.0.jwt.as_ref()
     }
 
     pub fn auth_brake(&self) -> &AuthBrake {
@@ -265,6 +272,25 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
         Some(metrics.key_reload_failures.clone()),
     )
     .map_err(InitError::Keys)?;
+    // Tokens from identity providers turn authentication on even with no API key configured.
+    let keys = if config.auth_issuers.is_empty() {
+        keys
+    } else {
+        keys.with_auth_on().map_err(InitError::Keys)?
+    };
+    let jwt = if config.auth_issuers.is_empty() {
+        None
+    } else {
+        let fetch = crate::auth::jwt::HttpFetch::new().map_err(InitError::HttpClient)?;
+        let verifier = crate::auth::jwt::Verifier::new(
+            config.auth_issuers.clone(),
+            Arc::new(fetch),
+            metrics.jwks_refreshes.clone(),
+        )
+        .map_err(InitError::Keys)?;
+        verifier.warm_up();
+        Some(verifier)
+    };
     let store = match &config.database {
         Database::Off => None,
         Database::Url(url) => {
@@ -320,6 +346,7 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
         shed_log: crate::telemetry::Throttle::new(Duration::from_secs(1)),
         started: std::time::Instant::now(),
         keys,
+        jwt,
         brake: AuthBrake::new(config.auth_failures_per_min),
         generator,
         metrics,

@@ -12,7 +12,7 @@ use axum::response::Response;
 
 use super::error::ApiError;
 use super::middleware::RequestId;
-use crate::auth::{Caller, ManagedKey};
+use crate::auth::{Caller, GroupTier, ManagedKey};
 use crate::budget::{Account, Limit};
 use crate::state::AppState;
 
@@ -26,9 +26,12 @@ fn limits(state: &AppState, parts: &Parts) -> (String, Option<ManagedKey>, Vec<L
         .map_or("anonymous", Caller::label)
         .to_owned();
     let key = parts.extensions.get::<ManagedKey>().cloned();
-    let limits = state
-        .budgets()
-        .limits(&user, key.as_ref().map(|k| (k.0.id.as_str(), k.0.budget)));
+    let tier = parts.extensions.get::<GroupTier>().and_then(|t| t.0.budget);
+    let limits = state.budgets().limits(
+        &user,
+        key.as_ref().map(|k| (k.0.id.as_str(), k.0.budget)),
+        tier,
+    );
     (user, key, limits)
 }
 

@@ -1,16 +1,22 @@
-//! Authentication layer: reads the presented key and puts the [`Caller`] in the request.
+//! Authentication layer: reads the presented key or token and puts the [`Caller`] in the request.
 //!
 //! Applied to the protected routes only (see `api::router`); probes and metrics stay open by
-//! construction rather than by a path allow-list. A missing key and a wrong key get byte-identical
-//! 401 bodies (apart from the request id), so the answer reveals nothing about which keys exist.
+//! construction rather than by a path allow-list. A missing key, a wrong key and a refused token
+//! get byte-identical 401 bodies (apart from the request id), so the answer reveals nothing about
+//! which keys exist or why a token failed (the reason goes to the debug log, never the token).
+//! A credential shaped like a JWT is checked against `SPARK_AUTH_ISSUERS_FILE` only when no API
+//! key matched it; when its issuer's keys cannot be had, the caller gets 503 `auth_unavailable`
+//! (it may be who it says), and API keys are unaffected.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 
 use super::error::ApiError;
-use crate::auth::{Caller, ManagedKey};
+use crate::auth::jwt::{self, JwtError};
+use crate::auth::{Caller, GroupTier, ManagedKey};
 use crate::state::AppState;
 
 /// `X-API-Key`, or `Authorization: Bearer` as OpenAI SDKs send it.
@@ -37,7 +43,7 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
         state.metrics().auth_blocked.inc();
         return ApiError::RateLimited { retry_after }.into_response();
     }
-    let (caller, managed) = tracing::debug_span!("auth").in_scope(|| {
+    let (mut caller, managed) = tracing::debug_span!("auth").in_scope(|| {
         let presented = presented_key(req.headers());
         if let Some(caller) = keys.authenticate(presented) {
             return (Some(caller), None);
@@ -51,12 +57,40 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
             _ => (None, None),
         }
     });
+    let mut tier = None;
+    if caller.is_none()
+        && let Some(verifier) = state.jwt()
+        && let Some(token) = presented_key(req.headers()).filter(|p| jwt::looks_like_jwt(p))
+    {
+        match verifier
+            .verify(token)
+            .instrument(tracing::debug_span!("auth.jwt"))
+            .await
+        {
+            Ok(identity) => {
+                tier = identity.tier.map(GroupTier);
+                caller = Some(if identity.admin {
+                    Caller::Admin(identity.user)
+                } else {
+                    Caller::User(identity.user)
+                });
+            }
+            Err(JwtError::Unavailable(retry_after)) => {
+                state.metrics().auth_unavailable.inc();
+                return ApiError::AuthUnavailable { retry_after }.into_response();
+            }
+            Err(e @ JwtError::Invalid(_)) => tracing::debug!(reason = %e, "bearer token refused"),
+        }
+    }
     match caller {
         Some(caller) => {
             tracing::Span::current().record("caller", caller.label());
             req.extensions_mut().insert(caller);
             if let Some(managed) = managed {
                 req.extensions_mut().insert(managed);
+            }
+            if let Some(tier) = tier {
+                req.extensions_mut().insert(tier);
             }
             next.run(req).await
         }
@@ -72,8 +106,8 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
     }
 }
 
-/// For admin routes, after [`require_key`]: the master key only. With auth off there is no
-/// master key, so admin routes stay closed.
+/// For admin routes, after [`require_key`]: the master key, or a signed-in member of an
+/// issuer's `admin_groups`. With auth off there is no admin, so admin routes stay closed.
 pub async fn require_admin(req: Request, next: Next) -> Response {
     match req.extensions().get::<Caller>() {
         Some(c) if c.is_admin() => next.run(req).await,

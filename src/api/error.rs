@@ -26,6 +26,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("this endpoint needs the master key")]
     Forbidden,
+    #[error("the identity provider's signing keys cannot be fetched")]
+    AuthUnavailable { retry_after: Duration },
     #[error("no route for this path")]
     NotFound,
     #[error("method not allowed on this path")]
@@ -90,6 +92,7 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Overloaded
+            | ApiError::AuthUnavailable { .. }
             | ApiError::ProvidersUnavailable { .. }
             | ApiError::ProvidersBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -107,6 +110,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden => "forbidden",
+            ApiError::AuthUnavailable { .. } => "auth_unavailable",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -134,7 +138,12 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(m) => m.clone(),
             ApiError::Unauthorized => "Missing or invalid API key.".into(),
-            ApiError::Forbidden => "This endpoint requires the master API key.".into(),
+            ApiError::Forbidden => {
+                "This endpoint requires the master API key or an administrator's token.".into()
+            }
+            ApiError::AuthUnavailable { .. } => {
+                "The identity provider cannot be reached to check this token; retry later.".into()
+            }
             ApiError::NotFound => "No such endpoint.".into(),
             ApiError::MethodNotAllowed => "Method not allowed for this endpoint.".into(),
             ApiError::PayloadTooLarge { limit } => {
@@ -202,6 +211,7 @@ impl ApiError {
                 risk_score,
             }) => Some(json!({ "categories": categories, "riskScore": risk_score })),
             ApiError::RateLimited { retry_after }
+            | ApiError::AuthUnavailable { retry_after }
             | ApiError::ProvidersUnavailable { retry_after }
             | ApiError::ProvidersBusy { retry_after } => {
                 Some(json!({ "retryAfterMs": retry_after.as_millis() }))
@@ -244,6 +254,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::RateLimited { retry_after }
+            | ApiError::AuthUnavailable { retry_after }
             | ApiError::ProvidersUnavailable { retry_after }
             | ApiError::ProvidersBusy { retry_after } => Some(*retry_after),
             ApiError::Overloaded => Some(Duration::from_secs(1)),

@@ -280,7 +280,9 @@ pub async fn usage(
             }
             Some(me)
         }
-        Some(Caller::Master | Caller::Anonymous) | None => asked.map(str::to_owned),
+        Some(Caller::Master | Caller::Admin(_) | Caller::Anonymous) | None => {
+            asked.map(str::to_owned)
+        }
     };
     let sums = store
         .usage_sums(from, to, group_by, user.as_deref())

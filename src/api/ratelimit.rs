@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::error::ApiError;
-use crate::auth::{Caller, ManagedKey};
+use crate::auth::{Caller, GroupTier, ManagedKey};
 use crate::ratelimit::{LimitKey, Quota, RouteClass, ceil_secs};
 use crate::state::AppState;
 
@@ -59,9 +59,22 @@ pub async fn limit(
             quota,
         })
     });
+    let tier = req
+        .extensions()
+        .get::<GroupTier>()
+        .and_then(|t| t.0.rate_limit);
     let key = match (req.extensions().get::<Caller>(), own) {
-        (Some(Caller::User(_)), Some(own)) => own,
-        (Some(Caller::User(user)), None) => LimitKey::User(user.clone()),
+        (Some(Caller::User(_) | Caller::Admin(_)), Some(own)) => own,
+        (Some(Caller::User(user) | Caller::Admin(user)), None) => match tier {
+            // An operator's per-user override is more specific than a group's tier.
+            Some(quota) if !state.config().rate_limits.overrides.contains_key(user) => {
+                LimitKey::Tier {
+                    user: user.clone(),
+                    quota,
+                }
+            }
+            _ => LimitKey::User(user.clone()),
+        },
         // Exempt: no budget applies, so no X-RateLimit-* headers either (API.md).
         (Some(Caller::Master), _) if state.config().rate_limits.master_exempt => {
             return next.run(req).await;

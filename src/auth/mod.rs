@@ -33,22 +33,38 @@ pub enum Caller {
     User(String),
     /// The master key: admin rights.
     Master,
+    /// A user signed in by an identity provider as a member of an admin group: admin rights,
+    /// and otherwise limited, metered and logged as the user it is.
+    Admin(String),
 }
 
 impl Caller {
     pub fn is_admin(&self) -> bool {
-        matches!(self, Caller::Master)
+        matches!(self, Caller::Master | Caller::Admin(_))
     }
 
     /// A label for logs: the user id, `master` or `anonymous`. Never key material.
     pub fn label(&self) -> &str {
         match self {
             Caller::Anonymous => "anonymous",
-            Caller::User(id) => id,
+            Caller::User(id) | Caller::Admin(id) => id,
             Caller::Master => "master",
         }
     }
+
+    /// The user id limits, budgets and cache scopes are kept under, when the caller is a user.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Caller::User(id) | Caller::Admin(id) => Some(id),
+            Caller::Master | Caller::Anonymous => None,
+        }
+    }
 }
+
+/// The tier a signed-in user's group gives it (its rate limit and budget), carried in the
+/// request's extensions beside the [`Caller`].
+#[derive(Debug, Clone)]
+pub struct GroupTier(pub std::sync::Arc<jwt::Tier>);
 
 /// The configured keys, as digests.
 #[derive(Default)]

@@ -65,6 +65,14 @@ impl KeyRing {
         Ok(ring)
     }
 
+    /// Latches authentication on although no key is configured (callers sign in with tokens
+    /// from an identity provider instead): nobody gets in without a credential.
+    pub fn with_auth_on(mut self) -> Result<Self, String> {
+        self.auth_on = true;
+        self.reload(true)?;
+        Ok(self)
+    }
+
     pub fn current(&self) -> std::sync::Arc<KeyStore> {
         self.current
             .read()

@@ -216,8 +216,15 @@ impl Budgets {
         }
     }
 
-    /// The limits of a caller: its key's budget and its user's.
-    pub fn limits(&self, user_id: &str, key: Option<(&str, Option<Budget>)>) -> Vec<Limit> {
+    /// The limits of a caller: its key's budget and its user's. The user's is its entry in
+    /// `SPARK_USER_BUDGETS` or, without one, its group tier's (`tier`): the operator's per-user
+    /// setting is the more specific.
+    pub fn limits(
+        &self,
+        user_id: &str,
+        key: Option<(&str, Option<Budget>)>,
+        tier: Option<Budget>,
+    ) -> Vec<Limit> {
         let mut out = Vec::new();
         if let Some((id, Some(budget))) = key {
             out.push(Limit {
@@ -226,11 +233,11 @@ impl Budgets {
                 budget,
             });
         }
-        if let Some(budget) = self.users.get(user_id) {
+        if let Some(budget) = self.users.get(user_id).copied().or(tier) {
             out.push(Limit {
                 scope: Scope::User,
                 id: user_id.to_owned(),
-                budget: *budget,
+                budget,
             });
         }
         out

@@ -121,6 +121,7 @@ async fn spend_is_restored_from_the_ledger_and_a_down_ledger_refuses() {
                 period: Period::Month,
             }),
         )),
+        None,
     );
     assert_eq!(limits.len(), 2);
     // The header never reads the ledger: before this replica used the window it says nothing.
@@ -268,4 +269,23 @@ async fn tokens_are_restored_from_the_ledger() {
             tokens: Some(1),
         })
     );
+}
+
+#[test]
+fn a_group_tier_budget_applies_unless_the_user_has_its_own() {
+    let users = parse_user_budgets("alice=1/day").unwrap();
+    let budgets = Budgets::new(None, None, users, rejections());
+    let tier = Budget {
+        limit_nusd: 20_000_000_000,
+        limit_tokens: None,
+        period: Period::Month,
+    };
+    let limits = budgets.limits("bob", None, Some(tier));
+    assert_eq!(limits.len(), 1);
+    assert_eq!(limits[0].budget, tier);
+    assert_eq!(limits[0].scope, Scope::User);
+    // SPARK_USER_BUDGETS names alice: her own budget, not the tier's.
+    let limits = budgets.limits("alice", None, Some(tier));
+    assert_eq!(limits[0].budget.period, Period::Day);
+    assert!(budgets.limits("carol", None, None).is_empty());
 }

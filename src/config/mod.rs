@@ -109,6 +109,8 @@ pub struct Config {
     pub api_keys_file: Option<PathBuf>,
     /// Lets a key-file reload leave no user key (revoking every key at once).
     pub api_keys_allow_empty: bool,
+    /// Identity providers whose JWTs are accepted (`SPARK_AUTH_ISSUERS_FILE`).
+    pub auth_issuers: Vec<crate::auth::jwt::IssuerSpec>,
     /// Browser origins allowed by CORS (`scheme://host[:port]`); empty: no CORS headers.
     pub cors_origins: Vec<String>,
     /// Failed authentications per client address and minute before it is braked (0: off).
@@ -170,6 +172,8 @@ pub struct Config {
 
 impl Config {
     /// Reads the process environment.
+    ///
+    /// (The issuers of `SPARK_AUTH_ISSUERS_FILE` are read by [`read_issuers`].)
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_source(&EnvSource)
     }
@@ -259,6 +263,7 @@ impl Config {
             }
         }
         let api_keys_allow_empty = r.bool("SPARK_API_KEYS_ALLOW_EMPTY");
+        let auth_issuers = read_issuers(&mut r);
         let auth_failures_per_min = r.int("SPARK_AUTH_FAILURES_PER_MIN") as u32;
         let cors_origins = r.list("SPARK_CORS_ORIGINS");
         for origin in &cors_origins {
@@ -438,6 +443,7 @@ impl Config {
         if master_key.is_none()
             && api_keys.is_empty()
             && api_keys_file.is_none()
+            && auth_issuers.is_empty()
             && !bind.ip().is_loopback()
         {
             r.problem(format!(
@@ -462,6 +468,7 @@ impl Config {
             inline_api_keys,
             api_keys_file,
             api_keys_allow_empty,
+            auth_issuers,
             cors_origins,
             auth_failures_per_min,
             anthropic,
@@ -525,7 +532,10 @@ impl Config {
     /// Authentication is off only when no key source of any kind is configured. Decided once:
     /// a key file that later empties never turns it off.
     pub fn auth_enabled(&self) -> bool {
-        self.master_key.is_some() || !self.api_keys.is_empty() || self.api_keys_file.is_some()
+        self.master_key.is_some()
+            || !self.api_keys.is_empty()
+            || self.api_keys_file.is_some()
+            || !self.auth_issuers.is_empty()
     }
 
     /// The effective configuration as `NAME=value` pairs in the table's order, every secret
@@ -542,3 +552,35 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+
+/// `SPARK_AUTH_ISSUERS_FILE`: read and checked whole; any problem stops the start (an issuer
+/// half-configured would let the wrong people in or lock the right ones out).
+fn read_issuers(r: &mut Reader) -> Vec<crate::auth::jwt::IssuerSpec> {
+    let Some(path) = r.text("SPARK_AUTH_ISSUERS_FILE").map(PathBuf::from) else {
+        return Vec::new();
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            r.problem(format!(
+                "SPARK_AUTH_ISSUERS_FILE: cannot read {}: {}",
+                path.display(),
+                e.kind()
+            ));
+            return Vec::new();
+        }
+    };
+    let json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let env = |name: &str| r.named_elsewhere(name);
+    match crate::auth::jwt::spec::parse(&text, json, &env) {
+        Ok(specs) => specs,
+        Err(problems) => {
+            for p in problems {
+                r.problem(format!("SPARK_AUTH_ISSUERS_FILE ({}): {p}", path.display()));
+            }
+            Vec::new()
+        }
+    }
+}

@@ -58,6 +58,15 @@ impl<'a> Reader<'a> {
         self.raw(name).1
     }
 
+    /// A variable the operator named in a file (an HS256 issuer's secret): not in the table, so
+    /// never printed by `check-config`, read as it is.
+    pub(super) fn named_elsewhere(&self, name: &str) -> Option<String> {
+        self.src
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
     pub(super) fn secret(&mut self, name: &str) -> Option<SecretString> {
         self.raw(name).1.map(SecretString::from)
     }

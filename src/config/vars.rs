@@ -96,6 +96,7 @@ pub const VARS: &[Var] = &[
     var("SPARK_API_KEYS", None, SECRET, "comma list of user keys user-{userId}-{secret}"),
     var("SPARK_API_KEYS_FILE", None, TEXT, "file of user keys (one per line or comma-separated, # comments), re-read on change and SIGHUP"),
     var("SPARK_API_KEYS_ALLOW_EMPTY", Some("false"), BOOL, "let a key-file reload leave no user key"),
+    var("SPARK_AUTH_ISSUERS_FILE", None, TEXT, "TOML (or .json) file of identity providers whose bearer JWTs are accepted beside API keys; read at start-up"),
     // The database: managed keys, the usage ledger, the audit trail.
     var("SPARK_DATABASE_URL", None, SECRET, "postgres://… (several replicas) or sqlite://PATH; unset: an SQLite file in SPARK_DATA_DIR; none: no database (no managed keys, ledger or audit)"),
     var("SPARK_DATA_DIR", Some("./data"), TEXT, "where the default SQLite database lives (created when missing)"),

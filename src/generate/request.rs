@@ -247,11 +247,11 @@ impl GenerateService {
         Ok(sanitized.text)
     }
 
-    /// Whether this caller's system text replaces the engine's prompt: the master key, and users
-    /// named in `SPARK_SYSTEM_PROMPT_OVERRIDE`.
+    /// Whether this caller's system text replaces the engine's prompt: the master key, signed-in
+    /// administrators, and users named in `SPARK_SYSTEM_PROMPT_OVERRIDE`.
     fn may_replace_system(&self, caller: &Caller) -> bool {
         match caller {
-            Caller::Master => true,
+            Caller::Master | Caller::Admin(_) => true,
             Caller::User(id) => self.system_override.iter().any(|u| u == id),
             Caller::Anonymous => false,
         }
@@ -362,7 +362,8 @@ impl GenerateService {
             match caller {
                 Caller::Anonymous => field(b"anonymous:"),
                 Caller::Master => field(b"master:"),
-                Caller::User(id) => field(format!("user:{id}").as_bytes()),
+                // A signed-in administrator shares its user's partition: it is the same person.
+                Caller::User(id) | Caller::Admin(id) => field(format!("user:{id}").as_bytes()),
             }
         }
         h.finalize().into()

@@ -75,10 +75,10 @@ impl<C: Clock + Clone> MemoryLimiter<C> {
 
     /// The decision, synchronously (the trait method just calls this).
     pub fn decide(&self, class: RouteClass, key: &LimitKey) -> Decision {
-        if let LimitKey::Key { quota, .. } = key
-            && let Some(limiter) = self.key_limiter(class, *quota)
+        if let Some(quota) = key.own_quota()
+            && let Some(limiter) = self.key_limiter(class, quota)
         {
-            return self.step(&limiter, *quota, key);
+            return self.step(&limiter, quota, key);
         }
         let (limiter, quota) = match key.user().and_then(|u| {
             Some((

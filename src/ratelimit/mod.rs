@@ -114,12 +114,12 @@ pub struct Quotas {
 }
 
 impl Quotas {
-    /// The quota `key` gets on `class`: its own (a managed key's), its user's override, or the
-    /// class's.
+    /// The quota `key` gets on `class`: its own (a managed key's or a group tier's), its user's
+    /// override, or the class's.
     pub fn for_key(&self, class: RouteClass, key: &LimitKey) -> Quota {
-        match key {
-            LimitKey::Key { quota, .. } => *quota,
-            _ => key
+        match key.own_quota() {
+            Some(quota) => quota,
+            None => key
                 .user()
                 .and_then(|u| self.overrides.get(u).copied())
                 .unwrap_or_else(|| self.for_class(class)),
@@ -160,6 +160,12 @@ pub enum LimitKey {
         id: String,
         quota: Quota,
     },
+    /// A user signed in through an identity provider whose group tier sets a quota; it replaces
+    /// the route quotas for that user (an entry in `SPARK_RATE_LIMIT_OVERRIDES` wins over it).
+    Tier {
+        user: String,
+        quota: Quota,
+    },
     Master,
     Ip(IpAddr),
 }
@@ -170,8 +176,18 @@ impl LimitKey {
         match self {
             LimitKey::User(u) => format!("user:{u}"),
             LimitKey::Key { id, .. } => format!("key:{id}"),
+            // The same bucket name as the user's: one person, one bucket in Redis.
+            LimitKey::Tier { user, .. } => format!("user:{user}"),
             LimitKey::Master => "master".to_owned(),
             LimitKey::Ip(ip) => format!("ip:{ip}"),
+        }
+    }
+
+    /// A quota carried by the key itself, replacing the route's.
+    pub fn own_quota(&self) -> Option<Quota> {
+        match self {
+            LimitKey::Key { quota, .. } | LimitKey::Tier { quota, .. } => Some(*quota),
+            _ => None,
         }
     }
 

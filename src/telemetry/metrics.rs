@@ -53,6 +53,8 @@ pub struct Metrics {
     pub key_reload_failures: IntCounter,
     /// Requests whose presented key did not authenticate.
     pub auth_failures: IntCounter,
+    /// Bearer tokens answered 503 `auth_unavailable` (no usable key of their issuer).
+    pub auth_unavailable: IntCounter,
     /// Requests refused by the per-address brake on failed authentications.
     pub auth_blocked: IntCounter,
     /// Finished spans by what became of them; brought up to date from `trace` at each scrape.
@@ -71,6 +73,9 @@ pub struct Metrics {
     pub budget_rejections: IntCounterVec,
     /// Reloads of the native TLS certificate files, by result (`ok`, `error`).
     pub tls_reloads: IntCounterVec,
+    /// JWKS fetches per configured issuer (the `issuer` of `SPARK_AUTH_ISSUERS_FILE`, a bounded
+    /// set), by result (`ok`, `error`).
+    pub jwks_refreshes: IntCounterVec,
     /// When the native TLS certificate in force expires (Unix seconds; absent without TLS).
     pub tls_expiry: IntGauge,
     /// Outbound shaping, per lane (`provider` or `provider:model`, from configuration).
@@ -145,6 +150,11 @@ impl Metrics {
                 "Reloads of SPARK_TLS_CERT/SPARK_TLS_KEY after they changed, by result (ok; error: the certificate in force stays).",
                 &["result"],
             )?,
+            jwks_refreshes: counter(
+                "spark_jwks_refresh_total",
+                "JWKS fetches per issuer of SPARK_AUTH_ISSUERS_FILE, by result (ok; error: the keys in force stay until 24 h after their last good fetch).",
+                &["issuer", "result"],
+            )?,
             tls_expiry: gauge(
                 "spark_tls_certificate_expiry_timestamp_seconds",
                 "When the native TLS certificate in force (SPARK_TLS_CERT) expires, in Unix seconds; 0 without native TLS or when it cannot be read.",
@@ -163,7 +173,11 @@ impl Metrics {
             )?,
             auth_failures: plain(
                 "spark_auth_failures_total",
-                "Requests with a missing or unknown API key.",
+                "Requests with a missing or unknown API key, or a refused bearer token.",
+            )?,
+            auth_unavailable: plain(
+                "spark_auth_unavailable_total",
+                "Bearer tokens answered 503 auth_unavailable because their issuer's keys could not be fetched (API keys are unaffected).",
             )?,
             auth_blocked: plain(
                 "spark_auth_blocked_total",

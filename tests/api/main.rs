@@ -15,6 +15,7 @@ mod edge;
 mod export;
 mod headers;
 mod helpers;
+mod jwt;
 mod ledger;
 mod observability;
 mod openai_compat;
