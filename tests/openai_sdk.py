@@ -2,13 +2,18 @@
 
 Run by .ci/run: `python tests/openai_sdk.py` with GATEWAY_URL, API_KEY and LIMITED_KEY (a key whose
 rate limit is one request per minute) in the environment, and MASTER_KEY when the gateway prices the
-simulator (SPARK_PRICES_FILE) so that a managed key's budget can be spent. Exits non-zero at the
-first failure.
+simulator (SPARK_PRICES_FILE) so that a managed key's budget can be spent. With SSO_SECRET,
+SSO_ISSUER and SSO_AUDIENCE (an HS256 issuer of SPARK_AUTH_ISSUERS_FILE) it also signs a JWT, as a
+learning platform would, and uses it as the SDK's API key. Exits non-zero at the first failure.
 """
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import sys
+import time
 import urllib.request
 
 import openai
@@ -31,6 +36,18 @@ def issue_key(body: dict) -> str:
     with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.status == 201, resp.status
         return json.load(resp)["key"]
+
+
+def hs256_jwt(claims: dict, secret: str) -> str:
+    """A compact HS256 JWT, built with the standard library as the platform's server would."""
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    mac = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(mac)}"
 
 
 def client(key: str) -> OpenAI:
@@ -126,6 +143,42 @@ def main() -> int:
                 break
         else:
             raise AssertionError("the budget never refused")
+
+    # A signed-in user's JWT as the API key: a chat and a stream complete; the same token with a
+    # forged signature is the SDK's AuthenticationError.
+    secret = os.environ.get("SSO_SECRET")
+    if secret:
+        now = int(time.time())
+        claims = {
+            "iss": os.environ["SSO_ISSUER"],
+            "aud": os.environ["SSO_AUDIENCE"],
+            "sub": "sdk_student",
+            "iat": now,
+            "exp": now + 300,
+        }
+        signed_in = client(hs256_jwt(claims, secret))
+        resp = signed_in.chat.completions.create(
+            model="simulator",
+            messages=[{"role": "user", "content": "Create a Unity health bar"}],
+        )
+        assert resp.choices[0].message.content, resp
+        chunks = [
+            ch
+            for ch in signed_in.chat.completions.create(
+                model="simulator",
+                messages=[{"role": "user", "content": "Create a Godot inventory"}],
+                stream=True,
+            )
+        ]
+        assert len(chunks) > 3, len(chunks)
+        try:
+            client(hs256_jwt(claims, "x" * 40)).chat.completions.create(
+                model="simulator", messages=[{"role": "user", "content": "hi"}]
+            )
+            raise AssertionError("a token signed with the wrong secret was accepted")
+        except openai.AuthenticationError as e:
+            assert e.status_code == 401
+        print(f"JWT as API key: chat and a {len(chunks)}-chunk stream; a forged token refused")
 
     print("openai SDK: all checks passed")
     return 0

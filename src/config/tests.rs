@@ -281,3 +281,63 @@ fn provider_limits_are_parsed_and_a_model_outside_the_allow_list_is_a_problem() 
     let err = Config::from_source(&src(&[("SPARK_PROVIDER_LIMITS", "openai=5rps")])).unwrap_err();
     assert!(err.to_string().contains("SPARK_PROVIDER_LIMITS"), "{err}");
 }
+
+#[test]
+fn an_issuers_file_turns_auth_on_and_every_problem_in_it_stops_the_start() {
+    let dir = std::env::temp_dir().join(format!("spark-issuers-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("issuers.toml");
+    std::fs::write(
+        &good,
+        "[[issuer]]\nissuer = \"https://lms.example.edu\"\naudiences = [\"spark\"]\n\
+         hs256_secret_env = \"LMS_SSO_SECRET\"\n",
+    )
+    .unwrap();
+    let good = good.to_str().unwrap();
+    // Issuers alone are authentication: a public bind is allowed.
+    let c = Config::from_source(&src(&[
+        ("SPARK_BIND", "0.0.0.0:8080"),
+        ("SPARK_AUTH_ISSUERS_FILE", good),
+        ("LMS_SSO_SECRET", "a-shared-secret-of-at-least-32-bytes!"),
+    ]))
+    .unwrap();
+    assert!(c.auth_enabled());
+    assert_eq!(c.auth_issuers.len(), 1);
+    // The named secret is not a configuration variable: check-config never prints it.
+    assert!(
+        !c.redacted()
+            .iter()
+            .any(|(_, v)| v.contains("a-shared-secret"))
+    );
+
+    // A missing secret, a missing file and a broken file are each named problems, and the
+    // secret's value never appears in one.
+    let err = Config::from_source(&src(&[("SPARK_AUTH_ISSUERS_FILE", good)])).unwrap_err();
+    assert!(err.to_string().contains("LMS_SSO_SECRET"), "{err}");
+    let err = Config::from_source(&src(&[(
+        "SPARK_AUTH_ISSUERS_FILE",
+        dir.join("absent.toml").to_str().unwrap(),
+    )]))
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("SPARK_AUTH_ISSUERS_FILE: cannot read"),
+        "{err}"
+    );
+    let broken = dir.join("broken.json");
+    std::fs::write(
+        &broken,
+        r#"{"issuer": [{"issuer": "http://idp.example.com"}]}"#,
+    )
+    .unwrap();
+    let err = Config::from_source(&src(&[
+        ("SPARK_AUTH_ISSUERS_FILE", broken.to_str().unwrap()),
+        ("SPARK_BIND", "0.0.0.0:8080"),
+    ]))
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("SPARK_AUTH_ISSUERS_FILE"), "{text}");
+    // A broken issuers file does not count as authentication either.
+    assert!(text.contains("authentication off"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
