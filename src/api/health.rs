@@ -65,9 +65,12 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     // The database down is degraded too: requests are served, ledger rows wait in the queue.
     let ledger = state.ledger().status();
     let database_ok = !state.ledger().degraded();
+    // Issuers whose signing keys are in hand: one without keys refuses its users (503
+    // auth_unavailable) while API keys work, so it is degraded, never unhealthy.
+    let (issuers_ready, issuers) = state.jwt().map_or((0, 0), |v| v.ready());
     let status = if !serving {
         "unhealthy"
-    } else if any_open || !redis_ok || !database_ok {
+    } else if any_open || !redis_ok || !database_ok || issuers_ready < issuers {
         "degraded"
     } else {
         "healthy"
@@ -94,6 +97,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
                 "usageDropped": ledger.dropped,
                 "managedKeys": state.managed_keys().len(),
             },
+            "identityProviders": {"issuers": issuers, "withKeys": issuers_ready},
             // Outbound shaping lanes (SPARK_PROVIDER_LIMITS): in flight, waiting, capacity left.
             "shaping": router.shaper().snapshot(),
             "errorTracking": {

@@ -593,7 +593,8 @@ mod operations {
     fn openapi_doc() {}
 }
 
-/// The two ways to present a key (docs/API.md): `X-API-Key`, or `Authorization: Bearer`.
+/// The two ways to present a key (docs/API.md): `X-API-Key`, or `Authorization: Bearer`, which
+/// also carries a signed-in user's JWT when `SPARK_AUTH_ISSUERS_FILE` lists its issuer.
 struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
@@ -605,7 +606,16 @@ impl Modify for SecuritySchemes {
         );
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key, a managed key, or a JWT of an issuer in SPARK_AUTH_ISSUERS_FILE. \
+                         A JWT whose issuer's signing keys cannot be fetched yet is answered 503 \
+                         auth_unavailable.",
+                    ))
+                    .build(),
+            ),
         );
     }
 }

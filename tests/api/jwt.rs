@@ -415,6 +415,13 @@ async fn tokens_keep_working_when_the_provider_stops_after_warm_up() {
         let resp = generate(&app, &key.sign(&claims(&idp.issuer, user))).await;
         assert_eq!(resp.status(), 200, "{user}");
     }
+    // Keys in hand: the issuer counts as ready and health stays healthy.
+    let (_, health) = app.health().await;
+    assert_eq!(
+        health["checks"]["identityProviders"],
+        json!({"issuers": 1, "withKeys": 1})
+    );
+    assert_eq!(health["status"], "healthy", "{health}");
 }
 
 #[tokio::test]
@@ -439,6 +446,14 @@ async fn a_cold_start_with_the_provider_down_is_503_for_tokens_and_api_keys_stil
     assert!(m.contains(&format!(
         "spark_jwks_refresh_total{{issuer=\"{issuer}\",result=\"error\"}}"
     )));
+    // Health names the issuer without keys and says degraded, not unhealthy: API keys serve.
+    let (code, health) = app.health().await;
+    assert_eq!(code, 200);
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(
+        health["checks"]["identityProviders"],
+        json!({"issuers": 1, "withKeys": 0})
+    );
 }
 
 fn lms_token(user: &str, roles: &[&str]) -> String {
