@@ -239,6 +239,35 @@ async fn an_edited_audit_row_is_named_by_verify() {
 }
 
 #[tokio::test]
+async fn verify_on_a_live_trail_is_not_fooled_by_appends_while_it_runs() {
+    for (backend, url) in db::both().await {
+        let store = Store::open(&url).unwrap();
+        store
+            .append_audit(Entry::new("master", "breaker.reset"))
+            .await
+            .unwrap();
+        let writer = store.clone();
+        let appends = tokio::spawn(async move {
+            for i in 0..150 {
+                writer
+                    .append_audit(Entry::new("master", "cache.purge").target(format!("r{i}")))
+                    .await
+                    .unwrap();
+            }
+        });
+        let mut checks = 0;
+        while !appends.is_finished() {
+            let verdict = store.verify_audit().await.unwrap();
+            assert!(verdict.is_ok(), "{backend}: {verdict:?} while rows were appended");
+            checks += 1;
+        }
+        appends.await.unwrap();
+        assert!(checks > 1, "{backend}: verify ran while appends did");
+        assert_eq!(store.verify_audit().await.unwrap(), Ok(151), "{backend}");
+    }
+}
+
+#[tokio::test]
 async fn key_changes_are_announced_as_they_commit_with_postgres() {
     let sqlite = Store::open(&db::sqlite_url()).unwrap();
     assert!(sqlite.key_changes().await.unwrap().is_none());

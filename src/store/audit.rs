@@ -235,8 +235,19 @@ impl Store {
     }
 
     /// Walks the whole chain in order; `Ok(rows checked)` or the first break.
+    ///
+    /// Safe on a live gateway: the head is read before the walk, so rows appended while it runs
+    /// extend the chain it checks instead of looking like a tail that went missing.
     pub async fn verify_audit(&self) -> Result<Result<u64, Break>, StoreError> {
         self.ready().await?;
+        // A deleted tail leaves a chain that verifies by itself; the head remembers how long
+        // the chain was and where it ended. The row it names must be on the chain walked.
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(self.pool())
+            .await?;
+        let head_seq: i64 = head.try_get("seq")?;
+        let head_hash: String = head.try_get("hash")?;
+        let mut at_head = (head_seq == 0).then(|| GENESIS.to_owned());
         let mut prev = GENESIS.to_owned();
         let mut expected_id = 1i64;
         loop {
@@ -269,24 +280,29 @@ impl Store {
                         why: "its content does not match its hash",
                     }));
                 }
+                if row.id == head_seq {
+                    at_head = Some(row.hash.clone());
+                }
                 prev = row.hash;
                 expected_id += 1;
             }
         }
-        // A deleted tail leaves a chain that verifies by itself; the head remembers how long
-        // the chain was and where it ended.
-        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(self.pool())
-            .await?;
-        let seq: i64 = head.try_get("seq")?;
-        let hash: String = head.try_get("hash")?;
-        if seq != expected_id - 1 || hash != prev {
-            return Ok(Err(Break {
-                id: expected_id,
-                why: "rows at the end of the chain are missing",
-            }));
+        match at_head {
+            Some(hash) if hash == head_hash => {}
+            Some(_) => {
+                return Ok(Err(Break {
+                    id: head_seq,
+                    why: "the chain does not end where the head says it did",
+                }));
+            }
+            None => {
+                return Ok(Err(Break {
+                    id: expected_id,
+                    why: "rows at the end of the chain are missing",
+                }));
+            }
         }
-        Ok(Ok(u64::try_from(seq).unwrap_or(0)))
+        Ok(Ok(u64::try_from(expected_id - 1).unwrap_or(0)))
     }
 }
 
