@@ -247,7 +247,7 @@ async fn verify_on_a_live_trail_is_not_fooled_by_appends_while_it_runs() {
             .await
             .unwrap();
         let writer = store.clone();
-        let appends = tokio::spawn(async move {
+        let appends = spark_gateway::telemetry::spawn_named("audit-appends", async move {
             for i in 0..150 {
                 writer
                     .append_audit(Entry::new("master", "cache.purge").target(format!("r{i}")))
@@ -258,7 +258,10 @@ async fn verify_on_a_live_trail_is_not_fooled_by_appends_while_it_runs() {
         let mut checks = 0;
         while !appends.is_finished() {
             let verdict = store.verify_audit().await.unwrap();
-            assert!(verdict.is_ok(), "{backend}: {verdict:?} while rows were appended");
+            assert!(
+                verdict.is_ok(),
+                "{backend}: {verdict:?} while rows were appended"
+            );
             checks += 1;
         }
         appends.await.unwrap();

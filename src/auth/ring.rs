@@ -191,7 +191,10 @@ mod tests {
             assert_eq!(ring.reload(false), Ok(Reload::Unchanged));
         }
         assert!(std::sync::Arc::ptr_eq(&before, &ring.current()));
-        assert!(matches!(ring.reload(true), Ok(Reload::Installed { user_keys: 1 })));
+        assert!(matches!(
+            ring.reload(true),
+            Ok(Reload::Installed { user_keys: 1 })
+        ));
     }
 
     #[test]
