@@ -79,6 +79,8 @@ struct Inner {
     inflight: Arc<Semaphore>,
     /// Shed requests are logged at most once a second, with their count.
     shed_log: crate::telemetry::Throttle,
+    /// Readings of the traffic counters for the console's overview.
+    summary: crate::telemetry::summary::Summary,
     started: std::time::Instant,
 }
 
@@ -132,6 +134,13 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// The console's live figures over the last minute.
+    pub fn overview(&self) -> crate::telemetry::summary::Overview {
+        self.0
+            .summary
+            .overview(tokio::time::Instant::now(), self.0.metrics.traffic())
     }
 
     pub fn uptime(&self) -> Duration {
@@ -344,6 +353,7 @@ pub fn build_state(config: Config) -> Result<AppState, InitError> {
         budgets,
         inflight: Arc::new(Semaphore::new(config.max_inflight)),
         shed_log: crate::telemetry::Throttle::new(Duration::from_secs(1)),
+        summary: crate::telemetry::summary::Summary::new(tokio::time::Instant::now()),
         started: std::time::Instant::now(),
         keys,
         jwt,

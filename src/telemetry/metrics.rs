@@ -470,6 +470,86 @@ impl Metrics {
     }
 }
 
+/// Counts the console's overview is computed from (`telemetry::summary`): API traffic only, so
+/// probes, scrapes and the console's own polling do not dilute the rates.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Traffic {
+    pub requests: u64,
+    pub server_errors: u64,
+    /// Cumulative counts per upper bound of [`HTTP_BUCKETS`], then +Inf.
+    pub buckets: Vec<(f64, u64)>,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+}
+
+/// Routes that are not API traffic: operations, the console and its summary.
+fn is_api_route(route: &str) -> bool {
+    !matches!(
+        route,
+        "/livez"
+            | "/readyz"
+            | "/metrics"
+            | "/api/metrics"
+            | "/api/spark/health"
+            | "/api/openapi.json"
+    ) && !route.starts_with("/console")
+        && !route.starts_with("/api/admin/summary")
+}
+
+impl Metrics {
+    /// API traffic so far, summed over routes and methods.
+    pub fn traffic(&self) -> Traffic {
+        use prometheus::core::Collector;
+        let mut t = Traffic::default();
+        let route_of = |m: &prometheus::proto::Metric| {
+            m.get_label()
+                .iter()
+                .find(|l| l.name() == "route")
+                .map(|l| l.value().to_owned())
+                .unwrap_or_default()
+        };
+        for family in self.http_requests.collect() {
+            for m in family.get_metric() {
+                if !is_api_route(&route_of(m)) {
+                    continue;
+                }
+                let n = m.get_counter().get_value() as u64;
+                t.requests += n;
+                let server_error = m
+                    .get_label()
+                    .iter()
+                    .any(|l| l.name() == "status" && l.value().starts_with('5'));
+                if server_error {
+                    t.server_errors += n;
+                }
+            }
+        }
+        t.buckets = HTTP_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .map(|b| (b, 0))
+            .collect();
+        for family in self.http_duration.collect() {
+            for m in family.get_metric() {
+                if !is_api_route(&route_of(m)) {
+                    continue;
+                }
+                let h = m.get_histogram();
+                for (slot, b) in t.buckets.iter_mut().zip(h.get_bucket()) {
+                    slot.1 += b.cumulative_count();
+                }
+                if let Some(last) = t.buckets.last_mut() {
+                    last.1 += h.get_sample_count();
+                }
+            }
+        }
+        t.cache_hits = self.cache_requests.with_label_values(&["hit"]).get();
+        t.cache_misses = self.cache_requests.with_label_values(&["miss"]).get();
+        t
+    }
+}
+
 /// HTTP methods as labels: the standard ones by name, anything else `other`. hyper accepts any
 /// token as a method, so a label taken from the request would let a client mint series.
 pub fn method_label(method: &str) -> &'static str {

@@ -8,6 +8,7 @@
 
 pub mod errors;
 pub mod metrics;
+pub mod summary;
 pub mod trace;
 
 pub use errors::{ErrorTracker, Severity};
