@@ -244,6 +244,9 @@ async fn the_openapi_document_covers_every_route_and_both_auth_schemes() {
         ("/api/admin/keys/{id}", "patch"),
         ("/api/admin/keys/{id}", "delete"),
         ("/api/admin/audit", "get"),
+        ("/api/admin/audit/verify", "get"),
+        ("/api/admin/summary", "get"),
+        ("/console", "get"),
         ("/api/usage", "get"),
         ("/api/openapi.json", "get"),
     ] {

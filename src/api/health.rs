@@ -33,7 +33,13 @@ fn can_serve(state: &AppState) -> bool {
         .any(|b| b.snapshot().state != CircuitState::Open)
 }
 
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+/// Each provider's circuit: its state, whether the provider refused our key, failures and when
+/// it is probed again (health, and the console's providers page).
+pub fn circuits(state: &AppState) -> Map<String, Value> {
+    circuits_and_any_open(state).0
+}
+
+fn circuits_and_any_open(state: &AppState) -> (Map<String, Value>, bool) {
     let router = state.generator().router();
     let mut providers = Map::new();
     let mut any_open = false;
@@ -58,6 +64,12 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             }),
         );
     }
+    (providers, any_open)
+}
+
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let router = state.generator().router();
+    let (providers, any_open) = circuits_and_any_open(&state);
     let serving = can_serve(&state);
     let limiter = state.limiter();
     // Redis down is degraded, never unhealthy: the gateway keeps serving on local state.

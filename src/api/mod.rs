@@ -8,6 +8,7 @@ mod admin;
 mod anthropic;
 mod auth;
 mod chat;
+mod console;
 pub mod error;
 mod export;
 mod generate;
@@ -254,6 +255,8 @@ pub fn router(state: AppState) -> Router {
             patch(keys::update).delete(keys::revoke),
         )
         .route("/api/admin/audit", get(keys::audit))
+        .route("/api/admin/audit/verify", get(console::audit_verify))
+        .route("/api/admin/summary", get(console::summary))
         .route_layer(axum::middleware::from_fn(auth::require_admin))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -277,6 +280,9 @@ pub fn router(state: AppState) -> Router {
     edge(
         Router::new()
             .route("/api/openapi.json", get(openapi::openapi_json))
+            // The console's assets hold no data: the page asks for the key, then calls the API.
+            .route("/console", get(console::index))
+            .route("/console/{file}", get(console::asset))
             .merge(protected)
             .nest("/v1", v1)
             .merge(debug)

@@ -237,6 +237,36 @@ pub struct AuditEntry {
     pub prev_hash: String,
 }
 
+/// `GET /api/admin/summary`: the console's overview (docs/API.md).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleSummary {
+    /// `windowSeconds`, `requests`, `requestsPerSecond`, `errorRate`, `p50Ms`, `p99Ms`,
+    /// `cacheHitRate` over the last minute of API traffic on this replica.
+    #[schema(value_type = Object)]
+    pub live: serde_json::Value,
+    /// `todayUsd`, `todayRequests`, `monthUsd`, `monthRequests` (UTC), or null.
+    #[schema(value_type = Option<Object>)]
+    pub spend: Option<serde_json::Value>,
+    /// `database_off` or `database_unavailable` when `spend` is null.
+    pub spend_error: Option<String>,
+    /// Each provider's circuit, as in health.
+    #[schema(value_type = Object)]
+    pub circuits: serde_json::Value,
+}
+
+/// `GET /api/admin/audit/verify`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditChain {
+    pub intact: bool,
+    /// Entries checked, when intact.
+    pub rows: Option<u64>,
+    /// The first entry that breaks the chain, when not.
+    pub broken_at: Option<i64>,
+    pub reason: Option<String>,
+}
+
 /// `GET /api/admin/audit`.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -566,6 +596,36 @@ mod operations {
     fn audit_doc() {}
 
     #[utoipa::path(
+        get, path = "/api/admin/audit/verify", tag = "admin",
+        responses(
+            (status = 200, description = "The hash chain walked: intact, or where it breaks", body = AuditChain),
+            (status = 401, description = "Missing or unknown key", body = ErrorEnvelope),
+            (status = 403, description = "Not the master key", body = ErrorEnvelope),
+            (status = 429, description = "Too many failed keys from this address", body = ErrorEnvelope),
+            (status = 501, description = "No database", body = ErrorEnvelope),
+            (status = 503, description = "The database is unavailable", body = ErrorEnvelope),
+        ),
+        security(("apiKey" = []), ("bearer" = []))
+    )]
+    fn audit_verify_doc() {}
+
+    #[utoipa::path(
+        get, path = "/api/admin/summary", tag = "admin",
+        responses(
+            (status = 200, description = "The console's overview: live figures and spend", body = ConsoleSummary),
+            (status = 401, description = "Missing or unknown key", body = ErrorEnvelope),
+            (status = 403, description = "Not the master key", body = ErrorEnvelope),
+            (status = 429, description = "Too many failed keys from this address", body = ErrorEnvelope),
+        ),
+        security(("apiKey" = []), ("bearer" = []))
+    )]
+    fn summary_doc() {}
+
+    #[utoipa::path(get, path = "/console", tag = "console",
+        responses((status = 200, description = "The operator console's page (its data comes from the admin API)", content_type = "text/html", body = String)))]
+    fn console_doc() {}
+
+    #[utoipa::path(
         get, path = "/api/usage", tag = "spark",
         params(
             ("from" = Option<String>, Query, description = "RFC 3339, inclusive; default the start of this UTC month"),
@@ -630,14 +690,15 @@ impl Modify for SecuritySchemes {
         operations::purge_doc, operations::errors_doc, operations::reset_doc,
         operations::openapi_doc, operations::messages_doc, operations::count_tokens_doc,
         operations::keys_create_doc, operations::keys_list_doc, operations::keys_update_doc,
-        operations::keys_revoke_doc, operations::audit_doc, operations::usage_doc
+        operations::keys_revoke_doc, operations::audit_doc, operations::usage_doc,
+        operations::audit_verify_doc, operations::summary_doc, operations::console_doc
     ),
     components(schemas(
         GenerateParams, GenerationBody, UsageBody, ExportParams, FileParams, ChatParams,
         ChatMessage, ErrorEnvelope, ErrorObject, OpenAiErrorEnvelope, OpenAiError, Health,
         Liveness, Readiness, ModelList, Model, ChatCompletion, AdminResult, ServerSentEvent,
         MessagesParams, MessageParam, AnthropicErrorEnvelope, AnthropicError, AnthropicMessage,
-        TokenCount, BudgetSpec, KeyRequest, ManagedKeyObject, KeyPage, AuditEntry, AuditPage,
+        TokenCount, BudgetSpec, KeyRequest, ManagedKeyObject, KeyPage, AuditEntry, AuditPage, ConsoleSummary, AuditChain,
         UsageSums, UsageRowBody, UsageReport
     )),
     modifiers(&SecuritySchemes)

@@ -11,6 +11,7 @@ mod anthropic_compat;
 mod auth;
 mod cache_integrity;
 mod connections;
+mod console;
 mod edge;
 mod export;
 mod headers;
