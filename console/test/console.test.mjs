@@ -3,8 +3,8 @@
 // Run by .ci/run: `node test/console.test.mjs` with GATEWAY_URL and MASTER_KEY set (the gateway
 // prices the simulator through SPARK_PRICES_FILE so that spend shows), SCREENSHOTS the folder
 // for the page screenshots, and CHROMIUM the browser (default /usr/bin/chromium). It signs in,
-// issues a key, copies it, calls generate with it, finds the call in usage and spend, revokes
-// the key, sees the next call refused, resets a circuit, finds both actions in the audit page,
+// issues a key, copies it, calls generate with it, finds the call in usage and spend, edits its
+// budget, revokes the key, sees the next call refused, resets a circuit, finds both actions in the audit page,
 // checks every page with axe-core, and signs out. Exits non-zero at the first failure.
 
 import assert from "node:assert/strict";
@@ -152,6 +152,13 @@ async function run() {
   });
   assert.equal(await page.locator("#keys-rows tr:has-text('console_test') meter").count(), 1, "a spend bar");
   await shot("keys");
+
+  // Edit its budget through the dialog.
+  await page.click("#keys-rows tr:has-text('console_test') button:has-text('Edit')");
+  await page.waitForSelector("#edit-dialog[open]");
+  await page.fill("#e-budget", "10");
+  await page.click("#edit-save");
+  await page.waitForSelector("#keys-rows tr:has-text('console_test'):has-text('of $10.00')");
 
   // Revoke it: the next call is refused.
   await page.click("#keys-rows tr:has-text('console_test') button.danger");
