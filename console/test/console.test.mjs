@@ -2,12 +2,14 @@
 //
 // Run by .ci/run: `node test/console.test.mjs` with GATEWAY_URL and MASTER_KEY set (the gateway
 // prices the simulator through SPARK_PRICES_FILE so that spend shows), SCREENSHOTS the folder
-// for the page screenshots, and CHROMIUM the browser (default /usr/bin/chromium). It signs in,
+// for the page screenshots, CHROMIUM the browser (default /usr/bin/chromium), and SSO_SECRET,
+// SSO_ISSUER, SSO_AUDIENCE for an HS256 issuer whose admin group is spark-admins. It signs in,
 // issues a key, copies it, calls generate with it, finds the call in usage and spend, edits its
 // budget, revokes the key, sees the next call refused, resets a circuit, finds both actions in the audit page,
-// checks every page with axe-core, and signs out. Exits non-zero at the first failure.
+// checks every page with axe-core, signs out, and signs in again with an admin group's JWT. Exits non-zero at the first failure.
 
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
@@ -38,6 +40,19 @@ if (failures.length) {
   process.exit(1);
 }
 console.log("console browser test: all checks passed");
+
+// An HS256 JWT of the SSO_ISSUER issuer for a member of its admin group, as a platform signs it.
+function adminToken() {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const now = Math.floor(Date.now() / 1000);
+  const head = b64({ alg: "HS256", typ: "JWT" });
+  const body = b64({
+    iss: process.env.SSO_ISSUER, aud: process.env.SSO_AUDIENCE, sub: "console_admin",
+    groups: ["spark-admins"], iat: now, exp: now + 300,
+  });
+  const mac = createHmac("sha256", process.env.SSO_SECRET).update(`${head}.${body}`).digest("base64url");
+  return `${head}.${body}.${mac}`;
+}
 
 async function generate(key, prompt) {
   const resp = await fetch(`${BASE}/api/spark/generate`, {
@@ -215,9 +230,23 @@ async function run() {
   assert.equal(await page.evaluate(() => sessionStorage.length), 0, "signed out: no key kept");
   assert.equal(await page.locator("#keys-rows > *").count(), 0, "signed out: no data left");
 
+  // A member of an identity provider's admin group signs in with its token as well.
+  const jwt = process.env.SSO_SECRET ? adminToken() : null;
+  if (jwt) {
+    await page.fill("#key", jwt);
+    await page.click("#signin-form button[type=submit]");
+    await page.waitForSelector("#nav:not([hidden])");
+    await goto("overview");
+    await page.waitForSelector("#overview-cards .card");
+    await page.click("#signout");
+    await page.waitForSelector("#signin:not([hidden])");
+    console.log("an admin group's JWT signs in");
+  }
+
   // No secret ever in a URL, and no CSP violation or script error on any page.
   for (const u of urls) {
-    assert.ok(!u.includes(MASTER) && !u.includes(secret), `a secret in a URL: ${u}`);
+    assert.ok(!u.includes(MASTER) && !u.includes(secret) && !(jwt && u.includes(jwt)),
+      `a secret in a URL: ${u}`);
   }
   assert.deepEqual(problems, [], "console errors (CSP violations included)");
   console.log(`${urls.length} requests, none with a secret in its URL`);
