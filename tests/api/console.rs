@@ -10,14 +10,6 @@ const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'sel
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
 
-async fn admin_get(app: &TestApp, path: &str, key: Option<&str>) -> reqwest::Response {
-    let mut req = app.client.get(app.url(path));
-    if let Some(key) = key {
-        req = req.header("x-api-key", key);
-    }
-    req.send().await.unwrap()
-}
-
 #[tokio::test]
 async fn the_assets_are_served_with_a_policy_that_allows_only_this_origin() {
     let app = spawn_app().await;
@@ -28,7 +20,7 @@ async fn the_assets_are_served_with_a_policy_that_allows_only_this_origin() {
         ("/console/icon.svg", "image/svg+xml"),
     ] {
         // No key: the assets hold no data.
-        let resp = admin_get(&app, path, None).await;
+        let resp = app.get_as(path, None).await;
         assert_eq!(resp.status(), 200, "{path}");
         let h = resp.headers();
         assert!(
@@ -45,7 +37,7 @@ async fn the_assets_are_served_with_a_policy_that_allows_only_this_origin() {
         "/console/..%2Fsrc%2Fmain.rs",
         "/console/a/b",
     ] {
-        let resp = admin_get(&app, path, None).await;
+        let resp = app.get_as(path, None).await;
         assert_eq!(
             resp.headers()["content-security-policy"],
             "default-src 'none'; frame-ancestors 'none'"
@@ -53,11 +45,7 @@ async fn the_assets_are_served_with_a_policy_that_allows_only_this_origin() {
         assert_error(resp, 404, "not_found").await;
     }
     // The page passes its own policy: no inline script, style or event handler.
-    let html = admin_get(&app, "/console", None)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = app.get_as("/console", None).await.text().await.unwrap();
     for (i, _) in html.match_indices("<script") {
         let tag = &html[i..i + html[i..].find('>').unwrap()];
         assert!(tag.contains(" src="), "an inline script: {tag}");
@@ -77,13 +65,13 @@ async fn the_summary_is_for_admins_and_counts_api_traffic_and_spend() {
     let app = spawn_app().await;
     both_providers_answer(&app).await;
     assert_error(
-        admin_get(&app, "/api/admin/summary", None).await,
+        app.get_as("/api/admin/summary", None).await,
         401,
         "unauthorized",
     )
     .await;
     assert_error(
-        admin_get(&app, "/api/admin/summary", Some(ALICE_KEY)).await,
+        app.get_as("/api/admin/summary", Some(ALICE_KEY)).await,
         403,
         "forbidden",
     )
@@ -97,13 +85,9 @@ async fn the_summary_is_for_admins_and_counts_api_traffic_and_spend() {
     }
     // Probes, scrapes and the summary itself are not API traffic.
     for path in ["/livez", "/metrics", "/api/spark/health"] {
-        admin_get(&app, path, None).await;
+        app.get_as(path, None).await;
     }
-    let s: Value = admin_get(&app, "/api/admin/summary", Some(MASTER_KEY))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let s: Value = app.get_json("/api/admin/summary", MASTER_KEY).await;
     let live = &s["live"];
     assert_eq!(live["requests"], 5, "{s}");
     assert_eq!(live["errorRate"], 0.0);
@@ -118,11 +102,7 @@ async fn the_summary_is_for_admins_and_counts_api_traffic_and_spend() {
     // Spend comes from the ledger, written in batches: the rows arrive within a few seconds.
     let mut spend = Value::Null;
     for _ in 0..50 {
-        let s: Value = admin_get(&app, "/api/admin/summary", Some(MASTER_KEY))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let s: Value = app.get_json("/api/admin/summary", MASTER_KEY).await;
         spend = s["spend"].clone();
         if spend["monthRequests"] == 5 {
             break;
@@ -138,16 +118,13 @@ async fn the_summary_is_for_admins_and_counts_api_traffic_and_spend() {
 #[tokio::test]
 async fn without_a_database_the_live_figures_stay_and_spend_says_why() {
     let app = spawn_app_with(&[("SPARK_DATABASE_URL", "none")]).await;
-    let s: Value = admin_get(&app, "/api/admin/summary", Some(MASTER_KEY))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let s: Value = app.get_json("/api/admin/summary", MASTER_KEY).await;
     assert_eq!(s["spend"], Value::Null);
     assert_eq!(s["spendError"], "database_off");
     assert_eq!(s["live"]["requests"], 0);
     assert_error(
-        admin_get(&app, "/api/admin/audit/verify", Some(MASTER_KEY)).await,
+        app.get_as("/api/admin/audit/verify", Some(MASTER_KEY))
+            .await,
         501,
         "database_off",
     )
@@ -158,28 +135,18 @@ async fn without_a_database_the_live_figures_stay_and_spend_says_why() {
 async fn the_audit_chain_status_is_intact_and_not_flooded_by_the_upkeep_loop() {
     let app = spawn_app().await;
     assert_error(
-        admin_get(&app, "/api/admin/audit/verify", Some(ALICE_KEY)).await,
+        app.get_as("/api/admin/audit/verify", Some(ALICE_KEY)).await,
         403,
         "forbidden",
     )
     .await;
     // A second and a half of upkeep (the key ring is asked four times a second): no entry.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let reloads: Value = admin_get(
-        &app,
-        "/api/admin/audit?action=keys.reload",
-        Some(MASTER_KEY),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let reloads: Value = app
+        .get_json("/api/admin/audit?action=keys.reload", MASTER_KEY)
+        .await;
     assert_eq!(reloads["entries"], json!([]), "{reloads}");
-    let v: Value = admin_get(&app, "/api/admin/audit/verify", Some(MASTER_KEY))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = app.get_json("/api/admin/audit/verify", MASTER_KEY).await;
     assert_eq!(v["intact"], true, "{v}");
     assert!(
         v["rows"].as_u64().unwrap() >= 1,

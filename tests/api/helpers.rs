@@ -46,6 +46,24 @@ impl TestApp {
         resp.text().await.expect("metrics body")
     }
 
+    /// `GET path` with `key` in `X-API-Key` (none when `None`).
+    pub async fn get_as(&self, path: &str, key: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.get(self.url(path));
+        if let Some(key) = key {
+            req = req.header("x-api-key", key);
+        }
+        req.send().await.expect("GET")
+    }
+
+    /// `GET path` with `key`, its JSON body (whatever the status).
+    pub async fn get_json(&self, path: &str, key: &str) -> Value {
+        self.get_as(path, Some(key))
+            .await
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
     /// `/api/spark/health`: status code and body.
     pub async fn health(&self) -> (u16, Value) {
         let resp = self

@@ -560,16 +560,7 @@ async fn the_tokens_user_is_the_caller_for_usage_budget_and_the_admin_api() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    let audit: Value = app
-        .client
-        .get(app.url("/api/admin/audit"))
-        .header("x-api-key", MASTER_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit = app.get_json("/api/admin/audit", MASTER_KEY).await;
     let actors: Vec<&str> = audit["entries"]
         .as_array()
         .unwrap()
