@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Validates what cannot run on a machine without Docker or Kubernetes, with real offline tools:
-# both kustomize overlays against the Kubernetes schemas (kubernetes-validate --strict), the alert
-# rules (promtool), the workflows (actionlint), the Dockerfile (hadolint), and that the dashboard
-# and rules name only metrics the service exports.
+# the kustomize overlays (staging, production, and production with the SSO and TLS components)
+# against the Kubernetes schemas (kubernetes-validate --strict), the alert rules (promtool), the
+# workflows (actionlint), the Dockerfile (hadolint), and that the dashboard and rules name only
+# metrics the service exports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +23,7 @@ fi
 
 rendered=$(mktemp -d)
 trap 'rm -rf "$rendered"' EXIT
-for overlay in staging production; do
+for overlay in staging production production-sso-tls; do
   echo "kustomize + kubernetes-validate --strict: $overlay"
   "$kubectl_bin" kustomize "k8s/overlays/$overlay" > "$rendered/$overlay.yaml"
   "$venv/bin/kubernetes-validate" --strict --quiet "$rendered/$overlay.yaml"

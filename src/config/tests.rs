@@ -341,3 +341,18 @@ fn an_issuers_file_turns_auth_on_and_every_problem_in_it_stops_the_start() {
     assert!(text.contains("authentication off"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_kubernetes_issuers_example_is_a_valid_issuers_file() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/k8s/components/sso/issuers.toml"
+    );
+    let c = Config::from_source(&src(&[
+        ("SPARK_AUTH_ISSUERS_FILE", path),
+        ("LMS_SSO_SECRET", "a-shared-secret-of-at-least-32-bytes!"),
+    ]))
+    .unwrap();
+    assert_eq!(c.auth_issuers.len(), 2);
+    assert_eq!(c.auth_issuers[0].tiers.len(), 1);
+}
