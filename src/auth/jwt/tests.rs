@@ -277,3 +277,30 @@ fn only_jws_shaped_credentials_are_taken_for_tokens() {
     assert!(!looks_like_jwt("sk-spark-abc-def"));
     assert!(!looks_like_jwt("eyJ.only-one-dot"));
 }
+
+#[tokio::test]
+async fn a_verified_token_is_remembered_and_a_refused_one_never_is() {
+    let ec = ec_key("k1");
+    let v = verifier(&ec);
+    let token = es256(&ec, "k1", &idp_claims());
+    let first = v.verify(&token).await.unwrap();
+    assert_eq!(v.remembered(), 1);
+    // The same token again: the same answer, from memory.
+    assert_eq!(v.verify(&token).await.unwrap(), first);
+    assert_eq!(v.remembered(), 1);
+    // Refused tokens (a wrong audience, a forged signature) leave nothing behind.
+    let mut wrong = idp_claims();
+    wrong["aud"] = "another-app".into();
+    assert!(v.verify(&es256(&ec, "k1", &wrong)).await.is_err());
+    let forged = es256(&ec_key("k1"), "k1", &idp_claims());
+    assert!(v.verify(&forged).await.is_err());
+    assert_eq!(v.remembered(), 1);
+}
+
+#[test]
+fn a_remembered_token_expires_with_the_same_leeway_as_a_full_check() {
+    assert!(unexpired(1_000, 1_000));
+    assert!(unexpired(1_000, 1_000 + LEEWAY_SECS));
+    assert!(!unexpired(1_000, 1_001 + LEEWAY_SECS));
+    assert!(unexpired(u64::MAX, u64::MAX));
+}
