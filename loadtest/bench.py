@@ -414,6 +414,11 @@ def run_all(with_k6=True):
     return results
 
 
+def lat(r, q):
+    """A step's latency quantile `q` for a table cell; a dash for a step not run."""
+    return "—" if r is None else fmt(r["latencyMs"][q], 3) + " ms"
+
+
 def mib(b):
     return "n/a" if b is None else f"{b / 1024 / 1024:.1f} MiB"
 
@@ -430,8 +435,6 @@ def tables(res):
     out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in res["rates"]:
         d, g = row.get("direct"), row.get("gateway")
-        def lat(r, q):
-            return "—" if r is None else fmt(r["latencyMs"][q], 3) + " ms"
         added = lambda q: "—" if not (d and g) else fmt(g["latencyMs"][q] - d["latencyMs"][q], 3) + " ms"
         errors = "—" if g is None else f"{g['errorRate'] * 100:.2f}%"
         achieved = "—" if g is None else f"{g['throughputRps']:.0f}"
@@ -485,8 +488,6 @@ def tables(res):
         out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for row in k["rates"]:
             d, g = row.get("direct"), row.get("gateway")
-            def lat(r, q):
-                return "—" if r is None else fmt(r["latencyMs"][q], 3) + " ms"
             drop = lambda r: "—" if r is None else f"{r['dropped'] / r['offered'] * 100:.1f}%"
             added = "—" if not (d and g) else fmt(g["latencyMs"]["p99"] - d["latencyMs"]["p99"], 3) + " ms"
             errors = "—" if g is None else f"{g['errorRate'] * 100:.2f}%"
