@@ -205,6 +205,27 @@ async fn usage_rows_are_summed_per_group_and_never_counted_twice() {
 }
 
 #[tokio::test]
+async fn spend_today_and_this_month_are_utc_windows_over_everyone() {
+    for (backend, url) in db::both().await {
+        let store = Store::open(&url).unwrap();
+        let day = 86_400_000;
+        // 2026-12-15T12:00:00Z; the month began 14.5 days earlier.
+        let now = 1_797_336_000_000;
+        let rows = [
+            usage("t1", "ana", "m1", now - 1_000, 5),
+            usage("t2", "ben", "m2", now - 11 * 3_600_000, 7), // 01:00 today
+            usage("m1", "ana", "m1", now - 10 * day, 100),     // this month
+            usage("p1", "ana", "m1", now - 15 * day, 1_000),   // November
+            usage("f1", "ana", "m1", now + 1_000, 10_000),     // after `now`
+        ];
+        store.insert_usage(&rows).await.unwrap();
+        let s = store.spend_today_and_month(now).await.unwrap();
+        assert_eq!((s.today_requests, s.today_nusd), (2, 12), "{backend}");
+        assert_eq!((s.month_requests, s.month_nusd), (3, 112), "{backend}");
+    }
+}
+
+#[tokio::test]
 async fn an_edited_audit_row_is_named_by_verify() {
     for (backend, url) in db::both().await {
         let store = Store::open(&url).unwrap();

@@ -16,8 +16,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use crate::state::AppState;
-use crate::store::usage::GroupBy;
-use crate::store::{keys::Period, now_ms};
+use crate::store::now_ms;
 
 /// What the console's pages may load: their own scripts, styles and API, nothing else; no
 /// inline script or style, no frames, no form posts, no `<base>`.
@@ -83,37 +82,21 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
     let overview = state.overview();
     let (spend, spend_error) = match state.store() {
         None => (Value::Null, Some("database_off")),
-        Some(store) => {
-            let now = now_ms();
-            let month_start = Period::Month.window(now).0;
-            match store
-                .usage_sums(month_start, now + 1, GroupBy::Day, None)
-                .await
-            {
-                Ok(days) => {
-                    let today = (now / 86_400_000).to_string();
-                    let sum = |rows: &mut dyn Iterator<Item = &crate::store::usage::UsageSum>| {
-                        rows.fold((0i64, 0i64), |(c, r), d| (c + d.cost_nusd, r + d.requests))
-                    };
-                    let (month_nusd, month_requests) = sum(&mut days.iter());
-                    let (today_nusd, today_requests) =
-                        sum(&mut days.iter().filter(|d| d.group == today));
-                    (
-                        json!({
-                            "todayUsd": crate::store::usd(today_nusd),
-                            "todayRequests": today_requests,
-                            "monthUsd": crate::store::usd(month_nusd),
-                            "monthRequests": month_requests,
-                        }),
-                        None,
-                    )
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "console summary: the ledger did not answer");
-                    (Value::Null, Some("database_unavailable"))
-                }
+        Some(store) => match store.spend_today_and_month(now_ms()).await {
+            Ok(s) => (
+                json!({
+                    "todayUsd": crate::store::usd(s.today_nusd),
+                    "todayRequests": s.today_requests,
+                    "monthUsd": crate::store::usd(s.month_nusd),
+                    "monthRequests": s.month_requests,
+                }),
+                None,
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "console summary: the ledger did not answer");
+                (Value::Null, Some("database_unavailable"))
             }
-        }
+        },
     };
     Json(json!({
         "live": overview,

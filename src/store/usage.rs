@@ -74,6 +74,15 @@ impl GroupBy {
     }
 }
 
+/// What [`Store::spend_today_and_month`] answers.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecentSpend {
+    pub today_requests: i64,
+    pub today_nusd: i64,
+    pub month_requests: i64,
+    pub month_nusd: i64,
+}
+
 /// One group's sums.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageSum {
@@ -270,6 +279,26 @@ impl Store {
     }
 
     /// How many ledger rows there are (tests and the writer benchmark count with it).
+    /// Requests and cost of the UTC day and month holding `now_ms`, everyone's (the console's
+    /// overview): one grouped query over the month.
+    pub async fn spend_today_and_month(&self, now_ms: i64) -> Result<RecentSpend, StoreError> {
+        let month_start = super::keys::Period::Month.window(now_ms).0;
+        let days = self
+            .usage_sums(month_start, now_ms + 1, GroupBy::Day, None)
+            .await?;
+        let today = (now_ms / 86_400_000).to_string();
+        let mut out = RecentSpend::default();
+        for d in &days {
+            out.month_requests += d.requests;
+            out.month_nusd += d.cost_nusd;
+            if d.group == today {
+                out.today_requests += d.requests;
+                out.today_nusd += d.cost_nusd;
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn usage_count(&self) -> Result<i64, StoreError> {
         self.ready().await?;
         let row = sqlx::query("SELECT COUNT(*) AS n FROM usage_records")
