@@ -138,21 +138,22 @@ impl Store {
             sql.push_str(" ON CONFLICT (id) DO NOTHING");
             let mut q = sqlx::query(&sql);
             for r in chunk {
+                // Borrowed: the rows stay with the writer until the commit, for a retry.
                 q = q
-                    .bind(r.id.clone())
+                    .bind(r.id.as_str())
                     .bind(r.time)
-                    .bind(r.request_id.clone())
-                    .bind(r.key_id.clone())
-                    .bind(r.user_id.clone())
+                    .bind(r.request_id.as_str())
+                    .bind(r.key_id.as_deref())
+                    .bind(r.user_id.as_str())
                     .bind(r.route)
-                    .bind(r.provider.clone())
-                    .bind(r.model.clone())
-                    .bind(r.engine.clone())
+                    .bind(r.provider.as_str())
+                    .bind(r.model.as_str())
+                    .bind(r.engine.as_str())
                     .bind(r.input_tokens)
                     .bind(r.output_tokens)
                     .bind(i64::from(r.cached))
                     .bind(r.cost_nusd)
-                    .bind(r.status.clone())
+                    .bind(r.status.as_str())
                     .bind(r.latency_ms);
             }
             q.execute(&mut *tx).await?;
