@@ -5,15 +5,25 @@ run (about 8 minutes on 2 cores with the default five rounds, build excluded).
 
     python3 loadtest/ledger_bench.py               # build, measure, print the table
     python3 loadtest/ledger_bench.py --no-build    # use the release binaries as they are
+    python3 loadtest/ledger_bench.py --no-build --pin --setups postgres-own-cpu
+        # the acceptance figure: the database on a CPU of its own (BENCHMARKS.md)
 
 Everything runs on 127.0.0.1 and stops by itself: the release gateway, the mock upstream and
-`spark-loadtest run` as the generator. PostgreSQL is measured twice:
+`spark-loadtest run` as the generator. PostgreSQL is measured up to three ways:
 - `postgres`: the machine's server (`SPARK_TEST_POSTGRES_URL`, default
   postgres://postgres@127.0.0.1:5432/test), competing for the same two cores at equal priority;
-- `postgres-idle`: a server of the script's own (initdb in a temporary directory, a free port,
-  default settings) under the SCHED_IDLE policy, so it only gets CPU the gateway, the mock and the
-  generator leave: the nearest this machine comes to a database on its own host. It is stopped
-  (by its PID) and deleted at the end.
+- `postgres-idle` (without `--pin`): a server of the script's own (initdb in a temporary
+  directory, a free port, default settings) under the SCHED_IDLE policy, so it only gets CPU the
+  gateway, the mock and the generator leave;
+- `postgres-own-cpu` (with `--pin`): the same server of the script's own on CPU 1 while the
+  script, and so the gateway, the mock and the generator it starts, are held to CPU 0: the
+  nearest this machine comes to a database on its own host. The ledger-off rounds run on CPU 0
+  too, so both sides of the comparison have the same one CPU.
+The script's own server is stopped (by its PID) and deleted at the end.
+A control, `off+psql-writer` (only when named in `--setups`): the ledger off in the gateway while
+one `psql` process inserts 1,000 rows a second, in the writer's statement shape, into the
+machine's server. Its p99 against `off` is what the database's work costs the other processes on
+the same cores, with no ledger code in the gateway at all.
 Each round uses a fresh schema. Every request is a
 miss through a provider (`generate-miss`, cache off), so every request writes a ledger row. Rounds
 alternate the three set-ups so a drift of the shared machine hits them alike; after each
@@ -28,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -40,6 +51,7 @@ ROUNDS = 5
 DURATION = "10s"
 WARMUP = "2s"
 RATE = 1000
+SETUPS = ("off", "postgres", "postgres-idle", "postgres-own-cpu", "sqlite", "off+psql-writer")
 PG = os.environ.get("SPARK_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 
 
@@ -48,9 +60,10 @@ def psql(url, sql):
     return out.stdout.strip()
 
 
-def start_idle_postgres(procs):
-    """A PostgreSQL server of this script's own under SCHED_IDLE (as the `postgres` user when
-    run as root: PostgreSQL refuses root). Returns its URL and its working directory."""
+def start_own_postgres(procs, pin):
+    """A PostgreSQL server of this script's own, on CPU 1 with `pin`, else under SCHED_IDLE (as
+    the `postgres` user when run as root: PostgreSQL refuses root). Returns its URL and its
+    working directory."""
     bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not bins:
         raise SystemExit("PostgreSQL's initdb is needed (apt-get install postgresql)")
@@ -63,7 +76,10 @@ def start_idle_postgres(procs):
             pw = pwd.getpwnam("postgres")
             os.setgid(pw.pw_gid)
             os.setuid(pw.pw_uid)
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        if pin:
+            os.sched_setaffinity(0, {1})
+        else:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
     if as_postgres:
         shutil.chown(work, "postgres")
@@ -85,11 +101,39 @@ def start_idle_postgres(procs):
     raise SystemExit("the benchmark's own PostgreSQL did not start within 30 s")
 
 
-def measure(procs, mock_url, ledger, idle_pg_url):
+def psql_writer(url, schema, stop):
+    """Inserts 1,000 ledger-shaped rows a second through one `psql` session until `stop`."""
+    ddl = (Path(__file__).resolve().parent.parent / "migrations" / "20261201000001_keys_usage_audit.sql").read_text()
+    psql(url, f"SET search_path={schema};" + ddl)
+    p = subprocess.Popen(["psql", url, "-q"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    p.stdin.write(f"SET search_path={schema};\n")
+    n = 0
+    while not stop.is_set():
+        started = time.monotonic()
+        values = ",".join(
+            f"('{uuid.uuid4().hex}',{n + i},'req','key','user','generate','anthropic','m','e',10,20,0,5,'ok',1)"
+            for i in range(1000)
+        )
+        n += 1000
+        p.stdin.write(f"INSERT INTO usage_records VALUES {values} ON CONFLICT (id) DO NOTHING;\n")
+        p.stdin.flush()
+        stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
+    p.stdin.close()
+    p.wait(timeout=30)
+
+
+def measure(procs, mock_url, ledger, own_pg_url):
     env = {}
     schema = None
-    pg = {"postgres": PG, "postgres-idle": idle_pg_url}.get(ledger)
-    if ledger == "off":
+    stop = threading.Event()
+    control = None
+    if ledger == "off+psql-writer":
+        schema = "ledger_bench_" + uuid.uuid4().hex[:12]
+        psql(PG, f"CREATE SCHEMA {schema}")
+        control = threading.Thread(target=psql_writer, args=(PG, schema, stop))
+        control.start()
+    pg = {"postgres": PG, "postgres-idle": own_pg_url, "postgres-own-cpu": own_pg_url}.get(ledger)
+    if ledger.startswith("off"):
         env["SPARK_DATABASE_URL"] = "none"
     elif pg:
         schema = "ledger_bench_" + uuid.uuid4().hex[:12]
@@ -111,7 +155,11 @@ def measure(procs, mock_url, ledger, idle_pg_url):
     offered = RATE * (int(DURATION[:-1]) + int(WARMUP[:-1]))
     result["cpuUsPerRequest"] = (cpu_seconds(gw.pid) - cpu0) / offered * 1e6
     rows = None
-    if schema:
+    if control:
+        stop.set()
+        control.join()
+        psql(PG, f"DROP SCHEMA {schema} CASCADE")
+    elif schema:
         time.sleep(2)  # one writer period and a margin: the last batch goes in
         rows = int(psql(pg, f"SELECT COUNT(*) FROM {schema}.usage_records"))
         psql(pg, f"DROP SCHEMA {schema} CASCADE")
@@ -122,13 +170,32 @@ def measure(procs, mock_url, ledger, idle_pg_url):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
-    ap.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds of the four set-ups (default {ROUNDS})")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds of the set-ups (default {ROUNDS})")
+    ap.add_argument(
+        "--setups", default="",
+        help="comma-separated set-ups to measure, `off` always among them (default: "
+        "postgres, postgres-idle or postgres-own-cpu, and sqlite)",
+    )
+    ap.add_argument(
+        "--pin", action="store_true",
+        help="hold the gateway, the mock and the generator to CPU 0 and the script's own "
+        "PostgreSQL to CPU 1 (postgres-own-cpu instead of postgres-idle)",
+    )
     args = ap.parse_args()
+    own = "postgres-own-cpu" if args.pin else "postgres-idle"
+    chosen = args.setups.split(",") if args.setups else ["postgres", own, "sqlite"]
+    if args.pin and "postgres-idle" in chosen or not args.pin and "postgres-own-cpu" in chosen:
+        ap.error("postgres-own-cpu needs --pin, and postgres-idle cannot run with it")
+    setups = tuple(s for s in SETUPS if s == "off" or s in chosen)
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        ap.error("--pin needs two CPUs")
     if not args.no_build:
         bench.build_release()
+    if args.pin:
+        # Children inherit the affinity: the gateway, the mock and the generator stay on CPU 0.
+        os.sched_setaffinity(0, {0})
     bench.OUT_DIR.mkdir(parents=True, exist_ok=True)
     procs = bench.Procs()
-    setups = ("off", "postgres", "postgres-idle", "sqlite")
     p99 = {s: [] for s in setups}
     cpu = {s: [] for s in setups}
     errors = {s: 0.0 for s in setups}
@@ -138,10 +205,12 @@ def main():
     pg_dir = None
     try:
         _, mock_url = bench.start_mock(procs)
-        idle_pg_url, pg_dir = start_idle_postgres(procs)
+        own_pg_url = None
+        if own in setups:
+            own_pg_url, pg_dir = start_own_postgres(procs, args.pin)
         for _ in range(args.rounds):
             for s in setups:
-                result, rows = measure(procs, mock_url, s, idle_pg_url)
+                result, rows = measure(procs, mock_url, s, own_pg_url)
                 p99[s].append(result["latencyMs"]["p99"])
                 cpu[s].append(result["cpuUsPerRequest"])
                 errors[s] = max(errors[s], result["errorRate"])
@@ -168,14 +237,14 @@ def main():
         )
     print()
     off = statistics.median(p99["off"])
-    for s in ("postgres", "postgres-idle", "sqlite"):
+    for s in setups[1:]:
         on = statistics.median(p99[s])
         extra = statistics.median(cpu[s]) - statistics.median(cpu["off"])
         print(
             f"{s}: median p99 {on - off:+.3f} ms against the ledger off (ratio {on / off:.3f}); "
             f"gateway CPU {extra:+.1f} µs per request"
         )
-    for s in ("postgres", "postgres-idle"):
+    for s in (s for s in setups if s.startswith("postgres")):
         print(f"{s} rows written / requests sent (warm-up included, approximate): {written[s]} / {sent[s]}")
 
 
