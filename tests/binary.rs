@@ -366,3 +366,108 @@ async fn the_binary_serves_https_and_its_healthcheck_speaks_tls() {
     assert!(out.contains("SPARK_TLS_CERT/SPARK_TLS_KEY"), "{out}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Runs the binary with JSON logs and `rust_log`, sends one accepted and one refused request,
+/// stops it with SIGTERM and returns its log lines.
+async fn json_log_lines(rust_log: &str) -> Vec<serde_json::Value> {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SPARK_BIND", format!("127.0.0.1:{port}"))
+        .env("SPARK_API_KEYS", KEY)
+        .env("SPARK_DATABASE_URL", "none")
+        .env("SPARK_SHUTDOWN_DELAY", "0s")
+        .env("SPARK_LOG_FORMAT", "json")
+        .env("RUST_LOG", rust_log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/livez")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the gateway did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ok = client
+        .post(format!("{base}/api/spark/generate"))
+        .header("x-api-key", KEY)
+        .json(&serde_json::json!({"prompt": "Create a door"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let refused = client
+        .post(format!("{base}/api/spark/generate"))
+        .header("x-api-key", "user-nobody-not-a-configured-key-000")
+        .json(&serde_json::json!({"prompt": "Create a door"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the process did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    logs.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_access_lines_carry_the_request_and_follow_rust_log() {
+    let lines = json_log_lines("info").await;
+    let generate: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["span"]["route"] == "/api/spark/generate")
+        .collect();
+    let finished = generate
+        .iter()
+        .find(|l| l["message"] == "request finished")
+        .unwrap_or_else(|| panic!("no finished line in {lines:?}"));
+    assert_eq!(finished["level"], "INFO");
+    assert_eq!(finished["status"], 200);
+    assert!(finished["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+    assert_eq!(finished["span"]["method"], "POST");
+    assert_eq!(finished["span"]["caller"], "ops");
+    assert_eq!(finished["span"]["provider"], "simulator");
+    assert_eq!(finished["span"]["cache"], "miss");
+    let rejected = generate
+        .iter()
+        .find(|l| l["message"] == "request rejected")
+        .unwrap_or_else(|| panic!("no rejected line in {lines:?}"));
+    assert_eq!(rejected["status"], 401);
+    assert_eq!(rejected["code"], "unauthorized");
+    assert!(rejected["span"].get("caller").is_none());
+    // The refused key is not written anywhere.
+    assert!(!format!("{lines:?}").contains("not-a-configured-key"));
+
+    // At `warn` neither line is written.
+    let quiet = json_log_lines("warn").await;
+    assert!(
+        quiet
+            .iter()
+            .all(|l| l["message"] != "request finished" && l["message"] != "request rejected"),
+        "{quiet:?}"
+    );
+}

@@ -84,7 +84,7 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
     }
     match caller {
         Some(caller) => {
-            tracing::Span::current().record("caller", caller.label());
+            crate::telemetry::access::set_caller(caller.label());
             req.extensions_mut().insert(caller);
             if let Some(managed) = managed {
                 req.extensions_mut().insert(managed);

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::error::{ApiError, ErrorBody, render_body};
 use crate::state::AppState;
-use crate::telemetry::{Severity, trace};
+use crate::telemetry::{Severity, access, trace};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -102,7 +102,7 @@ pub async fn request_context(
             .headers()
             .get("x-forwarded-proto")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    let (mut resp, facts) = access::scope(next.run(req).instrument(span.clone())).await;
 
     let error = resp.extensions_mut().remove::<ErrorBody>();
     // The router that served the request decides the error shape: the `/v1` router marks its
@@ -187,6 +187,17 @@ pub async fn request_context(
     state
         .metrics()
         .http_response(&route, method.as_str(), status, elapsed);
+    let line = |message, code| access::Line {
+        message,
+        status,
+        latency_ms,
+        code,
+        trace_id: trace_id.as_deref(),
+        request_id: &id,
+        route: &route,
+        method: method.as_str(),
+        facts: &facts,
+    };
     span.in_scope(|| match &error {
         // Under overload one line a second says how many were shed; a line per request would
         // flood the log exactly when it is needed.
@@ -195,10 +206,30 @@ pub async fn request_context(
                 tracing::warn!(shed, "requests shed: SPARK_MAX_INFLIGHT reached");
             }
         }
-        Some(e) if status >= 500 => {
-            tracing::error!(status, latency_ms, code = e.code, cause = %e.cause, trace_id, "request failed")
+        Some(e) if status >= 500 => tracing::error!(
+            status,
+            latency_ms,
+            code = e.code,
+            cause = %e.cause,
+            trace_id,
+            caller = facts.caller.as_deref(),
+            provider = facts.provider,
+            "request failed"
+        ),
+        // The common lines, written without tracing's JSON span machinery when logs are JSON.
+        Some(e) if access::direct() && tracing::enabled!(tracing::Level::INFO) => {
+            access::write(&line("request rejected", Some(e.code)));
         }
-        Some(e) => tracing::info!(status, latency_ms, code = e.code, trace_id, "request rejected"),
+        Some(e) => tracing::info!(
+            status,
+            latency_ms,
+            code = e.code,
+            trace_id,
+            "request rejected"
+        ),
+        None if access::direct() && tracing::enabled!(tracing::Level::INFO) => {
+            access::write(&line("request finished", None));
+        }
         None => tracing::info!(status, latency_ms, trace_id, "request finished"),
     });
     resp

@@ -73,9 +73,7 @@ fn mark_answer(
     provider: crate::providers::ProviderId,
     cache: crate::cache::CacheResult,
 ) {
-    let span = tracing::Span::current();
-    span.record("provider", provider.as_str());
-    span.record("cache", cache.label());
+    crate::telemetry::access::set_answer(provider.as_str(), cache.label());
     let h = resp.headers_mut();
     h.insert("x-cache", header::HeaderValue::from_static(cache.header()));
     h.insert(

@@ -214,9 +214,7 @@ impl GenerateService {
         // Answered without a call of its own (a hit, or another request's call): nothing spent.
         self.release(held.lock().ok().and_then(|mut h| h.take()));
         let (shared, result) = outcome?;
-        let span = tracing::Span::current();
-        span.record("provider", shared.provider.as_str());
-        span.record("cache", result.label());
+        crate::telemetry::access::set_answer(shared.provider.as_str(), result.label());
         let mut generation = (*shared).clone();
         generation.latency_ms = since(started);
         if result == CacheResult::Hit {

@@ -6,6 +6,7 @@
 //! Spans carry the request id, route and caller label, never keys or prompt text (see
 //! `api::middleware`).
 
+pub mod access;
 pub mod errors;
 pub mod metrics;
 pub mod summary;
@@ -126,10 +127,15 @@ pub fn init(
         .finish(std::io::stderr());
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
+        .with_writer(writer.clone())
         // Colour codes only for a person at a terminal: in a file or a pipe they are noise, and
         // writing them costs time on every request line.
         .with_ansi(std::io::stderr().is_terminal());
+    if format == LogFormat::Json {
+        // The per-request line is written by `access` itself; the facts stay on the span only
+        // when a trace exporter reads them there.
+        access::install(writer.clone(), tracer.is_some());
+    }
     let fmt = match format {
         LogFormat::Json => fmt
             .json()
