@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""The cache-hit path of two gateway builds in the same run, against the bare baseline.
+
+    python3 loadtest/hit_ab.py --before PATH --after PATH [--rounds 3]
+
+PATH is a release `spark-gateway` binary, e.g. one built from an earlier commit in a worktree:
+
+    git worktree add /tmp/spark-before <commit>
+    cargo build --release --manifest-path /tmp/spark-before/Cargo.toml -p spark-gateway
+    python3 loadtest/hit_ab.py --before /tmp/spark-before/target/release/spark-gateway \\
+        --after target/release/spark-gateway
+
+Each round measures, one after the other, the mock upstream's `GET /ping` (the bare axum route of
+table 2 in BENCHMARKS.md) and `generate-hit` through each build, closed model, 32 workers, 8 s
+after 2 s of warm-up, so a drift of the shared machine hits all three alike. The gateways run as
+in `bench.py` (JSON logs to a file, the default SQLite ledger, `MALLOC_ARENA_MAX=2`). Everything
+runs on 127.0.0.1 and stops by itself.
+"""
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--before", required=True, type=Path, help="the baseline gateway binary")
+    ap.add_argument("--after", required=True, type=Path, help="the gateway binary under test")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    bench.OUT_DIR.mkdir(parents=True, exist_ok=True)
+    builds = {"before": args.before.resolve(), "after": args.after.resolve()}
+    rps = {"ping": [], "before": [], "after": []}
+    procs = bench.Procs()
+    try:
+        _, mock = bench.start_mock(procs)
+        for _ in range(args.rounds):
+            r = bench.loadtest(["--target", mock + "/ping", "--method", "GET", "--concurrency", "32",
+                                "--duration", "8s", "--warmup", "2s"])
+            rps["ping"].append(r["throughputRps"])
+            for name, binary in builds.items():
+                bench.GATEWAY = binary
+                gw, url = bench.start_gateway(procs, mock, "300s")
+                r = bench.loadtest(["--target", url, "--api-key", bench.API_KEY, "--scenario", "generate-hit",
+                                    "--concurrency", "32", "--duration", "8s", "--warmup", "2s"])
+                procs.stop(gw)
+                if r["errorRate"] > 0:
+                    raise SystemExit(f"{name}: {r['errorRate']:.2%} errors")
+                rps[name].append(r["throughputRps"])
+    finally:
+        procs.stop_all()
+    print(f"Machine: {bench.machine()}")
+    print()
+    print("| path | req/s per round | median req/s | ratio to the baseline |")
+    print("|---|---|---:|---:|")
+    ping = statistics.median(rps["ping"])
+    for name, label in (("ping", "mock `GET /ping` (baseline)"), ("before", f"`generate-hit`, {args.before}"),
+                        ("after", f"`generate-hit`, {args.after}")):
+        med = statistics.median(rps[name])
+        rounds = ", ".join(f"{x:.0f}" for x in rps[name])
+        print(f"| {label} | {rounds} | {med:.0f} | {med / ping:.2f} |")
+    print()
+    print(f"after / before: {statistics.median(rps['after']) / statistics.median(rps['before']):.2f}")
+
+
+if __name__ == "__main__":
+    main()
