@@ -12,7 +12,9 @@ PATH is a release `spark-gateway` binary, e.g. one built from an earlier commit 
 
 Each round measures, one after the other, the mock upstream's `GET /ping` (the bare axum route of
 table 2 in BENCHMARKS.md) and `generate-hit` through each build, closed model, 32 workers, 8 s
-after 2 s of warm-up, so a drift of the shared machine hits all three alike. The gateways run as
+after 2 s of warm-up, so a drift of the shared machine hits all three alike; and the gateway's CPU
+time (all threads, from /proc) per request, which moves less with the machine's load than
+throughput does. The gateways run as
 in `bench.py` (JSON logs to a file, the default SQLite ledger, `MALLOC_ARENA_MAX=2`). Everything
 runs on 127.0.0.1 and stops by itself.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
+from trace_bench import cpu_seconds  # noqa: E402  (utime + stime of a process, from /proc)
 
 
 def main():
@@ -35,6 +38,7 @@ def main():
     bench.OUT_DIR.mkdir(parents=True, exist_ok=True)
     builds = {"before": args.before.resolve(), "after": args.after.resolve()}
     rps = {"ping": [], "before": [], "after": []}
+    cpu = {"before": [], "after": []}
     procs = bench.Procs()
     try:
         _, mock = bench.start_mock(procs)
@@ -45,8 +49,12 @@ def main():
             for name, binary in builds.items():
                 bench.GATEWAY = binary
                 gw, url = bench.start_gateway(procs, mock, "300s")
+                cpu0 = cpu_seconds(gw.pid)
                 r = bench.loadtest(["--target", url, "--api-key", bench.API_KEY, "--scenario", "generate-hit",
                                     "--concurrency", "32", "--duration", "8s", "--warmup", "2s"])
+                # The gateway's CPU (all its threads) per request served, warm-up included.
+                served = r["requests"] * 10 / 8
+                cpu[name].append((cpu_seconds(gw.pid) - cpu0) / served * 1e6)
                 procs.stop(gw)
                 if r["errorRate"] > 0:
                     raise SystemExit(f"{name}: {r['errorRate']:.2%} errors")
@@ -55,16 +63,18 @@ def main():
         procs.stop_all()
     print(f"Machine: {bench.machine()}")
     print()
-    print("| path | req/s per round | median req/s | ratio to the baseline |")
-    print("|---|---|---:|---:|")
+    print("| path | req/s per round | median req/s | ratio to the baseline | gateway CPU per request (median) |")
+    print("|---|---|---:|---:|---:|")
     ping = statistics.median(rps["ping"])
     for name, label in (("ping", "mock `GET /ping` (baseline)"), ("before", f"`generate-hit`, {args.before}"),
                         ("after", f"`generate-hit`, {args.after}")):
         med = statistics.median(rps[name])
         rounds = ", ".join(f"{x:.0f}" for x in rps[name])
-        print(f"| {label} | {rounds} | {med:.0f} | {med / ping:.2f} |")
+        per = f"{statistics.median(cpu[name]):.0f} µs" if name in cpu else "–"
+        print(f"| {label} | {rounds} | {med:.0f} | {med / ping:.2f} | {per} |")
     print()
-    print(f"after / before: {statistics.median(rps['after']) / statistics.median(rps['before']):.2f}")
+    print(f"after / before: throughput {statistics.median(rps['after']) / statistics.median(rps['before']):.2f}, "
+          f"CPU per request {statistics.median(cpu['after']) / statistics.median(cpu['before']):.2f}")
 
 
 if __name__ == "__main__":

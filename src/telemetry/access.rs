@@ -19,10 +19,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
-use tracing_appender::non_blocking::NonBlocking;
+use super::logwriter::LogWriter;
 
 /// The log writer the access lines go to; set once, by `telemetry::init` with JSON logs.
-static WRITER: OnceLock<NonBlocking> = OnceLock::new();
+static WRITER: OnceLock<LogWriter> = OnceLock::new();
 /// Whether the facts are recorded on the request span too (pretty logs, trace export, tests).
 static ON_SPAN: AtomicBool = AtomicBool::new(true);
 
@@ -45,7 +45,7 @@ pub struct Facts {
 
 /// Sends access lines to `writer` from now on; with `on_span` false the facts no longer go on
 /// the request span (nothing reads them there but a trace exporter).
-pub(super) fn install(writer: NonBlocking, on_span: bool) {
+pub(super) fn install(writer: LogWriter, on_span: bool) {
     if WRITER.set(writer).is_ok() {
         ON_SPAN.store(on_span, Ordering::Relaxed);
     }

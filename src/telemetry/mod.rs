@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod errors;
+pub mod logwriter;
 pub mod metrics;
 pub mod summary;
 pub mod trace;
@@ -17,7 +18,6 @@ pub use metrics::Metrics;
 
 use std::io::IsTerminal;
 
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written (`SPARK_LOG_FORMAT`).
@@ -95,18 +95,15 @@ where
 /// Keeps the log writer thread alive; dropping it flushes the lines still queued. Hold it for as
 /// long as the process logs.
 #[must_use = "dropping the guard stops the log writer"]
-pub struct LogGuard(#[allow(dead_code, reason = "held for its Drop")] WorkerGuard);
-
-/// How many lines may wait for the writer thread before new ones are dropped (and counted by
-/// tracing-appender) rather than stall a request.
-const QUEUED_LINES: usize = 64 * 1024;
+pub struct LogGuard(#[allow(dead_code, reason = "held for its Drop")] logwriter::LogWriterGuard);
 
 /// Installs the global subscriber. Call once, from `main`, and keep the guard.
 ///
 /// Lines are formatted on the request's thread but written by a dedicated thread: a request
 /// never waits on a write to stderr, which in a container is a pipe that a slow log collector can
 /// fill. Measured under load (BENCHMARKS.md), writing each request line in place cost throughput
-/// at the knee; under a flood beyond `QUEUED_LINES` lines are dropped, never requests.
+/// at the knee; under a flood beyond `logwriter::MAX_BUFFERED` bytes lines are dropped (and
+/// counted in a line of their own), never requests.
 ///
 /// With a `tracer` (tracing configured), our own spans also go to OpenTelemetry, whatever
 /// `RUST_LOG` says: the log filter and the span export are separate per-layer filters, so the
@@ -120,11 +117,7 @@ pub fn init(
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(QUEUED_LINES)
-        .thread_name("spark-log-writer")
-        .finish(std::io::stderr());
+    let (writer, guard) = logwriter::start(std::io::stderr());
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer.clone())
