@@ -35,35 +35,62 @@ fn healthcheck(base: &str) -> bool {
         .success()
 }
 
-#[tokio::test]
-async fn sigterm_drains_in_flight_requests_and_exits_zero_with_json_logs() {
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
+/// The binary with only `PATH` and its address in the environment, output discarded; each test
+/// adds what it needs.
+fn gateway(port: u16) -> Command {
+    let mut command = Command::new(BIN);
+    command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SPARK_BIND", format!("127.0.0.1:{port}"))
-        .env("SPARK_API_KEYS", KEY)
-        .env("SPARK_SIMULATOR_LATENCY", "1500ms")
-        .env("SPARK_SHUTDOWN_DELAY", "1s")
-        .env("SPARK_SHUTDOWN_GRACE", "10s")
-        .env("SPARK_LOG_FORMAT", "json")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let client = reqwest::Client::new();
+        .stderr(Stdio::null());
+    command
+}
+
+/// Waits (at most 20 s) until the gateway at `base` answers.
+async fn wait_for_start(client: &reqwest::Client, base: &str) {
     let started = Instant::now();
-    loop {
-        if client.get(format!("{base}/livez")).send().await.is_ok() {
-            break;
-        }
+    while client.get(format!("{base}/livez")).send().await.is_err() {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "the gateway did not start"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Everything an exited child wrote to stderr, and the same as one JSON value per line.
+fn json_lines(child: &mut std::process::Child) -> (String, Vec<serde_json::Value>) {
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let lines = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
+        .collect();
+    (logs, lines)
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_zero_with_json_logs() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = gateway(port)
+        .env("SPARK_API_KEYS", KEY)
+        .env("SPARK_SIMULATOR_LATENCY", "1500ms")
+        .env("SPARK_SHUTDOWN_DELAY", "1s")
+        .env("SPARK_SHUTDOWN_GRACE", "10s")
+        .env("SPARK_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    wait_for_start(&client, &base).await;
     assert!(
         healthcheck(&base),
         "healthcheck passes while the gateway runs"
@@ -112,17 +139,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero_with_json_logs() {
         "healthcheck fails once the gateway is gone"
     );
 
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    let lines: Vec<serde_json::Value> = logs
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
-        .collect();
+    let (logs, lines) = json_lines(&mut child);
     let request_line = lines
         .iter()
         .find(|l| l["message"] == "request finished" && l["span"]["route"] == "/api/spark/generate")
@@ -155,21 +172,12 @@ async fn an_emptied_key_file_keeps_auth_on_and_the_old_keys_working() {
     let base = format!("http://127.0.0.1:{port}");
     let file = std::env::temp_dir().join(format!("spark-binary-keys-{port}"));
     std::fs::write(&file, format!("# rotation 1\n{KEY}\n")).unwrap();
-    let mut child = Command::new(BIN)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("SPARK_BIND", format!("127.0.0.1:{port}"))
+    let mut child = gateway(port)
         .env("SPARK_API_KEYS_FILE", &file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/livez")).send().await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "no start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_start(&client, &base).await;
     let generate = |key: Option<&'static str>| {
         let mut req = client
             .post(format!("{base}/api/spark/generate"))
@@ -372,28 +380,17 @@ async fn the_binary_serves_https_and_its_healthcheck_speaks_tls() {
 async fn json_log_lines(rust_log: &str) -> Vec<serde_json::Value> {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("SPARK_BIND", format!("127.0.0.1:{port}"))
+    let mut child = gateway(port)
         .env("SPARK_API_KEYS", KEY)
         .env("SPARK_DATABASE_URL", "none")
         .env("SPARK_SHUTDOWN_DELAY", "0s")
         .env("SPARK_LOG_FORMAT", "json")
         .env("RUST_LOG", rust_log)
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/livez")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the gateway did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_start(&client, &base).await;
     let ok = client
         .post(format!("{base}/api/spark/generate"))
         .header("x-api-key", KEY)
@@ -422,16 +419,7 @@ async fn json_log_lines(rust_log: &str) -> Vec<serde_json::Value> {
         assert!(Instant::now() < deadline, "the process did not exit");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    logs.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
-        .collect()
+    json_lines(&mut child).1
 }
 
 #[tokio::test]
