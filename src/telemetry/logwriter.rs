@@ -7,10 +7,10 @@
 //! workers needed (BENCHMARKS.md). Here a line is appended to a shared buffer under a mutex
 //! held for a copy, the writer thread sleeps on a condition variable until the buffer stops
 //! being empty, then takes everything queued at once and writes it in one call, and pauses
-//! [`PAUSE`] before looking again (a wake-up per line cost more than the spinning it replaced). A request
-//! never waits on the output (a slow pipe or log collector); past [`MAX_BUFFERED`] bytes lines
-//! are dropped, counted, and the count is written as a line of its own once the writer catches
-//! up.
+//! [`PAUSE`] before looking again (a wake-up per line cost more than the spinning it replaced).
+//! A request never waits on the output (a slow pipe or log collector); past [`MAX_BUFFERED`]
+//! bytes lines are dropped, counted, and the count is written as a line of its own once the
+//! writer catches up.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -85,47 +85,44 @@ fn start_bounded<W: Write + Send + 'static>(out: W, max: usize) -> (LogWriter, L
 }
 
 fn spawn<W: Write + Send + 'static>(shared: Arc<Shared>, mut out: W) -> io::Result<JoinHandle<()>> {
-    {
-        let shared = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("spark-log-writer".into())
-            .spawn(move || {
-                let mut batch = Vec::new();
-                loop {
-                    let (dropped, closed) = {
-                        let mut state = shared.lock();
-                        while state.queued.is_empty() && state.dropped == 0 && !state.closed {
-                            state.waiting = true;
-                            state = shared
-                                .ready
-                                .wait(state)
-                                .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        }
-                        state.waiting = false;
-                        // Swap, so the appenders keep a buffer that already has its capacity.
-                        std::mem::swap(&mut batch, &mut state.queued);
-                        (std::mem::take(&mut state.dropped), state.closed)
-                    };
-                    // Nothing to do about a failed write to stderr but to go on.
-                    let _ = out.write_all(&batch);
-                    if dropped > 0 {
-                        let _ = writeln!(
-                            out,
-                            "{{\"level\":\"WARN\",\"message\":\"log lines dropped: the log output \
-                             fell behind\",\"dropped\":{dropped},\"target\":\"spark_gateway::telemetry\"}}"
-                        );
+    std::thread::Builder::new()
+        .name("spark-log-writer".into())
+        .spawn(move || {
+            let mut batch = Vec::new();
+            loop {
+                let (dropped, closed) = {
+                    let mut state = shared.lock();
+                    while state.queued.is_empty() && state.dropped == 0 && !state.closed {
+                        state.waiting = true;
+                        state = shared
+                            .ready
+                            .wait(state)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
                     }
-                    let _ = out.flush();
-                    batch.clear();
-                    if closed && shared.lock().queued.is_empty() {
-                        return;
-                    }
-                    if !closed {
-                        std::thread::sleep(PAUSE);
-                    }
+                    state.waiting = false;
+                    // Swap, so the appenders keep a buffer that already has its capacity.
+                    std::mem::swap(&mut batch, &mut state.queued);
+                    (std::mem::take(&mut state.dropped), state.closed)
+                };
+                // Nothing to do about a failed write to stderr but to go on.
+                let _ = out.write_all(&batch);
+                if dropped > 0 {
+                    let _ = writeln!(
+                        out,
+                        "{{\"level\":\"WARN\",\"message\":\"log lines dropped: the log output \
+                         fell behind\",\"dropped\":{dropped},\"target\":\"spark_gateway::telemetry\"}}"
+                    );
                 }
-            })
-    }
+                let _ = out.flush();
+                batch.clear();
+                if closed && shared.lock().queued.is_empty() {
+                    return;
+                }
+                if !closed {
+                    std::thread::sleep(PAUSE);
+                }
+            }
+        })
 }
 
 impl Write for LogWriter {
