@@ -242,7 +242,7 @@ def start_mock(procs):
     return p, m.group(0)
 
 
-def start_gateway(procs, mock_url, cache_ttl, extra_env=None):
+def start_gateway(procs, mock_url, cache_ttl, extra_env=None, binary=None):
     port = free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -260,7 +260,7 @@ def start_gateway(procs, mock_url, cache_ttl, extra_env=None):
         **(extra_env or {}),
     }
     log = open(OUT_DIR / f"gateway-{port}.log", "wb")
-    p = procs.start([str(GATEWAY)], env=env, stdout=log, stderr=log)
+    p = procs.start([str(binary or GATEWAY)], env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/livez")
     return p, url

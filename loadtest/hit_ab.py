@@ -29,6 +29,14 @@ import bench  # noqa: E402
 from trace_bench import cpu_seconds  # noqa: E402  (utime + stime of a process, from /proc)
 
 
+DURATION_S = 8
+WARMUP_S = 2
+
+
+def run(target_args):
+    return bench.loadtest(target_args + ["--concurrency", "32", "--duration", f"{DURATION_S}s", "--warmup", f"{WARMUP_S}s"])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", required=True, type=Path, help="the baseline gateway binary")
@@ -43,17 +51,15 @@ def main():
     try:
         _, mock = bench.start_mock(procs)
         for _ in range(args.rounds):
-            r = bench.loadtest(["--target", mock + "/ping", "--method", "GET", "--concurrency", "32",
-                                "--duration", "8s", "--warmup", "2s"])
+            r = run(["--target", mock + "/ping", "--method", "GET"])
             rps["ping"].append(r["throughputRps"])
             for name, binary in builds.items():
-                bench.GATEWAY = binary
-                gw, url = bench.start_gateway(procs, mock, "300s")
+                gw, url = bench.start_gateway(procs, mock, "300s", binary=binary)
                 cpu0 = cpu_seconds(gw.pid)
-                r = bench.loadtest(["--target", url, "--api-key", bench.API_KEY, "--scenario", "generate-hit",
-                                    "--concurrency", "32", "--duration", "8s", "--warmup", "2s"])
-                # The gateway's CPU (all its threads) per request served, warm-up included.
-                served = r["requests"] * 10 / 8
+                r = run(["--target", url, "--api-key", bench.API_KEY, "--scenario", "generate-hit"])
+                # The gateway's CPU (all its threads) per request served; the warm-up's requests
+                # are counted at the measured rate.
+                served = r["requests"] * (DURATION_S + WARMUP_S) / DURATION_S
                 cpu[name].append((cpu_seconds(gw.pid) - cpu0) / served * 1e6)
                 procs.stop(gw)
                 if r["errorRate"] > 0:

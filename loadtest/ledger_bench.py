@@ -101,6 +101,13 @@ def start_own_postgres(procs, pin):
     raise SystemExit("the benchmark's own PostgreSQL did not start within 30 s")
 
 
+def new_schema(url):
+    """A fresh, empty schema for one round."""
+    schema = "ledger_bench_" + uuid.uuid4().hex[:12]
+    psql(url, f"CREATE SCHEMA {schema}")
+    return schema
+
+
 def psql_writer(url, schema, stop):
     """Inserts 1,000 ledger-shaped rows a second through one `psql` session until `stop`."""
     ddl = (Path(__file__).resolve().parent.parent / "migrations" / "20261201000001_keys_usage_audit.sql").read_text()
@@ -128,16 +135,14 @@ def measure(procs, mock_url, ledger, own_pg_url):
     stop = threading.Event()
     control = None
     if ledger == "off+psql-writer":
-        schema = "ledger_bench_" + uuid.uuid4().hex[:12]
-        psql(PG, f"CREATE SCHEMA {schema}")
+        schema = new_schema(PG)
         control = threading.Thread(target=psql_writer, args=(PG, schema, stop))
         control.start()
     pg = {"postgres": PG, "postgres-idle": own_pg_url, "postgres-own-cpu": own_pg_url}.get(ledger)
     if ledger.startswith("off"):
         env["SPARK_DATABASE_URL"] = "none"
     elif pg:
-        schema = "ledger_bench_" + uuid.uuid4().hex[:12]
-        psql(pg, f"CREATE SCHEMA {schema}")
+        schema = new_schema(pg)
         sep = "&" if "?" in pg else "?"
         env["SPARK_DATABASE_URL"] = f"{pg}{sep}options=-c%20search_path%3D{schema}"
     else:
