@@ -24,7 +24,7 @@ use regex_automata::{Input, MatchKind, PatternSet, meta, nfa::thompson::WhichCap
 use serde::Serialize;
 
 use super::flood::token_flood;
-use super::fold::{Folded, fold, fold_changes, lower};
+use super::fold::{Folded, fold, fold_changes, lower_marked};
 use super::normalize::{Hidden, normalize};
 pub use super::rules::Category;
 use super::rules::RULES;
@@ -211,17 +211,21 @@ pub fn assess_counted(original: &str, hidden: &Hidden, normalized: &str) -> supe
         };
     };
     let mut acc = Accumulator::default();
-    let lower = lower(normalized);
+    // The plain view maps the look-alikes of scripts no rule is written in; a rule that matches
+    // across one of them is as obfuscated as one only the folded view shows.
+    let (lower, look_alikes) = lower_marked(normalized);
     // Usually nothing was disguised and the two views are equal: fold nothing and scan once.
     // Otherwise the folded view is scanned only around the lines folding changed.
     let folded = fold_changes(&lower);
 
     let plain_hits: Vec<usize> = d.matches(&lower);
     let folded_hits: Vec<usize> = folded.as_ref().map_or_else(Vec::new, |f| d.matches_near(f));
-    for &i in &plain_hits {
-        acc.add_rule(d, i, &lower);
-    }
     let mut only_folded = false;
+    for &i in &plain_hits {
+        if let Some((start, end)) = acc.add_rule(d, i, &lower) {
+            only_folded |= look_alikes.iter().any(|&at| (start..end).contains(&at));
+        }
+    }
     for &i in &folded_hits {
         if !plain_hits.contains(&i) {
             only_folded = true;
@@ -419,7 +423,8 @@ struct Accumulator {
 const SIGNAL: usize = usize::MAX;
 
 impl Accumulator {
-    fn add_rule(&mut self, d: &Detector, i: usize, view: &str) {
+    /// Adds rule `i`'s evidence, with the span of its first match in `view` (returned).
+    fn add_rule(&mut self, d: &Detector, i: usize, view: &str) -> Option<(usize, usize)> {
         let r = &RULES[i];
         // The set already compiled this pattern, so building it alone cannot fail; if it ever
         // did, the finding is kept without a span rather than lost.
@@ -433,6 +438,7 @@ impl Accumulator {
             .and_then(|re| re.find(view))
             .map(|m| (m.start(), m.end()));
         self.add(r.category, i, r.weight, span);
+        span
     }
 
     fn add(&mut self, category: Category, rule: usize, weight: f64, span: Option<(usize, usize)>) {

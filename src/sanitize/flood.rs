@@ -40,7 +40,9 @@ const ASCII_KIND: [Kind; 128] = {
 };
 
 fn kind(c: char) -> Kind {
-    if c.is_whitespace() {
+    if super::fold::is_cjk_letter(c) {
+        Kind::Alnum
+    } else if c.is_whitespace() {
         Kind::Space
     } else if c.is_alphanumeric() {
         Kind::Alnum

@@ -60,11 +60,35 @@ fn ascii_quote(c: char) -> char {
     }
 }
 
+/// Look-alike letters the plain view maps already: those of the scripts no rule is written in
+/// (IPA and small capitals, dotless `ı`, Greek, Armenian). The rules spell Russian words, so
+/// Cyrillic letters stay as written there and only the folded view maps them. A unit test holds
+/// the rule table to this: no rule may spell a letter this maps.
+///
+/// Mapping them here costs nothing in detection (no rule could have matched the letter itself)
+/// and saves most of the folding work: a Turkish line with an `ı`, say, is otherwise folded and
+/// scanned a second time for nothing.
+pub(super) fn plain_look_alike(c: char) -> Option<char> {
+    if ('\u{0400}'..='\u{052F}').contains(&c) {
+        return None;
+    }
+    confusable(c)
+}
+
 /// The detector's plain view: lower-case with ASCII quotes, letters otherwise as written (rules
-/// for Cyrillic or Chinese need the real letters).
+/// for Cyrillic or Chinese need the real letters) except the look-alikes of
+/// [`plain_look_alike`].
 pub fn lower(normalized: &str) -> String {
+    lower_marked(normalized).0
+}
+
+/// [`lower`], and the byte offsets in the lowered text where it mapped a look-alike letter (a
+/// rule that matches across one is an obfuscated match, as if only the folded view had shown
+/// it). Usually empty.
+pub fn lower_marked(normalized: &str) -> (String, Vec<usize>) {
+    let mut marks = Vec::new();
     if normalized.is_ascii() {
-        return normalized.to_ascii_lowercase();
+        return (normalized.to_ascii_lowercase(), marks);
     }
     // ASCII bytes are lowered as bytes; only the other characters are decoded.
     let mut out = String::with_capacity(normalized.len());
@@ -78,11 +102,19 @@ pub fn lower(normalized: &str) -> String {
         out.push_str(&run.to_ascii_lowercase());
         let mut chars = tail.chars();
         if let Some(c) = chars.next() {
-            out.extend(c.to_lowercase().map(ascii_quote));
+            for l in c.to_lowercase() {
+                match plain_look_alike(l) {
+                    Some(mapped) => {
+                        marks.push(out.len());
+                        out.push(mapped);
+                    }
+                    None => out.push(ascii_quote(l)),
+                }
+            }
         }
         rest = chars.as_str();
     }
-    out
+    (out, marks)
 }
 
 /// The detector's view: lower-case, look-alikes mapped to ASCII, leetspeak undone inside words
@@ -172,6 +204,9 @@ pub fn needs_fold(lowered: &str) -> bool {
             return Some((CLASS[usize::from(b)], 1));
         }
         let c = lowered.get(at..)?.chars().next()?;
+        if is_cjk_letter(c) {
+            return Some((ALPHA | ALNUM, c.len_utf8()));
+        }
         let mut k = 0;
         if confusable(c).is_some() {
             k |= LOOK_ALIKE;
@@ -262,6 +297,14 @@ pub fn needs_fold(lowered: &str) -> bool {
         n += 1;
     }
     token_letters >= 2 && token_leet && leet_changes(&lowered[token_start..], &mut token)
+}
+
+/// Kana, the common CJK ideographs and Hangul syllables: letters, none of them a look-alike or
+/// whitespace. Answered by two comparisons, where `char::is_alphabetic` searches a table: a
+/// Japanese or Chinese paragraph is thousands of them, and the checks that read every character
+/// (folding's and the flood check's) ask about each.
+pub(super) fn is_cjk_letter(c: char) -> bool {
+    matches!(c, '\u{3041}'..='\u{3096}' | '\u{30A1}'..='\u{30FA}' | '\u{4E00}'..='\u{9FEF}' | '\u{AC00}'..='\u{D7A3}')
 }
 
 // Character classes for [`needs_fold`].
@@ -377,7 +420,12 @@ fn undo_leet_token(token: &[char]) -> impl Iterator<Item = (char, char)> + '_ {
         && token
             .iter()
             .all(|c| c.is_ascii_digit() || *c == '.' || *c == ',');
-    let applies = letters >= 2 && leets >= 1 && leets <= letters * 2 && !digits_only_edge;
+    // An ordinal (`5th`, `34th`, `1st`) is a number, not a word spelled with digits.
+    let applies = letters >= 2
+        && leets >= 1
+        && leets <= letters * 2
+        && !digits_only_edge
+        && !is_ordinal(token);
     let letter_like = |c: char| c.is_alphabetic() || leet(c).is_some();
     token.iter().enumerate().map(move |(j, &c)| {
         if !applies {
@@ -385,20 +433,44 @@ fn undo_leet_token(token: &[char]) -> impl Iterator<Item = (char, char)> + '_ {
         }
         // Only interior or trailing symbols/digits that sit between letters are mapped;
         // punctuation at the end of a word (`ignore!`) is kept.
-        let between =
-            j > 0 && j + 1 < token.len() && letter_like(token[j - 1]) && letter_like(token[j + 1]);
-        let starts_word =
-            j == 0 && token.get(1).is_some_and(|n| n.is_alphabetic()) && c.is_ascii_digit();
+        // Leetspeak spells ASCII words, so one neighbour must be an ASCII letter (`2014` in a
+        // URL and `号!在` are not spelled words), and a symbol (`!`, `|`, `@`, `$`) reads as a
+        // letter only with a letter or digit still to come (`pieces!!` is emphasis, `h!dden`
+        // is not).
+        let between = j > 0
+            && j + 1 < token.len()
+            && letter_like(token[j - 1])
+            && letter_like(token[j + 1])
+            && (token[j - 1].is_ascii_alphabetic() || token[j + 1].is_ascii_alphabetic())
+            && (c.is_ascii_digit() || token[j + 1..].iter().any(|n| n.is_alphanumeric()));
+        // A digit starts a word when two letters follow it (`4ll`, `5ecret`; not `3d-printed`).
+        let starts_word = j == 0
+            && c.is_ascii_digit()
+            && token.get(1).is_some_and(|n| n.is_alphabetic())
+            && token.get(2).is_some_and(|n| n.is_alphabetic());
         let trailing = j > 0
             && j + 1 == token.len()
             && leets >= 2
             && c.is_ascii_digit()
-            && letter_like(token[j - 1]);
+            && token[j - 1].is_ascii_alphabetic();
         match leet(c) {
             Some(l) if between || starts_word || trailing => (c, l),
             _ => (c, c),
         }
     })
+}
+
+/// A number written as an ordinal (`1st`, `22nd`, `3rd`, `5th`), with any punctuation after it.
+fn is_ordinal(token: &[char]) -> bool {
+    let digits = token.iter().take_while(|c| c.is_ascii_digit()).count();
+    let rest = &token[digits..];
+    let letters = rest.iter().take_while(|c| c.is_alphabetic()).count();
+    digits > 0
+        && matches!(
+            rest[..letters],
+            ['s', 't'] | ['n', 'd'] | ['r', 'd'] | ['t', 'h']
+        )
+        && rest[letters..].iter().all(|c| !c.is_alphanumeric())
 }
 
 /// Joins runs of at least four single letters separated by single spaces or punctuation

@@ -49,7 +49,7 @@ proptest! {
         let by_chars: String = s
             .chars()
             .flat_map(char::to_lowercase)
-            .map(ascii_quote)
+            .map(|c| plain_look_alike(c).unwrap_or_else(|| ascii_quote(c)))
             .collect();
         prop_assert_eq!(lower(&s), by_chars);
     }
@@ -60,6 +60,14 @@ proptest! {
         if !needs_fold(&lowered) {
             prop_assert_eq!(fold_line(&lowered), lowered);
         }
+    }
+}
+
+#[test]
+fn the_cjk_shortcut_is_the_character_predicates() {
+    for c in ('\u{3000}'..='\u{D7FF}').filter(|c| is_cjk_letter(*c)) {
+        assert!(c.is_alphabetic() && c.is_alphanumeric(), "{c:?}");
+        assert!(!c.is_whitespace() && confusable(c).is_none(), "{c:?}");
     }
 }
 
@@ -98,6 +106,40 @@ fn fold_maps_look_alikes_leet_and_spacing() {
     assert_eq!(fold("1gn0r3 pr3v10us"), "ignore previous");
     assert_eq!(fold("i g n o r e all"), "ignore all");
     assert_eq!(fold("s.y.s.t.e.m prompt"), "system prompt");
+}
+
+#[test]
+fn ordinals_and_trailing_emphasis_are_not_leetspeak() {
+    for text in [
+        "the 5th pair",
+        "1st and 3rd, 22nd.",
+        "my glass pieces!!",
+        "wow!!!",
+        "example.com/2014/01/24/post",
+        "公众号!在这里",
+        "between 34th and 35th streets, the 77th edition",
+        "handmade and 3d-printed",
+        "ameya-2003",
+    ] {
+        assert_eq!(fold(text), lower(text), "{text}");
+        assert!(!needs_fold(&lower(text)), "{text}");
+    }
+    // Still leetspeak: a symbol with letters after it, a digit at the end of a word.
+    assert_eq!(fold("h!dden 1nstruct10ns"), "hidden instructions");
+    assert_eq!(fold("h3ll0!!"), "hello!!");
+    assert_eq!(fold("5ecret"), "secret");
+}
+
+#[test]
+fn the_plain_view_maps_look_alikes_of_scripts_no_rule_uses() {
+    // Turkish dotless i and Greek read as ASCII already; Cyrillic stays for the Russian rules.
+    assert_eq!(lower("SICAK hızlı"), "sicak hizli");
+    assert_eq!(lower("ɪɢɴᴏʀᴇ"), "iɢnore");
+    assert_eq!(lower("игнорируй"), "игнорируй");
+    let (text, marks) = lower_marked("a ı b");
+    assert_eq!(text, "a i b");
+    assert_eq!(marks, vec![2]);
+    assert!(!needs_fold(&lower("neşeli ve sıcak bir flamenko")));
 }
 
 #[test]
