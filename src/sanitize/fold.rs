@@ -427,22 +427,35 @@ fn undo_leet_token(token: &[char]) -> impl Iterator<Item = (char, char)> + '_ {
         && !digits_only_edge
         && !is_ordinal(token);
     let letter_like = |c: char| c.is_alphabetic() || leet(c).is_some();
+    // The run of leetspeak characters the current one belongs to ends here, and whether an
+    // ASCII letter stands right before or after it. Each run is measured once, when it starts.
+    let last_alnum = token.iter().rposition(|c| c.is_alphanumeric());
+    let mut run_end = 0;
+    let mut run_by_letter = false;
     token.iter().enumerate().map(move |(j, &c)| {
         if !applies {
             return (c, c);
         }
+        if j >= run_end && leet(c).is_some() {
+            run_end = j + token[j..]
+                .iter()
+                .take_while(|&&n| leet(n).is_some())
+                .count();
+            run_by_letter = (j > 0 && token[j - 1].is_ascii_alphabetic())
+                || token.get(run_end).is_some_and(char::is_ascii_alphabetic);
+        }
         // Only interior or trailing symbols/digits that sit between letters are mapped;
         // punctuation at the end of a word (`ignore!`) is kept.
-        // Leetspeak spells ASCII words, so one neighbour must be an ASCII letter (`2014` in a
-        // URL and `号!在` are not spelled words), and a symbol (`!`, `|`, `@`, `$`) reads as a
-        // letter only with a letter or digit still to come (`pieces!!` is emphasis, `h!dden`
-        // is not).
+        // Leetspeak spells ASCII words, so its run must touch an ASCII letter (`p455w0rd` does;
+        // `2014` in a URL and `号!在` are not spelled words), and a symbol (`!`, `|`, `@`, `$`)
+        // reads as a letter only with a letter or digit still to come (`pieces!!` is emphasis,
+        // `h!dden` is not).
         let between = j > 0
             && j + 1 < token.len()
             && letter_like(token[j - 1])
             && letter_like(token[j + 1])
-            && (token[j - 1].is_ascii_alphabetic() || token[j + 1].is_ascii_alphabetic())
-            && (c.is_ascii_digit() || token[j + 1..].iter().any(|n| n.is_alphanumeric()));
+            && run_by_letter
+            && (c.is_ascii_digit() || last_alnum.is_some_and(|l| l > j));
         // A digit starts a word when two letters follow it (`4ll`, `5ecret`; not `3d-printed`).
         let starts_word = j == 0
             && c.is_ascii_digit()

@@ -128,6 +128,7 @@ fn ordinals_and_trailing_emphasis_are_not_leetspeak() {
     assert_eq!(fold("h!dden 1nstruct10ns"), "hidden instructions");
     assert_eq!(fold("h3ll0!!"), "hello!!");
     assert_eq!(fold("5ecret"), "secret");
+    assert_eq!(fold("p455w0rd"), "password");
 }
 
 #[test]
