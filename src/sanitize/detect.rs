@@ -323,8 +323,13 @@ fn encoded_blocks(text: &str) -> Vec<(usize, usize, Encoding)> {
             continue;
         }
         let start = i;
-        while i < b.len() && is_b64(b[i]) {
-            i += 1;
+        // Letters and digits a word at a time; the other base64 characters one by one.
+        loop {
+            i += super::ascii::alphanumerics(&b[i..]);
+            match b.get(i) {
+                Some(&c) if is_b64(c) => i += 1,
+                _ => break,
+            }
         }
         let run = &b[start..i];
         // Most runs are words too short to be either kind of block: no need to read them again.

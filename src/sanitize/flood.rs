@@ -65,10 +65,7 @@ pub(super) fn token_flood(text: &str) -> Option<(usize, usize)> {
         if b.is_ascii_alphanumeric() {
             // A run of ASCII letters and digits (most of a prompt): inside a token, and a
             // symbol run is broken once whatever its length.
-            let run = bytes[i..]
-                .iter()
-                .position(|b| !b.is_ascii_alphanumeric())
-                .unwrap_or(bytes.len() - i);
+            let run = super::ascii::alphanumerics(&bytes[i..]);
             token_start.get_or_insert(i);
             if symbol_flood.is_none() {
                 symbols.char(i, char::from(b), Kind::Alnum);

@@ -240,10 +240,7 @@ pub fn needs_fold(lowered: &str) -> bool {
         }
         // A word of two or more ASCII letters (most of any prompt) changes nothing below but
         // the counts: no letter in it is lone, and only its first ends a separator run.
-        let word = bytes[at..]
-            .iter()
-            .position(|b| !b.is_ascii_alphabetic())
-            .unwrap_or(bytes.len() - at);
+        let word = super::ascii::letters(&bytes[at..]);
         if word >= 2 {
             if sep_run >= 2 {
                 return true;

@@ -10,6 +10,7 @@
 //!
 //! The policy decides what a score means: block, warn, or nothing.
 
+mod ascii;
 mod detect;
 mod flood;
 mod fold;

@@ -130,11 +130,11 @@ pub(super) fn normalize_counted(text: &str) -> (String, Hidden) {
     let mut out = Cleaner::with_capacity(text.len());
     let mut pos = 0;
     while pos < bytes.len() {
-        let Some(offset) = bytes[pos..].iter().position(|b| !b.is_ascii()) else {
+        let run = pos + super::ascii::ascii(&bytes[pos..]);
+        if run == bytes.len() {
             out.ascii(&bytes[pos..], &mut hidden);
             break;
-        };
-        let run = pos + offset;
+        }
         let mut start = run;
         while start > pos && is_stripped_ascii(bytes[start - 1]) {
             start -= 1;
@@ -257,10 +257,7 @@ impl Cleaner {
         let mut i = 0;
         while let Some(&b) = bytes.get(i) {
             if b.is_ascii_graphic() {
-                let end = bytes[i..]
-                    .iter()
-                    .position(|b| !b.is_ascii_graphic())
-                    .map_or(bytes.len(), |o| i + o);
+                let end = i + super::ascii::graphic(&bytes[i..]);
                 self.visible(&bytes[i..end]);
                 i = end;
             } else {
