@@ -94,12 +94,12 @@ pub fn lower_marked(normalized: &str) -> (String, Vec<usize>) {
     let mut out = String::with_capacity(normalized.len());
     let mut rest = normalized;
     while !rest.is_empty() {
-        let ascii = rest
-            .bytes()
-            .position(|b| !b.is_ascii())
-            .unwrap_or(rest.len());
+        let ascii = super::ascii::ascii(rest.as_bytes());
         let (run, tail) = rest.split_at(ascii);
-        out.push_str(&run.to_ascii_lowercase());
+        // Lowered where it lands: no copy of the run of its own.
+        let at = out.len();
+        out.push_str(run);
+        out[at..].make_ascii_lowercase();
         let mut chars = tail.chars();
         if let Some(c) = chars.next() {
             for l in c.to_lowercase() {
