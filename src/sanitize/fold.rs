@@ -240,7 +240,11 @@ pub fn needs_fold(lowered: &str) -> bool {
         }
         // A word of two or more ASCII letters (most of any prompt) changes nothing below but
         // the counts: no letter in it is lone, and only its first ends a separator run.
-        let word = super::ascii::letters(&bytes[at..]);
+        let word = if bytes[at].is_ascii_alphabetic() {
+            super::ascii::letters(&bytes[at..])
+        } else {
+            0
+        };
         if word >= 2 {
             if sep_run >= 2 {
                 return true;
