@@ -9,6 +9,8 @@
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
+/// The ASCII case bit in every byte: set, it makes each upper-case letter its lower-case one.
+const CASE: u64 = ONES * 0x20;
 
 /// The high bit of each byte of `x` set where that byte lies in `lo..=hi` (`hi < 0x80`).
 ///
@@ -45,7 +47,7 @@ fn run(bytes: &[u8], class: impl Fn(u64) -> u64, scalar: impl Fn(u8) -> bool) ->
 pub(super) fn letters(bytes: &[u8]) -> usize {
     run(
         bytes,
-        |x| in_range(x | ONES * 0x20, b'a', b'z'),
+        |x| in_range(x | CASE, b'a', b'z'),
         |b| b.is_ascii_alphabetic(),
     )
 }
@@ -54,7 +56,7 @@ pub(super) fn letters(bytes: &[u8]) -> usize {
 pub(super) fn alphanumerics(bytes: &[u8]) -> usize {
     run(
         bytes,
-        |x| in_range(x | ONES * 0x20, b'a', b'z') | in_range(x, b'0', b'9'),
+        |x| in_range(x | CASE, b'a', b'z') | in_range(x, b'0', b'9'),
         |b| b.is_ascii_alphanumeric(),
     )
 }
