@@ -3,10 +3,11 @@
 //! Each rule describes a *technique* (overriding instructions, extracting the system prompt,
 //! adopting a jailbreak persona, …), never one known sentence, and belongs to a family with a
 //! weight. All rules are compiled once into one set (regex-automata's meta engine, what
-//! `RegexSet` wraps), which answers "which rules match" in a single linear-time pass, and run over
-//! two views: the lower-cased normalized text (rules for Cyrillic or Chinese need the real
-//! letters), whole, and the folded text (look-alikes, leetspeak and spacing undone) around the
-//! lines folding changed. A match only the folded view shows is itself a signal
+//! `RegexSet` wraps), which answers "which rules match" in a single linear-time pass over text
+//! rewritten in the rules' alphabet (`alphabet.rs`: one byte per character no rule spells, so a
+//! non-ASCII prompt costs about what an ASCII one does), and run over two views: the lower-cased
+//! normalized text (rules for Cyrillic or Chinese need the real letters), whole, and the folded
+//! text (look-alikes, leetspeak and spacing undone) around the lines folding changed. A match only the folded view shows is itself a signal
 //! (`obfuscation`). What a set cannot do is done here too: base64 and hex blocks are decoded and
 //! rescanned, Unicode tag characters are counted, and token floods are measured (`flood.rs`).
 //!
@@ -23,6 +24,7 @@ use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind, PatternSet, meta, nfa::thompson::WhichCaptures};
 use serde::Serialize;
 
+use super::alphabet::Alphabet;
 use super::flood::token_flood;
 use super::fold::{Folded, fold, fold_changes, lower_marked};
 use super::normalize::{Hidden, normalize};
@@ -40,14 +42,15 @@ pub struct Finding {
 }
 
 struct Detector {
-    /// The rules with Unicode-aware `\w` and `\b`, for text that is not pure ASCII.
+    /// All rules in one set. Normally rewritten to read text in [`Alphabet`] (`alphabet` is
+    /// then set), whose lazy DFA is about as small and fast on Japanese, Portuguese or emoji as
+    /// on English; the rules with Unicode classes over the text as it is only if that rewriting
+    /// failed (a bug the unit tests catch, logged at start-up).
     set: meta::Regex,
-    /// The same rules compiled for ASCII bytes: on ASCII text they mean the same thing, and the
-    /// DFA is many times smaller, so the common English request is scanned several times faster.
-    ascii_set: meta::Regex,
+    alphabet: Option<Alphabet>,
     /// One regex per rule, for the span of a finding. Built the first time its rule fires: only
     /// suspicious prompts need spans, and all of them compiled up front held 8 MB of NFAs that
-    /// most processes never touch (measured; the two sets above are what every prompt needs).
+    /// most processes never touch (measured; the set above is what every prompt needs).
     regexes: Vec<OnceLock<Option<Regex>>>,
 }
 
@@ -69,32 +72,61 @@ fn dfa_pattern(pattern: &str) -> String {
     }
 }
 
+/// The rules' patterns as the set and the span regexes read them.
+fn patterns() -> Vec<String> {
+    RULES.iter().map(|r| dfa_pattern(r.pattern)).collect()
+}
+
 /// All rules as one set that reports every rule that matches (what `regex::RegexSet` builds,
-/// built here so a scan can be limited to a range; see [`Detector::matches_in`]).
-fn rule_set(patterns: &[String], unicode: bool) -> Option<meta::Regex> {
+/// built here so a scan can be limited to a range; see [`Detector::matches_in`]), with Unicode
+/// classes, over text as it is.
+fn unicode_set(patterns: &[String]) -> Option<meta::Regex> {
     meta::Builder::new()
-        .configure(
-            meta::Config::new()
-                .match_kind(MatchKind::All)
-                .utf8_empty(unicode)
-                .which_captures(WhichCaptures::None)
-                .nfa_size_limit(Some(64 << 20))
-                .hybrid_cache_capacity(64 << 20),
-        )
-        .syntax(syntax::Config::new().unicode(unicode).utf8(unicode))
+        .configure(set_config(true))
+        .syntax(syntax::Config::new().unicode(true).utf8(true))
         .build_many(patterns)
         .map_err(|e| tracing::error!(error = %e, "sanitizer rules failed to compile"))
         .ok()
 }
 
+fn set_config(utf8: bool) -> meta::Config {
+    meta::Config::new()
+        .match_kind(MatchKind::All)
+        .utf8_empty(utf8)
+        .which_captures(WhichCaptures::None)
+        .nfa_size_limit(Some(64 << 20))
+        .hybrid_cache_capacity(64 << 20)
+}
+
+/// The rules rewritten for their alphabet, as one set over rewritten text.
+fn alphabet_set(patterns: &[String]) -> Result<(Alphabet, meta::Regex), String> {
+    let hirs = syntax::parse_many_with(patterns, &syntax::Config::new().unicode(true).utf8(true))
+        .map_err(|e| e.to_string())?;
+    let (alphabet, rules) = Alphabet::for_rules(&hirs).map_err(|e| e.to_string())?;
+    let set = meta::Builder::new()
+        .configure(set_config(false))
+        .build_many_from_hir(&rules)
+        .map_err(|e| e.to_string())?;
+    Ok((alphabet, set))
+}
+
 static DETECTOR: LazyLock<Option<Detector>> = LazyLock::new(|| {
-    let patterns: Vec<String> = RULES.iter().map(|r| dfa_pattern(r.pattern)).collect();
-    let set = rule_set(&patterns, true)?;
-    let ascii_set = rule_set(&patterns, false)?;
+    let patterns = patterns();
+    let (set, alphabet) = match alphabet_set(&patterns) {
+        Ok((alphabet, set)) => (set, Some(alphabet)),
+        Err(e) => {
+            // Still correct, only slower on text that is not ASCII: say so where it is seen.
+            tracing::error!(
+                error = %e,
+                "sanitizer rules could not be rewritten for their alphabet; scanning with Unicode classes"
+            );
+            (unicode_set(&patterns)?, None)
+        }
+    };
     let regexes = patterns.iter().map(|_| OnceLock::new()).collect();
     Some(Detector {
         set,
-        ascii_set,
+        alphabet,
         regexes,
     })
 });
@@ -113,24 +145,49 @@ const FOLD_MARGIN_BYTES: usize = 1024;
 impl Detector {
     /// Indices of the rules that match `text`.
     fn matches(&self, text: &str) -> Vec<usize> {
-        self.matches_in(text, text.is_ascii(), 0..text.len())
+        self.matches_in(text, 0..text.len())
     }
 
-    /// Indices of the rules with a match inside `range` of `text`. The range bounds the
-    /// matches, not what look-around sees: `\b`, `^` and `$` read the text around it.
-    fn matches_in(&self, text: &str, ascii: bool, range: Range<usize>) -> Vec<usize> {
-        let set = if ascii { &self.ascii_set } else { &self.set };
+    /// Indices of the rules with a match inside `range` of `text` (on character boundaries).
+    /// The range bounds the matches, not what look-around sees: `\b`, `^` and `$` read the
+    /// character on each side of it.
+    fn matches_in(&self, text: &str, range: Range<usize>) -> Vec<usize> {
         let end = range.end.min(text.len());
-        let input = Input::new(text).range(range.start.min(end)..end);
-        let mut found = PatternSet::new(set.pattern_len());
-        set.which_overlapping_matches(&input, &mut found);
+        let start = range.start.min(end);
+        let mut found = PatternSet::new(self.set.pattern_len());
+        match &self.alphabet {
+            None => {
+                let input = Input::new(text).range(start..end);
+                self.set.which_overlapping_matches(&input, &mut found);
+            }
+            Some(alphabet)
+                if (start == 0 && end == text.len())
+                    || !text.is_char_boundary(start)
+                    || !text.is_char_boundary(end) =>
+            {
+                // The whole text (also for a range that is not on character boundaries, which
+                // the callers never pass: a wider scan is the safe answer).
+                let hay = alphabet.rewrite(text);
+                self.set
+                    .which_overlapping_matches(&Input::new(&*hay), &mut found);
+            }
+            Some(alphabet) => {
+                // The range and one character on each side, for the look-around to read.
+                let before = text[..start].chars().next_back().map_or(0, char::len_utf8);
+                let after = text[end..].chars().next().map_or(0, char::len_utf8);
+                let hay = alphabet.rewrite(&text[start - before..end + after]);
+                let head = alphabet.rewrite(&text[start - before..start]).len();
+                let tail = alphabet.rewrite(&text[end..end + after]).len();
+                let input = Input::new(&*hay).range(head..hay.len() - tail);
+                self.set.which_overlapping_matches(&input, &mut found);
+            }
+        }
         found.iter().map(|p| p.as_usize()).collect()
     }
 
     /// Rules that match the folded view somewhere near a line folding changed.
     fn matches_near(&self, folded: &Folded) -> Vec<usize> {
         let text = folded.text.as_str();
-        let ascii = text.is_ascii();
         let mut hits: Vec<usize> = Vec::new();
         let mut windows: Vec<Range<usize>> = Vec::new();
         for r in &folded.changed {
@@ -141,7 +198,7 @@ impl Detector {
             }
         }
         for w in windows {
-            for i in self.matches_in(text, ascii, w) {
+            for i in self.matches_in(text, w) {
                 if !hits.contains(&i) {
                     hits.push(i);
                 }

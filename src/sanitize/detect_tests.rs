@@ -243,3 +243,201 @@ fn a_match_across_a_mapped_look_alike_is_obfuscation() {
     let r = assess(plain, &normalize(plain));
     assert!(!r.categories.contains(&C::Obfuscation), "{r:?}");
 }
+
+#[test]
+fn the_rules_are_rewritten_for_their_alphabet() {
+    let d = DETECTOR.as_ref().expect("rules compile");
+    assert!(
+        d.alphabet.is_some(),
+        "{:?}",
+        alphabet_set(&patterns()).err()
+    );
+}
+
+/// Texts that exercise the rules: their words, in several scripts, with the characters the
+/// rewriting collapses (ideographs, emoji, accented letters, foreign digits, dashes) between.
+fn generated_texts(count: usize) -> Vec<String> {
+    const TOKENS: &[&str] = &[
+        "ignore",
+        "all",
+        "previous",
+        "instructions",
+        "the",
+        "rules",
+        "system",
+        "prompt",
+        "you",
+        "are",
+        "now",
+        "dan",
+        "print",
+        "your",
+        "reveal",
+        "password",
+        "secret",
+        "vergiss",
+        "alle",
+        "vorherigen",
+        "anweisungen",
+        "überspringe",
+        "oubliez",
+        "précédentes",
+        "règles",
+        "olvida",
+        "órdenes",
+        "esqueça",
+        "instruções",
+        "忽略",
+        "之前",
+        "的",
+        "所有",
+        "指令",
+        "игнорируй",
+        "все",
+        "инструкции",
+        "пароль",
+        "密码",
+        "パスワード",
+        "🔓",
+        "🔒",
+        "jailbreak",
+        "ai:",
+        "user:",
+        "assistant:",
+        "\n",
+        "\n\n",
+        " ",
+        "  ",
+        "\t",
+        ", ",
+        ". ",
+        "!",
+        "?",
+        ": ",
+        "—",
+        "–",
+        "-",
+        "'",
+        "\"",
+        "=",
+        "+",
+        "a",
+        "b",
+        "x1",
+        "s2",
+        "é",
+        "ß",
+        "日本",
+        "語",
+        "😀",
+        "👍🏽",
+        "٣",
+        "۴",
+        "ä",
+        "Ω",
+        "ж",
+        "ㅎ",
+        "\u{a0}",
+        "\u{3000}",
+        "_",
+        "rm -rf /",
+        "base64",
+        "stop",
+        "achtung",
+        "benötige",
+        "wäre",
+        "traurig",
+        "film",
+        "murder",
+        "guess",
+        "is",
+    ];
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move |n: usize| {
+        // xorshift64*: a fixed sequence, so a failure names a text that can be reproduced.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+    };
+    (0..count)
+        .map(|_| {
+            let len = 3 + next(40);
+            let mut text = String::new();
+            for _ in 0..len {
+                text.push_str(TOKENS[next(TOKENS.len())]);
+                if next(3) > 0 {
+                    text.push(' ');
+                }
+            }
+            text
+        })
+        .collect()
+}
+
+fn dev_set_views() -> Vec<String> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/eval/injection");
+    let mut views = Vec::new();
+    for file in ["attacks.jsonl", "attacks_obfuscated.jsonl", "benign.jsonl"] {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "the development set is needed here: {}: {e}",
+                path.display()
+            )
+        });
+        for line in text.lines() {
+            let row: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            let raw = row["text"].as_str().expect("a text field");
+            let normalized = normalize(raw);
+            views.push(lower_marked(&normalized).0);
+            views.push(fold(&normalized));
+        }
+    }
+    assert!(views.len() > 1000, "{} views", views.len());
+    views
+}
+
+/// The rewritten set finds exactly the rules the Unicode set finds, on whole texts and on
+/// windows of them, over the development set's views and generated texts.
+#[test]
+fn the_rewritten_rules_agree_with_the_unicode_rules() {
+    let d = DETECTOR.as_ref().expect("rules compile");
+    assert!(d.alphabet.is_some());
+    let unicode = unicode_set(&patterns()).expect("the Unicode set compiles");
+    let reference = |text: &str, range: Range<usize>| -> Vec<usize> {
+        let mut found = PatternSet::new(unicode.pattern_len());
+        unicode.which_overlapping_matches(&Input::new(text).range(range), &mut found);
+        found.iter().map(|p| p.as_usize()).collect()
+    };
+    let mut texts = dev_set_views();
+    texts.extend(generated_texts(3000));
+    let mut fired = 0;
+    for text in &texts {
+        let whole = d.matches(text);
+        assert_eq!(whole, reference(text, 0..text.len()), "{text:?}");
+        fired += usize::from(!whole.is_empty());
+        // A window: from the second character to before the last two, and a middle line.
+        let bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+        if bounds.len() > 4 {
+            let range = bounds[1]..bounds[bounds.len() - 2];
+            assert_eq!(
+                d.matches_in(text, range.clone()),
+                reference(text, range.clone()),
+                "{text:?} in {range:?}"
+            );
+            let mid = bounds[bounds.len() / 3]..bounds[2 * bounds.len() / 3];
+            assert_eq!(
+                d.matches_in(text, mid.clone()),
+                reference(text, mid.clone()),
+                "{text:?} in {mid:?}"
+            );
+        }
+    }
+    // The comparison means something only if the rules fired on many of the texts.
+    assert!(
+        fired > texts.len() / 5,
+        "rules fired on {fired} of {}",
+        texts.len()
+    );
+}

@@ -10,6 +10,7 @@
 //!
 //! The policy decides what a score means: block, warn, or nothing.
 
+mod alphabet;
 mod ascii;
 mod detect;
 mod flood;
