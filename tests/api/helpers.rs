@@ -337,6 +337,17 @@ impl TestRedis {
         }
     }
 
+    /// Stops (`SIGSTOP`) or resumes (`SIGCONT`) the server: a stopped Redis accepts
+    /// connections and never answers, the stall a dead process does not show.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
             .unwrap()

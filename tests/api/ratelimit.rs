@@ -96,6 +96,92 @@ async fn a_spoofed_forwarded_for_from_an_untrusted_peer_does_not_change_the_buck
     assert_eq!(anonymous(&app, "198.51.100.1").await, 429);
 }
 
+/// Issue 16, finding 9: every `X-Forwarded-For` line is read, and hops written `ip:port` or
+/// `[v6]:port` are their address (each was the proxy's own bucket before: one for everyone).
+#[tokio::test]
+async fn forwarded_for_lines_are_joined_and_hops_with_ports_are_parsed() {
+    let app = spawn_app_with(&[
+        ("SPARK_MASTER_API_KEY", ""),
+        ("SPARK_API_KEYS", ""),
+        ("SPARK_RATE_LIMIT_GENERATE", "1/min"),
+        ("SPARK_TRUSTED_PROXIES", "127.0.0.1"),
+    ])
+    .await;
+    assert_eq!(anonymous(&app, "198.51.100.7:5555").await, 200);
+    assert_eq!(
+        anonymous(&app, "198.51.100.8:5555").await,
+        200,
+        "another client behind the same proxy port"
+    );
+    assert_eq!(
+        anonymous(&app, "198.51.100.7:7777").await,
+        429,
+        "the same client from another source port"
+    );
+    assert_eq!(anonymous(&app, "[2001:db8::1]:443").await, 200);
+    assert_eq!(anonymous(&app, "2001:db8::1").await, 429);
+
+    // Two header lines are one list: the right-most hop is on the second line.
+    let two_lines = app
+        .client
+        .post(app.url("/api/spark/generate"))
+        .header("x-forwarded-for", "198.51.100.20")
+        .header("x-forwarded-for", "198.51.100.21")
+        .json(&body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(two_lines.status(), 200);
+    assert_eq!(
+        anonymous(&app, "198.51.100.21").await,
+        429,
+        "the client was read from the last line"
+    );
+    assert_eq!(anonymous(&app, "198.51.100.20").await, 200);
+}
+
+/// Issue 16, finding 7: a Redis that accepts and never answers costs one timeout, then
+/// requests skip it for a back-off window instead of each waiting out the timeout.
+#[tokio::test]
+async fn a_stalled_redis_costs_one_timeout_not_one_per_request() {
+    let redis = TestRedis::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(&[
+        ("REDIS_URL", url.as_str()),
+        ("SPARK_CACHE_TTL", "1h"),
+        ("SPARK_REDIS_TIMEOUT", "1s"),
+    ])
+    .await;
+    wait_for_redis(&app, true).await;
+    assert_eq!(app.post_generate(&body()).await.status(), 200);
+
+    redis.signal("-STOP");
+    let mut slow = 0;
+    for i in 0..10 {
+        let started = std::time::Instant::now();
+        let resp = app
+            .post_generate(&json!({"prompt": format!("stalled {i}"), "provider": "simulator"}))
+            .await;
+        assert_eq!(resp.status(), 200, "served without Redis");
+        // Half the timeout: far above a simulator answer, far below a wait on Redis.
+        slow += usize::from(started.elapsed() >= Duration::from_millis(500));
+    }
+    redis.signal("-CONT");
+    // The first request meets the stall (so Redis was on the path); a later one may probe at
+    // the end of the window.
+    assert!(
+        (1..=2).contains(&slow),
+        "{slow} of 10 requests waited on the stalled Redis"
+    );
+    let m = app.metrics().await;
+    let fallbacks: u64 = m
+        .lines()
+        .filter(|l| l.starts_with("spark_redis_fallback_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(fallbacks >= 10, "every request fell back: {fallbacks}");
+}
+
 #[tokio::test]
 async fn two_gateways_sharing_redis_share_one_budget_and_one_cache() {
     let redis = TestRedis::start().await;
