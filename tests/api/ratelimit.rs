@@ -57,6 +57,16 @@ async fn the_third_request_in_a_minute_is_429_and_every_response_carries_the_hea
     );
 }
 
+/// The sum of the Redis fallback counters whose series start with `prefix`.
+async fn redis_fallbacks(app: &TestApp, prefix: &str) -> u64 {
+    app.metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 async fn anonymous(app: &TestApp, forwarded_for: &str) -> u16 {
     app.client
         .post(app.url("/api/spark/generate"))
@@ -173,12 +183,7 @@ async fn a_stalled_redis_costs_one_timeout_not_one_per_request() {
         (1..=2).contains(&slow),
         "{slow} of 10 requests waited on the stalled Redis"
     );
-    let m = app.metrics().await;
-    let fallbacks: u64 = m
-        .lines()
-        .filter(|l| l.starts_with("spark_redis_fallback_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let fallbacks = redis_fallbacks(&app, "spark_redis_fallback_total{").await;
     assert!(fallbacks >= 10, "every request fell back: {fallbacks}");
 }
 
@@ -266,12 +271,7 @@ async fn with_redis_killed_requests_keep_succeeding_and_the_backend_recovers_by_
     assert_eq!(h["status"], "degraded");
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "Redis down does not fail readiness");
-    let m = app.metrics().await;
-    let fallbacks: u64 = m
-        .lines()
-        .filter(|l| l.starts_with("spark_redis_fallback_total{op=\"ratelimit\"}"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let fallbacks = redis_fallbacks(&app, "spark_redis_fallback_total{op=\"ratelimit\"}").await;
     assert!(fallbacks >= 5, "fallbacks counted: {fallbacks}");
 
     assert!(redis.spawn().await, "restart on the same port");
