@@ -1,21 +1,20 @@
-//! The rules' own alphabet: a prompt rewritten with one byte for every character the rules cannot
-//! tell apart from others, and the rules rewritten to read it.
+//! The rules' own alphabet: a prompt rewritten with one byte for each kind of character the
+//! rules cannot tell apart (two for a character they spell), and the rules rewritten to read it.
 //!
-//! Why: the rule set scans text that is not pure ASCII with Unicode classes (`\w`, `\s`, `.`),
-//! and its lazy DFA then walks two to four bytes per character through states that spell out
-//! UTF-8 for every class: the cache grew to ~28 MiB over the benchmark corpus and a 10,000
-//! character prompt of Japanese or accented Latin cost ~60 µs in the scan alone, several times
-//! an ASCII prompt. Yet the rules distinguish only a handful of kinds of non-ASCII character: a
-//! Japanese ideograph no rule spells is, to every rule, exactly a "word character that is none of
-//! the spelled ones", like a Cyrillic or Greek letter no rule spells.
+//! Why: with Unicode classes (`\w`, `\s`, `.`) every class of every rule compiles to an
+//! automaton that spells out UTF-8 for thousands of code point ranges: the 117 rules held
+//! 16.1 MB in every process (plus an ASCII twin for English text), and the lazy DFA built its
+//! states through those automata on each new text. Yet the rules distinguish only a handful of
+//! kinds of non-ASCII character: a Japanese ideograph no rule spells is, to every rule, exactly a
+//! "word character that is none of the spelled ones", like a Greek letter no rule spells.
 //!
 //! So the non-ASCII code points are partitioned by which of the rules' classes hold them:
-//! - every other character becomes one byte naming its cell of the partition;
 //! - every character some rule spells literally (`ü`, `и`, `忽`, `🔓`, …) becomes two bytes: a
 //!   lead byte and a trail byte numbering it, spelled characters that the same classes hold
 //!   numbered side by side, so a class holding them is a few byte ranges, not hundreds of UTF-8
 //!   sequences (written as themselves, every `\w` carried all of them: a larger set than the
 //!   Unicode one);
+//! - every other character becomes one byte naming its cell of the partition;
 //! - cell and lead bytes are bytes UTF-8 never uses (`0xC0`, `0xC1`, `0xF5`–`0xFF`), trail bytes
 //!   are `0x80`–`0xBF`, which nothing else in the rewritten text is: no rule can start a match
 //!   on a trail byte, so no rule matches across the middle of a character;

@@ -4,10 +4,11 @@
 //! adopting a jailbreak persona, …), never one known sentence, and belongs to a family with a
 //! weight. All rules are compiled once into one set (regex-automata's meta engine, what
 //! `RegexSet` wraps), which answers "which rules match" in a single linear-time pass over text
-//! rewritten in the rules' alphabet (`alphabet.rs`: one byte per character no rule spells, so a
-//! non-ASCII prompt costs about what an ASCII one does), and run over two views: the lower-cased
-//! normalized text (rules for Cyrillic or Chinese need the real letters), whole, and the folded
-//! text (look-alikes, leetspeak and spacing undone) around the lines folding changed. A match only the folded view shows is itself a signal
+//! rewritten in the rules' alphabet (`alphabet.rs`: one byte per kind of character no rule
+//! spells, which keeps the set a seventh of the size of one with Unicode classes), and run over
+//! two views: the lower-cased normalized text (rules for Cyrillic or Chinese need the real
+//! letters), whole, and the folded text (look-alikes, leetspeak and spacing undone) around the
+//! lines folding changed. A match only the folded view shows is itself a signal
 //! (`obfuscation`). What a set cannot do is done here too: base64 and hex blocks are decoded and
 //! rescanned, Unicode tag characters are counted, and token floods are measured (`flood.rs`).
 //!
@@ -43,9 +44,9 @@ pub struct Finding {
 
 struct Detector {
     /// All rules in one set. Normally rewritten to read text in [`Alphabet`] (`alphabet` is
-    /// then set), whose lazy DFA is about as small and fast on Japanese, Portuguese or emoji as
-    /// on English; the rules with Unicode classes over the text as it is only if that rewriting
-    /// failed (a bug the unit tests catch, logged at start-up).
+    /// then set): 2.3 MB against 16.1 MB for the same rules with Unicode classes, which are used
+    /// over the text as it is only if the rewriting failed (a bug the unit tests catch, logged at
+    /// start-up).
     set: meta::Regex,
     alphabet: Option<Alphabet>,
     /// One regex per rule, for the span of a finding. Built the first time its rule fires: only
@@ -115,10 +116,10 @@ static DETECTOR: LazyLock<Option<Detector>> = LazyLock::new(|| {
     let (set, alphabet) = match alphabet_set(&patterns) {
         Ok((alphabet, set)) => (set, Some(alphabet)),
         Err(e) => {
-            // Still correct, only slower on text that is not ASCII: say so where it is seen.
+            // Still correct, only larger: say so where it is seen.
             tracing::error!(
                 error = %e,
-                "sanitizer rules could not be rewritten for their alphabet; scanning with Unicode classes"
+                "sanitizer rules not rewritten for their alphabet; scanning with Unicode classes"
             );
             (unicode_set(&patterns)?, None)
         }
