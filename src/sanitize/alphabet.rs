@@ -400,7 +400,7 @@ mod tests {
         let (alphabet, _) = Alphabet::for_rules(&parse(&[r"\w+ü", r"\s+", r"\d"])).unwrap();
         let text = "a日本ü😀 ٣";
         let out = alphabet.rewrite(text);
-        // `a`, two ideographs, `ü` kept, an emoji, a space, an Arabic-Indic digit.
+        // `a`, two ideographs, `ü` (numbered: two bytes), an emoji, a space, an Arabic-Indic digit.
         assert_eq!(out.len(), 1 + 1 + 1 + 2 + 1 + 1 + 1);
         assert!(
             FREE_BYTES.contains(&out[3]) && TRAILS.contains(&out[4]),
