@@ -352,14 +352,10 @@ fn generated_texts(count: usize) -> Vec<String> {
         "guess",
         "is",
     ];
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move |n: usize| {
-        // xorshift64*: a fixed sequence, so a failure names a text that can be reproduced.
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
-    };
+    use rand::{Rng, SeedableRng};
+    // A fixed seed, so every run compares the same texts (a failure prints the text).
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut next = move |n: usize| rng.random_range(0..n);
     (0..count)
         .map(|_| {
             let len = 3 + next(40);
