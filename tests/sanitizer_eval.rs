@@ -16,10 +16,12 @@ use std::path::PathBuf;
 
 use spark_gateway::sanitize::{Policy, sanitize};
 
-/// The figures reached (BENCHMARKS.md); a change that drops below them fails.
-const MIN_RECALL_ATTACKS: f64 = 0.85;
-const MIN_RECALL_OBFUSCATED: f64 = 0.80;
-const MAX_FALSE_POSITIVE_RATE: f64 = 0.0021; // at most 1 of the 496 benign prompts
+/// The figures reached by the rules with the learned stage (BENCHMARKS.md); a change that drops
+/// below them fails. The false-positive bound is the one the model's threshold was chosen for:
+/// 0.5%, at most 2 of the 496 benign prompts.
+const MIN_RECALL_ATTACKS: f64 = 0.885;
+const MIN_RECALL_OBFUSCATED: f64 = 0.85;
+const MAX_FALSE_POSITIVE_RATE: f64 = 0.005;
 
 struct Row {
     text: String,

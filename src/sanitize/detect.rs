@@ -28,6 +28,7 @@ use serde::Serialize;
 use super::alphabet::Alphabet;
 use super::flood::token_flood;
 use super::fold::{Folded, fold, fold_changes, lower_marked};
+use super::learned::{MIN_EVIDENCE, Model};
 use super::normalize::{Hidden, normalize};
 pub use super::rules::Category;
 use super::rules::RULES;
@@ -246,10 +247,37 @@ fn around(text: &[u8], changed: Range<usize>) -> Range<usize> {
     start..end
 }
 
-/// Forces rule compilation (at start-up, so the first request does not pay for it) and says
-/// whether it worked. A rule that does not compile is a bug caught by the unit tests.
+/// The learned stage's weights (`learned.bin`, written by `spark-train`), read in place.
+static MODEL: LazyLock<Option<Model>> = LazyLock::new(|| {
+    Model::parse(include_bytes!("learned.bin"))
+        .map_err(|e| tracing::error!(error = %e, "sanitizer model unreadable"))
+        .ok()
+});
+
+/// The embedded model (the trainer reads it to check it reproduces it).
+pub fn model() -> Option<&'static Model> {
+    MODEL.as_ref()
+}
+
+/// Forces rule compilation and reads the model (at start-up, so the first request does not pay
+/// for it) and says whether both worked. A rule that does not compile or a model that does not
+/// parse is a bug caught by the unit tests; a gateway without them refuses to start.
 pub fn ready() -> bool {
-    DETECTOR.is_some()
+    DETECTOR.is_some() && MODEL.is_some()
+}
+
+/// The text the model reads: the lower-cased normalized prompt, folded where folding changes
+/// it (the same view the rules read).
+pub fn model_view(text: &str) -> String {
+    let (lower, _) = lower_marked(&normalize(text));
+    fold_changes(&lower).map_or(lower, |f| f.text)
+}
+
+/// The rules' verdict alone, without the model (for the trainer, which places the model's
+/// evidence beside it).
+pub fn assess_rules(text: &str) -> super::RiskReport {
+    let normalized = normalize(text);
+    assess_with(text, &Hidden::count(text), &normalized, None)
 }
 
 /// Assesses a prompt. `original` is the text as received (for signals normalization removes),
@@ -260,6 +288,23 @@ pub fn assess(original: &str, normalized: &str) -> super::RiskReport {
 
 /// [`assess`] when what `original` hides has been counted already.
 pub fn assess_counted(original: &str, hidden: &Hidden, normalized: &str) -> super::RiskReport {
+    match MODEL.as_ref() {
+        Some(model) => assess_with(original, hidden, normalized, Some(model)),
+        // Fail closed, as for the rules below.
+        None => super::RiskReport {
+            risk_score: 1.0,
+            categories: vec![Category::Classifier],
+            findings: Vec::new(),
+        },
+    }
+}
+
+fn assess_with(
+    original: &str,
+    hidden: &Hidden,
+    normalized: &str,
+    model: Option<&Model>,
+) -> super::RiskReport {
     let Some(d) = DETECTOR.as_ref() else {
         // Fail closed: if the rules could not be built, every prompt is suspect.
         return super::RiskReport {
@@ -334,6 +379,16 @@ pub fn assess_counted(original: &str, hidden: &Hidden, normalized: &str) -> supe
 
     if let Some((start, end)) = token_flood(&lower) {
         acc.add(Category::TokenFlood, SIGNAL, 0.55, Some((start, end)));
+    }
+
+    // The learned stage reads the folded view where there is one: a disguise it undoes is
+    // undone for the model too.
+    if let Some(model) = model {
+        let view = folded.as_ref().map_or(lower.as_str(), |f| f.text.as_str());
+        let evidence = model.evidence(model.logit(view));
+        if evidence >= MIN_EVIDENCE {
+            acc.add(Category::Classifier, SIGNAL, evidence, None);
+        }
     }
     acc.finish()
 }

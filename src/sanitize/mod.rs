@@ -6,7 +6,8 @@
 //!    stripped, whitespace collapsed) and the length is checked on it;
 //! 2. [`fold`](fold::fold) gives a copy only the detector reads (look-alikes, leetspeak and
 //!    letter-spacing undone), so a disguise does not change the verdict;
-//! 3. [`detect`] scores both copies with rule families compiled once into one set.
+//! 3. [`detect`] scores both copies with rule families compiled once into one set, and the
+//!    learned stage ([`learned`]) weighs the words of the folded copy as one more family.
 //!
 //! The policy decides what a score means: block, warn, or nothing.
 
@@ -15,13 +16,14 @@ mod ascii;
 mod detect;
 mod flood;
 mod fold;
+pub mod learned;
 mod normalize;
 mod rules;
 
 use serde::Serialize;
 
 use detect::assess_counted;
-pub use detect::{Category, Finding, assess, ready};
+pub use detect::{Category, Finding, assess, assess_rules, model, model_view, ready};
 pub use fold::{Folded, fold, fold_changes, fold_lowered, lower, needs_fold};
 use normalize::normalize_counted;
 pub use normalize::{Hidden, is_stripped, normalize};

@@ -28,6 +28,8 @@ pub enum Category {
     ContextReset,
     TokenFlood,
     HiddenCharacters,
+    /// The learned stage (`learned.rs`), not a rule: its evidence counts as one more family.
+    Classifier,
 }
 
 impl Category {
@@ -52,6 +54,7 @@ impl Category {
             Category::ContextReset => "context_reset",
             Category::TokenFlood => "token_flood",
             Category::HiddenCharacters => "hidden_characters",
+            Category::Classifier => "classifier",
         }
     }
 }
