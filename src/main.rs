@@ -376,6 +376,31 @@ fn report_json(text: &str, policy: &Policy) -> serde_json::Value {
         "riskScore": report.risk_score,
         "categories": report.categories,
         "chars": chars,
+        "model": model_json(text),
+    })
+}
+
+/// What the learned stage made of `text`: its score on the rules' scale (0.5 at the threshold
+/// chosen on the development set; counted from `learned::MIN_EVIDENCE`), its log-odds and the
+/// words of the deciding window that pushed hardest towards injection. The command line only:
+/// the features are the prompt's own words, so nothing here reaches a log.
+fn model_json(text: &str) -> serde_json::Value {
+    let Some(model) = sanitize::model() else {
+        return serde_json::Value::Null;
+    };
+    let view = sanitize::model_view(text);
+    let logit = model.logit(&view);
+    let score = model.evidence(logit);
+    let features: Vec<_> = model
+        .explain(&view, 5)
+        .into_iter()
+        .map(|(feature, weight)| serde_json::json!({ "feature": feature, "weight": weight }))
+        .collect();
+    serde_json::json!({
+        "score": score,
+        "counted": score >= sanitize::learned::MIN_EVIDENCE,
+        "logit": logit,
+        "features": features,
     })
 }
 
@@ -420,7 +445,7 @@ fn sanitize_cmd(json: bool, jsonl: bool) -> ExitCode {
     } else {
         let _ = writeln!(
             out,
-            "flagged: {}\nrisk score: {}\ncategories: {}\nchars: {}",
+            "flagged: {}\nrisk score: {}\ncategories: {}\nchars: {}\nmodel score: {}",
             report["flagged"],
             report["riskScore"],
             report["categories"]
@@ -432,6 +457,7 @@ fn sanitize_cmd(json: bool, jsonl: bool) -> ExitCode {
                     .join(", "))
                 .unwrap_or_default(),
             report["chars"],
+            report["model"]["score"],
         );
     }
     ExitCode::SUCCESS
