@@ -92,7 +92,9 @@ impl Model {
         if bytes.len() < HEADER || &bytes[..4] != MAGIC || bytes[4] != VERSION {
             return Err(ModelError::Format);
         }
-        let f = |at: usize| f32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let f = |at: usize| {
+            f32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
         Model::new(
             bytes[5],
             f(8),
@@ -301,10 +303,7 @@ mod tests {
     fn words_give_unigrams_and_the_bigrams_they_end() {
         let f = features("ignore the rules!", 16);
         let texts: Vec<&str> = f.iter().map(|(_, t)| t.as_str()).collect();
-        assert_eq!(
-            texts,
-            ["ignore", "the", "ignore the", "rules", "the rules"]
-        );
+        assert_eq!(texts, ["ignore", "the", "ignore the", "rules", "the rules"]);
         assert!(f.iter().all(|(b, _)| *b < 1 << 16));
         // The same word hashes to the same bucket wherever it stands; a bigram elsewhere.
         let again = features("the", 16);

@@ -82,7 +82,10 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let started = Instant::now();
         let encoded = encode(&pool, p.bits);
         let folds = cross_validate(&pool, &encoded, &p, args.folds);
-        println!("{}-fold cross-validation on the pool (model alone):", args.folds);
+        println!(
+            "{}-fold cross-validation on the pool (model alone):",
+            args.folds
+        );
         for (i, f) in folds.iter().enumerate() {
             println!(
                 "  fold {}: AUC {:.4}  recall at 1% FP {:.3}  at 0.5% FP {:.3}",
@@ -114,7 +117,10 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         std::fs::write(path, lines.join("\n"))?;
     }
     if args.misses {
-        for s in scored.iter().filter(|s| s.row.attack != flagged(s, model.shift())) {
+        for s in scored
+            .iter()
+            .filter(|s| s.row.attack != flagged(s, model.shift()))
+        {
             let text: String = s.row.text.chars().take(150).collect();
             println!(
                 "  {} {:<26} rules {:.2} logit {:+.2}  {text:?}",
