@@ -24,7 +24,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use spark_gateway::sanitize::{
-    Hidden, Policy, PolicyMode, assess, fold_lowered, lower, needs_fold, normalize, sanitize,
+    Hidden, Policy, PolicyMode, assess, fold_lowered, lower, model, needs_fold, normalize,
+    sanitize,
 };
 use unicode_normalization::UnicodeNormalization;
 
@@ -142,6 +143,7 @@ fn profile(step: &str, texts: &[String], policy: &Policy) {
                 "needs_fold" => usize::from(needs_fold(&lowered[i])),
                 "fold_lowered" => fold_lowered(&lowered[i]).len(),
                 "assess" => assess(&normalized[i], &normalized[i]).categories.len(),
+                "model" => model().map_or(0, |m| m.logit(&lowered[i]).to_bits() as usize),
                 other => panic!("no step {other:?}"),
             };
             black_box(out);
@@ -183,7 +185,7 @@ fn main() {
     let mut nfkc_times = Vec::new();
     // Where the time goes, step by step on the same texts, each fed what it is fed in the
     // pipeline.
-    let steps: [Step; 6] = [
+    let steps: [Step; 7] = [
         ("hidden-character census", Input::Raw, &|t| {
             Hidden::count(t).stripped
         }),
@@ -195,6 +197,11 @@ fn main() {
         ("fold_lowered", Input::Lowered, &|l| fold_lowered(l).len()),
         ("assess", Input::Normalized, &|n| {
             assess(n, n).categories.len()
+        }),
+        // The learned stage alone (it is part of `assess`): one pass of word hashing and
+        // weight lookups over the view it reads.
+        ("model", Input::Lowered, &|l| {
+            model().map_or(0, |m| m.logit(l).to_bits() as usize)
         }),
     ];
     let mut step_times: Vec<Vec<Duration>> = vec![Vec::new(); steps.len()];
