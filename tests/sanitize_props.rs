@@ -12,7 +12,8 @@ use spark_gateway::sanitize::{Policy, is_stripped, normalize, sanitize};
 use unicode_normalization::UnicodeNormalization;
 
 /// Characters that exercise every branch: invisibles, bidi controls, tags, variation selectors,
-/// combining marks, compatibility forms, look-alikes, whitespace of all kinds.
+/// combining marks, compatibility forms, look-alikes, whitespace of all kinds, and the markers
+/// of code comments and literals beside multi-byte characters.
 fn tricky_char() -> impl Strategy<Value = char> {
     prop_oneof![
         4 => any::<char>(),
@@ -23,6 +24,8 @@ fn tricky_char() -> impl Strategy<Value = char> {
             '\u{00A0}', '\u{3000}', '\u{2028}', '\r', '\n', '\t', ' ', '\u{0007}', '\u{009B}',
             'e', 'A', '1', '!', 'ﬁ', '㎏', '①', 'Å', '\u{FF8A}', '\u{FF9E}',
         ]),
+        // What opens a comment or a literal in pasted code (code.rs reads between them).
+        2 => prop::sample::select(vec!['"', '/', '*', '#', '-', '`', '<', '!', '[', ']', '🔒']),
         2 => prop::char::range('a', 'z'),
     ]
 }

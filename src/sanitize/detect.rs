@@ -26,6 +26,7 @@ use regex_automata::{Input, MatchKind, PatternSet, meta, nfa::thompson::WhichCap
 use serde::Serialize;
 
 use super::alphabet::Alphabet;
+use super::code;
 use super::flood::token_flood;
 use super::fold::{Folded, fold, fold_changes, lower_marked};
 use super::learned::{MIN_EVIDENCE, Model};
@@ -263,7 +264,7 @@ pub fn model() -> Option<&'static Model> {
 /// for it) and says whether both worked. A rule that does not compile or a model that does not
 /// parse is a bug caught by the unit tests; a gateway without them refuses to start.
 pub fn ready() -> bool {
-    DETECTOR.is_some() && MODEL.is_some()
+    DETECTOR.is_some() && MODEL.is_some() && code::ready()
 }
 
 /// The text the model reads: the lower-cased normalized prompt, folded where folding changes
@@ -298,6 +299,10 @@ pub fn assess_counted(original: &str, hidden: &Hidden, normalized: &str) -> supe
         },
     }
 }
+
+/// The weight of a comment that speaks to the assistant: enough to flag alone, because code
+/// has no reason to address the model that writes it.
+const CODE_INSTRUCTION: f64 = 0.6;
 
 fn assess_with(
     original: &str,
@@ -383,9 +388,28 @@ fn assess_with(
 
     // The learned stage reads the folded view where there is one: a disguise it undoes is
     // undone for the model too.
+    // Pasted code's comments and string literals are read on their own as well (code.rs): an
+    // instruction to the assistant hidden among code tokens is plain there.
+    let comments = code::comments_and_strings(&lower);
+    if let Some(comments) = &comments {
+        match code::addresses_assistant(comments) {
+            Some(true) => acc.add(Category::CodeInstruction, SIGNAL, CODE_INSTRUCTION, None),
+            Some(false) => {}
+            // Fail closed, as for the rules.
+            None => acc.add(Category::CodeInstruction, SIGNAL, 1.0, None),
+        }
+    }
     if let Some(model) = model {
         let view = folded.as_ref().map_or(lower.as_str(), |f| f.text.as_str());
-        let evidence = model.evidence(model.logit(view));
+        let mut evidence = model.evidence(model.logit(view));
+        // On the comments alone only a sure verdict counts: short comments are the kind of
+        // text the model knows least.
+        if let Some(comments) = &comments {
+            let alone = model.evidence(model.logit(comments));
+            if alone >= 0.5 {
+                evidence = evidence.max(alone);
+            }
+        }
         if evidence >= MIN_EVIDENCE {
             acc.add(Category::Classifier, SIGNAL, evidence, None);
         }

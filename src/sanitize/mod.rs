@@ -13,6 +13,7 @@
 
 mod alphabet;
 mod ascii;
+mod code;
 mod detect;
 mod flood;
 mod fold;

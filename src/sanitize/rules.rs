@@ -30,6 +30,8 @@ pub enum Category {
     HiddenCharacters,
     /// The learned stage (`learned.rs`), not a rule: its evidence counts as one more family.
     Classifier,
+    /// A comment or string literal of pasted code that speaks to the assistant (`code.rs`).
+    CodeInstruction,
 }
 
 impl Category {
@@ -55,6 +57,7 @@ impl Category {
             Category::TokenFlood => "token_flood",
             Category::HiddenCharacters => "hidden_characters",
             Category::Classifier => "classifier",
+            Category::CodeInstruction => "code_instruction",
         }
     }
 }
