@@ -24,8 +24,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use spark_gateway::sanitize::{
-    Hidden, Policy, PolicyMode, assess, fold_lowered, lower, model, needs_fold, normalize,
-    sanitize,
+    Hidden, Policy, PolicyMode, assess, fold_lowered, lower, model, needs_fold, normalize, sanitize,
 };
 use unicode_normalization::UnicodeNormalization;
 

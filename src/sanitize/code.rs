@@ -10,8 +10,9 @@
 //!
 //! The extraction is lexical and language-agnostic: `//` and `/* … */` (C family, C#, GDScript
 //! 4's `##` aside), `#` (Python, GDScript, shell) and `--` (Lua, SQL) to the end of the line,
-//! `--[[ … ]]` and `<!-- … -->`, and double-quoted literals of several words. `#` and `--`
-//! count only inside a fenced block, where they cannot be Markdown headings or prose dashes.
+//! `--[[ … ]]` and `<!-- … -->`, and double-quoted literals of several words. `#`, `--` and
+//! literals count only inside a fenced block, where they cannot be Markdown headings, prose
+//! dashes or quoted prose.
 
 use std::sync::LazyLock;
 
@@ -61,12 +62,11 @@ pub fn addresses_assistant(view: &str) -> Option<bool> {
 /// The comments and string literals of the code in `lower` (the lower-cased normalized prompt),
 /// one per line; `None` when it holds none worth reading.
 pub fn comments_and_strings(lower: &str) -> Option<String> {
-    // Most prompts hold no comment marker at all: one scan of the bytes says so.
+    // Most prompts hold no fence and no comment marker at all: a few vectorized searches say so.
     let bytes = lower.as_bytes();
-    if !bytes
-        .windows(2)
-        .any(|w| matches!(w, b"//" | b"/*" | b"``" | b"<!"))
-        && !bytes.contains(&b'"')
+    if [&b"```"[..], b"//", b"/*", b"<!--"]
+        .iter()
+        .all(|marker| memchr::memmem::find(bytes, marker).is_none())
     {
         return None;
     }
@@ -135,28 +135,37 @@ fn scan_line(line: &str, fenced: bool, block: &mut Option<&'static str>, view: &
 /// The first comment or literal opener in `s`, if any.
 fn next_marker(s: &str, fenced: bool) -> Option<(usize, &'static str)> {
     let bytes = s.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        if !matches!(b, b'/' | b'<' | b'"' | b'-' | b'#') {
-            continue;
-        }
-        // An ASCII byte always starts a character, so this slice is on a boundary.
-        let Some(rest) = s.get(i..) else { continue };
-        let start = i == 0 || bytes[i - 1].is_ascii_whitespace();
-        let marker = match b {
-            b'/' if rest.starts_with("/*") => "/*",
-            // Not a URL's `://`.
-            b'/' if rest.starts_with("//") && (i == 0 || bytes[i - 1] != b':') => "//",
-            b'<' if rest.starts_with("<!--") => "<!--",
-            b'"' => "\"",
-            b'-' if fenced && start && rest.starts_with("--[[") => "--[[",
-            b'-' if fenced && start && rest.starts_with("--") => "--",
-            // A preprocessor line is code, not a comment.
-            b'#' if fenced && start && !is_directive(&rest[1..]) => "#",
-            _ => continue,
-        };
-        return Some((i, marker));
+    // Outside a fence only `/` and `<` open a comment (prose quotes are not code literals), and
+    // memchr jumps between them; inside a fence every opener is looked at.
+    if fenced {
+        (0..bytes.len()).find_map(|i| marker_at(s, i, true).map(|m| (i, m)))
+    } else {
+        memchr::memchr2_iter(b'/', b'<', bytes).find_map(|i| marker_at(s, i, false).map(|m| (i, m)))
     }
-    None
+}
+
+/// The opener that starts at byte `i` of `s`, if one does.
+fn marker_at(s: &str, i: usize, fenced: bool) -> Option<&'static str> {
+    let bytes = s.as_bytes();
+    let b = *bytes.get(i)?;
+    if !matches!(b, b'/' | b'<' | b'"' | b'-' | b'#') {
+        return None;
+    }
+    // An ASCII byte always starts a character, so this slice is on a boundary.
+    let rest = s.get(i..)?;
+    let start = i == 0 || bytes[i - 1].is_ascii_whitespace();
+    match b {
+        b'/' if rest.starts_with("/*") => Some("/*"),
+        // Not a URL's `://`.
+        b'/' if rest.starts_with("//") && (i == 0 || bytes[i - 1] != b':') => Some("//"),
+        b'<' if rest.starts_with("<!--") => Some("<!--"),
+        b'"' if fenced => Some("\""),
+        b'-' if fenced && start && rest.starts_with("--[[") => Some("--[["),
+        b'-' if fenced && start && rest.starts_with("--") => Some("--"),
+        // A preprocessor line is code, not a comment.
+        b'#' if fenced && start && !is_directive(&rest[1..]) => Some("#"),
+        _ => None,
+    }
 }
 
 fn is_directive(s: &str) -> bool {

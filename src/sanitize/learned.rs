@@ -274,9 +274,13 @@ const WORD: [bool; 256] = {
 fn hash_word(word: &[u8]) -> u64 {
     let mut h = 0x243F_6A88_85A3_08D3 ^ word.len() as u64;
     for chunk in word.chunks(8) {
-        let mut buf = [0u8; 8];
-        buf[..chunk.len()].copy_from_slice(chunk);
-        h = (h ^ u64::from_le_bytes(buf)).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        // The chunk as a little-endian integer, zero-padded; shifts rather than a copy into a
+        // buffer, which compiles to a `memcpy` call per word.
+        let v = chunk
+            .iter()
+            .rev()
+            .fold(0u64, |v, &b| (v << 8) | u64::from(b));
+        h = (h ^ v).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
         h ^= h >> 32;
     }
     h
