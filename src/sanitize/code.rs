@@ -84,7 +84,12 @@ pub fn comments_and_strings(lower: &str) -> Option<String> {
         }
         scan_line(line, fenced, &mut block, &mut view);
     }
-    view.truncate(floor_char_boundary(&view, MAX_VIEW));
+    // The last line may have run past the bound: cut it at a character boundary.
+    let mut end = view.len().min(MAX_VIEW);
+    while !view.is_char_boundary(end) {
+        end -= 1;
+    }
+    view.truncate(end);
     (!view.is_empty()).then_some(view)
 }
 
@@ -193,13 +198,6 @@ fn keep(text: &str, view: &mut String) {
         view.push_str(text);
         view.push('\n');
     }
-}
-
-fn floor_char_boundary(s: &str, at: usize) -> usize {
-    if at >= s.len() {
-        return s.len();
-    }
-    (0..=at).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -386,8 +386,6 @@ fn assess_with(
         acc.add(Category::TokenFlood, SIGNAL, 0.55, Some((start, end)));
     }
 
-    // The learned stage reads the folded view where there is one: a disguise it undoes is
-    // undone for the model too.
     // Pasted code's comments and string literals are read on their own as well (code.rs): an
     // instruction to the assistant hidden among code tokens is plain there.
     let comments = code::comments_and_strings(&lower);
@@ -399,6 +397,8 @@ fn assess_with(
             None => acc.add(Category::CodeInstruction, SIGNAL, 1.0, None),
         }
     }
+    // The learned stage reads the folded view where there is one: a disguise it undoes is
+    // undone for the model too.
     if let Some(model) = model {
         let view = folded.as_ref().map_or(lower.as_str(), |f| f.text.as_str());
         let mut evidence = model.evidence(model.logit(view));

@@ -141,25 +141,11 @@ impl Model {
     /// The model's log-odds that `view` is an injection: the highest over windows of
     /// [`WINDOW`] features (the whole text when it is shorter).
     pub fn logit(&self, view: &str) -> f32 {
-        let mut ring = [0i32; WINDOW];
-        let mut n = 0usize;
-        let mut sum = 0i32;
-        let mut best = i32::MIN;
+        let mut windows = Windows::new();
         for_each_feature(view, self.bits, |bucket, _| {
-            let w = self.weight(bucket);
-            let slot = n % WINDOW;
-            sum += w - ring[slot];
-            ring[slot] = w;
-            n += 1;
-            if n >= WINDOW {
-                best = best.max(sum);
-            }
+            windows.push(self.weight(bucket))
         });
-        let (total, len) = if n >= WINDOW {
-            (best, WINDOW)
-        } else {
-            (sum, n)
-        };
+        let (total, _, len) = windows.decided();
         self.logit_of(total, len)
     }
 
@@ -180,27 +166,18 @@ impl Model {
     /// log-odds, largest first: at most `k`, only those that pushed towards injection. For the
     /// command line's report (`sanitize --json`), never for logs: they are the prompt's words.
     pub fn explain(&self, view: &str, k: usize) -> Vec<(String, f32)> {
-        let mut all: Vec<(u32, i32, std::ops::Range<usize>)> = Vec::new();
+        let mut all: Vec<(i32, std::ops::Range<usize>)> = Vec::new();
+        let mut windows = Windows::new();
         for_each_feature(view, self.bits, |bucket, span| {
-            all.push((bucket, self.weight(bucket), span));
+            let w = self.weight(bucket);
+            windows.push(w);
+            all.push((w, span));
         });
-        // The deciding window: the first with the highest sum, as `logit` finds it.
-        let len = all.len().min(WINDOW);
-        let mut start = 0;
-        if all.len() > WINDOW {
-            let mut sum: i32 = all[..WINDOW].iter().map(|f| f.1).sum();
-            let mut best = sum;
-            for i in WINDOW..all.len() {
-                sum += all[i].1 - all[i - WINDOW].1;
-                if sum > best {
-                    best = sum;
-                    start = i + 1 - WINDOW;
-                }
-            }
-        }
+        // The deciding window, as `logit` finds it.
+        let (_, start, len) = windows.decided();
         let norm = self.scale / (len.max(1) as f32).sqrt();
         let mut seen: Vec<(String, f32)> = Vec::new();
-        for (_, w, span) in &all[start..start + len] {
+        for (w, span) in all.get(start..start + len).unwrap_or_default() {
             if *w <= 0 {
                 continue;
             }
@@ -213,6 +190,49 @@ impl Model {
         seen.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         seen.truncate(k);
         seen
+    }
+}
+
+/// The running sum of the last [`WINDOW`] weights and the first full window with the highest
+/// sum: what decides a score, found in one pass without keeping the features.
+struct Windows {
+    ring: [i32; WINDOW],
+    n: usize,
+    sum: i32,
+    best: i32,
+    best_end: usize,
+}
+
+impl Windows {
+    fn new() -> Self {
+        Windows {
+            ring: [0; WINDOW],
+            n: 0,
+            sum: 0,
+            best: i32::MIN,
+            best_end: 0,
+        }
+    }
+
+    fn push(&mut self, w: i32) {
+        let slot = self.n % WINDOW;
+        self.sum += w - self.ring[slot];
+        self.ring[slot] = w;
+        self.n += 1;
+        if self.n >= WINDOW && self.sum > self.best {
+            self.best = self.sum;
+            self.best_end = self.n;
+        }
+    }
+
+    /// The deciding window's sum, first feature and length (the whole text when it is shorter
+    /// than a window).
+    fn decided(&self) -> (i32, usize, usize) {
+        if self.n >= WINDOW {
+            (self.best, self.best_end - WINDOW, WINDOW)
+        } else {
+            (self.sum, 0, self.n)
+        }
     }
 }
 
@@ -396,5 +416,12 @@ mod tests {
         assert_eq!(why[0].0, "password");
         assert!(why[0].1 > 0.0);
         assert!(m.explain("nothing here", 3).is_empty());
+        // In a long text, the words of the window that decided the score: the one holding
+        // both late mentions, not the first window with the early one.
+        let text = format!("password {} password password", "filler ".repeat(600));
+        let why = m.explain(&text, 3);
+        assert_eq!(why.len(), 1);
+        assert!((why[0].1 - (m.logit(&text) + 2.0)).abs() < 1e-4, "{why:?}");
+        assert!((why[0].1 - 2.0 * 40.0 * 0.5 / 16.0).abs() < 1e-4, "{why:?}");
     }
 }
