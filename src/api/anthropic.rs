@@ -49,9 +49,10 @@ pub async fn messages(
     let read_cache = !super::wants_fresh(&headers);
 
     if !request.stream {
-        let (generation, cache) = service.generate(&request, read_cache, started).await?;
+        let answer = service.generate(&request, read_cache, started).await?;
+        let (generation, cache) = (&*answer.generation, answer.cache);
         warnings.extend(generation.warnings.iter().cloned());
-        let mut resp = Json(messages::message_body(&generation)).into_response();
+        let mut resp = Json(messages::message_body(generation)).into_response();
         super::mark_answer(&mut resp, generation.provider, cache);
         super::set_warnings(&mut resp, &warnings);
         return Ok(resp);

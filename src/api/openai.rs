@@ -61,8 +61,9 @@ pub async fn chat_completions(
     let read_cache = !super::wants_fresh(&headers);
 
     if !request.stream {
-        let (generation, cache) = service.generate(&request, read_cache, started).await?;
-        let mut resp = Json(completion_body(&generation, unix_now())).into_response();
+        let answer = service.generate(&request, read_cache, started).await?;
+        let (generation, cache) = (&*answer.generation, answer.cache);
+        let mut resp = Json(completion_body(generation, unix_now())).into_response();
         super::mark_answer(&mut resp, generation.provider, cache);
         return Ok(resp);
     }

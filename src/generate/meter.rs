@@ -74,13 +74,13 @@ impl Metering {
 
     /// A request answered from the cache (or by another request's call): a row that costs
     /// nothing.
-    pub(super) fn cached(&self, req: &GenerateRequest, g: &super::Generation) {
+    pub(super) fn cached(&self, req: &GenerateRequest, g: &super::Generation, latency_ms: u64) {
         let o = Outcome {
             provider: g.provider,
             model: &g.model,
             usage: g.usage,
             status: "ok",
-            latency_ms: g.latency_ms,
+            latency_ms,
         };
         self.ledger.record(&row(req, &o, true));
     }

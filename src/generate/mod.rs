@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 pub use extract::{Extracted, extract_code};
 pub use meter::Metering;
-pub use outcome::Generation;
+pub use outcome::{Generation, Rendered};
 pub use request::{GenerateParams, GenerateRequest, ProviderChoice};
 pub use stream::{GenerationStream, StreamItem};
 
@@ -96,6 +96,25 @@ pub struct Limits {
 pub struct TokenCount {
     pub tokens: u64,
     pub counted_by: Option<ProviderId>,
+}
+
+/// One request's answer: the generation, shared with the cache and with the requests that joined
+/// the same call (not copied: a cache hit costs no clone of the code), and what is this
+/// request's alone. The shared value's own `cached` and `latency_ms` are those of the call that
+/// made it; a request's are here.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub generation: Arc<Generation>,
+    pub cache: CacheResult,
+    /// From the request's arrival to its answer.
+    pub latency_ms: u64,
+}
+
+impl Answer {
+    /// Whether the answer came from the cache rather than from this request's own call.
+    pub fn cached(&self) -> bool {
+        self.cache == CacheResult::Hit
+    }
 }
 
 /// The model name the OpenAI-compatible API accepts for "the fallback order".
@@ -192,13 +211,17 @@ impl GenerateService {
     /// Answers a prepared request: from the cache when it can (`read_cache` false skips the
     /// lookup but still stores), otherwise from the providers. `started` is when the request
     /// arrived, so latency and the overhead metric cover parsing and sanitizing too.
-    #[tracing::instrument(skip_all, fields(engine = %req.engine, provider = tracing::field::Empty, cache = tracing::field::Empty))]
+    ///
+    /// Its span is a `debug` step like `auth` and `sanitize`: exported with traces whatever
+    /// `RUST_LOG` says, but not opened for the log at the default level, where a second span per
+    /// request was a cost on the cache-hit path (issue 20) that no log line read.
+    #[tracing::instrument(level = "debug", skip_all, fields(engine = %req.engine, provider = tracing::field::Empty, cache = tracing::field::Empty))]
     pub async fn generate(
         &self,
         req: &GenerateRequest,
         read_cache: bool,
         started: Instant,
-    ) -> Result<(Generation, CacheResult), GenerateError> {
+    ) -> Result<Answer, GenerateError> {
         // The budget is checked for this request before anything is shared: a request that
         // joins another's call must never see the other caller's budget in an error.
         let held = std::sync::Mutex::new(self.reserve(req).await?);
@@ -213,22 +236,24 @@ impl GenerateService {
             .await;
         // Answered without a call of its own (a hit, or another request's call): nothing spent.
         self.release(held.lock().ok().and_then(|mut h| h.take()));
-        let (shared, result) = outcome?;
-        crate::telemetry::access::set_answer(shared.provider.as_str(), result.label());
-        let mut generation = (*shared).clone();
-        generation.latency_ms = since(started);
-        if result == CacheResult::Hit {
-            self.count_hit(&mut generation, started);
+        let (generation, cache) = outcome?;
+        crate::telemetry::access::set_answer(generation.provider.as_str(), cache.label());
+        let answer = Answer {
+            generation,
+            cache,
+            latency_ms: since(started),
+        };
+        if cache == CacheResult::Hit {
+            self.count_hit(&answer.generation, started);
             if let Some(m) = &self.metering {
-                m.cached(req, &generation);
+                m.cached(req, &answer.generation, answer.latency_ms);
             }
         }
-        Ok((generation, result))
+        Ok(answer)
     }
 
-    /// A cached answer as this request's: marked cached, counted, overhead observed.
-    fn count_hit(&self, g: &mut Generation, started: Instant) {
-        g.cached = true;
+    /// A cached answer as this request's: counted, overhead observed.
+    fn count_hit(&self, g: &Generation, started: Instant) {
         self.metrics
             .generation_done(g.provider.as_str(), g.engine.as_str(), "success", true);
         self.metrics

@@ -4,6 +4,7 @@
 //! `Generation` is the domain value: typed provider and engine, the model's whole answer and the
 //! extracted code. The JSON bodies of the Spark and OpenAI APIs are rendered from it in `api/`.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,47 @@ pub struct Generation {
     /// values stored by older builds, hence the default.
     #[serde(default)]
     pub stop_sequence: Option<String>,
+    /// The API layer's rendering of this value as a cache hit, made on the first hit (see
+    /// [`Rendered`]). Not part of the value: never stored, compared or cloned.
+    #[serde(skip)]
+    pub rendered: Rendered,
+}
+
+/// A slot for bytes the API layer renders from a cached [`Generation`] once and then reuses, so
+/// that a cache hit writes bytes it already has instead of serializing the same answer again
+/// (issue 20). What the bytes are is the API layer's business: this module does not know HTTP.
+/// A clone starts empty and two slots always compare equal, because the slot is a cache of the
+/// value's rendering, not part of the value.
+#[derive(Default)]
+pub struct Rendered(OnceLock<bytes::Bytes>);
+
+impl Rendered {
+    /// The bytes, rendered by `render` the first time only.
+    pub fn get_or_init(&self, render: impl FnOnce() -> bytes::Bytes) -> &bytes::Bytes {
+        self.0.get_or_init(render)
+    }
+}
+
+impl Clone for Rendered {
+    fn clone(&self) -> Self {
+        Rendered::default()
+    }
+}
+
+impl PartialEq for Rendered {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Rendered(..)"
+        } else {
+            "Rendered(empty)"
+        })
+    }
 }
 
 /// The version of the shared-cache payload. Bump it when `Generation` changes shape: a replica
@@ -59,7 +101,9 @@ impl CacheValue for Generation {
             + self.model.len()
             + self.answer.len()
             + self.warnings.iter().map(String::len).sum::<usize>();
-        u32::try_from(strings + std::mem::size_of::<Generation>() + 96).unwrap_or(u32::MAX)
+        // The rendered hit body, once made, holds about the strings again (JSON escaping adds a
+        // little): counted up front so the cache's capacity bounds it too.
+        u32::try_from(2 * strings + std::mem::size_of::<Generation>() + 256).unwrap_or(u32::MAX)
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -120,6 +164,7 @@ pub(super) fn build_generation(
         answer: completion.text,
         truncated: completion.truncated,
         stop_sequence: completion.stop_sequence,
+        rendered: Rendered::default(),
     }
 }
 

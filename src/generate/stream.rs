@@ -186,11 +186,12 @@ impl GenerateService {
         };
         if let Some(hit) = hit {
             let mut g = (*hit).clone();
-            self.count_hit(&mut g, started);
+            self.count_hit(&g, started);
+            g.cached = true;
             g.latency_ms = since(started);
             self.release(reservation);
             if let Some(m) = &self.metering {
-                m.cached(req, &g);
+                m.cached(req, &g, g.latency_ms);
             }
             let provider = g.provider;
             // The stored answer, whole, as one delta: the model's text, like a live stream.
@@ -232,7 +233,7 @@ impl GenerateService {
             let req = req.clone();
             stream = Box::pin(stream.inspect(move |item| {
                 if let StreamItem::Done(g) = item {
-                    m.cached(&req, g);
+                    m.cached(&req, g, g.latency_ms);
                 }
             }));
         }

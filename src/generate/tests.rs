@@ -179,7 +179,8 @@ async fn simulator_generation_names_the_script_from_the_code() {
             &Caller::Anonymous,
         )
         .unwrap();
-    let (g, cache) = s.generate(&r, true, Instant::now()).await.unwrap();
+    let answer = s.generate(&r, true, Instant::now()).await.unwrap();
+    let (g, cache) = (&*answer.generation, answer.cache);
     assert_eq!(cache, CacheResult::Miss);
     assert_eq!(g.provider, ProviderId::Simulator);
     assert_eq!(g.model, SIMULATOR_MODEL);
