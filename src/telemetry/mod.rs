@@ -11,6 +11,7 @@ pub mod errors;
 pub mod logwriter;
 pub mod metrics;
 pub mod summary;
+mod spanfields;
 pub mod trace;
 
 pub use errors::{ErrorTracker, Severity};
@@ -135,6 +136,7 @@ pub fn init(
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .fmt_fields(spanfields::JsonSpanFields)
             .boxed(),
         LogFormat::Pretty => fmt.compact().boxed(),
     };
