@@ -160,6 +160,7 @@ fn cache_hit_lookup(c: &mut Criterion) {
         answer: String::new(),
         truncated: false,
         stop_sequence: None,
+        rendered: Default::default(),
     };
     // The key is computed once per request during validation (a SHA-256 of what is sent
     // upstream); this measures the lookup on the hit path.

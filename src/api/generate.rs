@@ -187,7 +187,8 @@ mod tests {
     fn generation() -> Generation {
         Generation {
             id: "gen_1".into(),
-            code: "public class Door : MonoBehaviour {\n  // \"open\" \\ \u{e9}\u{1F600}\t\n}".into(),
+            code: "public class Door : MonoBehaviour {\n  // \"open\" \\ \u{e9}\u{1F600}\t\n}"
+                .into(),
             engine: Engine::Unity,
             script_name: "Door".into(),
             file_name: "Door.cs".into(),
@@ -233,7 +234,10 @@ mod tests {
             slow.latency_ms = latency_ms;
             let (slow_ct, slow) = body_of(Json(slow).into_response()).await;
             assert_eq!(ct, slow_ct);
-            assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(slow).unwrap()
+            );
         }
         // The prefix was rendered once and is kept with the shared value.
         let kept = shared.rendered.get_or_init(|| panic!("rendered again"));
@@ -251,6 +255,12 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["cached"], false);
         assert_eq!(v["latencyMs"], 42);
-        assert!(answer.generation.rendered.get_or_init(bytes::Bytes::new).is_empty());
+        assert!(
+            answer
+                .generation
+                .rendered
+                .get_or_init(bytes::Bytes::new)
+                .is_empty()
+        );
     }
 }

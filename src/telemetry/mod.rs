@@ -10,8 +10,8 @@ pub mod access;
 pub mod errors;
 pub mod logwriter;
 pub mod metrics;
-pub mod summary;
 mod spanfields;
+pub mod summary;
 pub mod trace;
 
 pub use errors::{ErrorTracker, Severity};

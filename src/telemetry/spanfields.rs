@@ -24,7 +24,11 @@ use tracing_subscriber::fmt::format::Writer;
 pub struct JsonSpanFields;
 
 impl<'writer> FormatFields<'writer> for JsonSpanFields {
-    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
         let mut out = String::with_capacity(128);
         out.push('{');
         let mut visitor = Visitor {
