@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reproduces BENCHMARKS.md's load tables in one run (about 7 minutes on 2 cores, build included).
+"""Reproduces BENCHMARKS.md's load tables in one run (about 10 minutes on 2 cores with k6, plus 5 with --before).
 
     python3 loadtest/bench.py            # build, measure, print the tables, rewrite BENCHMARKS.md
     python3 loadtest/bench.py --dry-run  # the same without touching BENCHMARKS.md
@@ -18,6 +18,13 @@ the load generator, all on this machine. Only processes this script started are 
    second, independent generator: same bodies, same rates, one connection per virtual user. Its
    `dropped_iterations` (arrivals it had no free virtual user for) are reported beside each step,
    so a step the generator could not offer is never read as a gateway limit. `--no-k6` skips it.
+5. With `--before BINARY` (an earlier commit's release `spark-gateway`, built in a worktree), that
+   build and this one alternately, two rounds each: idle RSS, the miss path at 1,000 and 3,000
+   req/s, cache hits against the bare route measured beside them.
+
+Every gateway step also reports, sampled from /proc while it runs, the gateway's CPU time per
+request (all threads, warm-up requests counted at the measured rate), its peak RSS and the peak
+number of client connections open to it (established TCP connections on its port).
 
 The gateway runs as deployed (JSON logs, one line per request, written to target/bench/;
 MALLOC_ARENA_MAX=2 as in the Dockerfile and the ConfigMap; the default in-flight limit); the knee
@@ -81,6 +88,79 @@ def rss_bytes(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return None
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def client_connections(port):
+    """Established TCP connections whose local port is `port`: the gateway's clients."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[3] == "01" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                        n += 1
+        except OSError:
+            pass
+    return n
+
+
+class Watch:
+    """Samples a gateway while one step runs: its peak RSS, the peak number of client
+    connections open to it, and the CPU time it used (all threads)."""
+
+    def __init__(self, pid, url):
+        import threading
+
+        self.pid, self.port = pid, int(url.rsplit(":", 1)[1].split("/")[0])
+        self.peak_rss, self.peak_conns = 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.peak_rss = max(self.peak_rss, rss_bytes(self.pid) or 0)
+            except OSError:
+                return
+            self.peak_conns = max(self.peak_conns, client_connections(self.port))
+            self._stop.wait(0.25)
+
+    def __enter__(self):
+        self.cpu0 = cpu_seconds(self.pid)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.cpu = cpu_seconds(self.pid) - self.cpu0
+
+    def annotate(self, result):
+        """Adds the step's gateway figures to a generator's result. CPU is per request served,
+        the warm-up's requests counted at the measured rate (the warm-up's CPU is in the
+        reading too)."""
+        secs = lambda d: int(d.rstrip("s"))
+        served = result["throughputRps"] * (secs(DURATION) + secs(WARMUP))
+        result["gatewayCpuUsPerRequest"] = self.cpu / served * 1e6 if served else None
+        result["gatewayPeakRssBytes"] = self.peak_rss
+        result["clientConnections"] = self.peak_conns
+        return result
+
+
+def watched(gateway, url, run):
+    """Runs one step (`run()`) under a `Watch` of the gateway and returns its annotated result."""
+    with Watch(gateway.pid, url) as w:
+        r = run()
+    return w.annotate(r)
 
 
 def wait_http(url, seconds=20):
@@ -292,7 +372,42 @@ def fmt(x, digits=2):
     return f"{x:.{digits}f}"
 
 
-def run_all(with_k6=True):
+def before_after(procs, mock_url, body_file, before):
+    """Section 5: the build under test against `before` (an earlier commit's release binary),
+    alternating, two rounds each: idle RSS, the miss path at 1,000 and 3,000 req/s (p99 and CPU
+    per request) and the cache-hit path against the bare route measured beside it."""
+    builds = {"before": Path(before).resolve(), "after": GATEWAY}
+    out = {name: [] for name in builds}
+    for _ in range(2):
+        for name, binary in builds.items():
+            gateway, url = start_gateway(procs, mock_url, "0s", binary=binary)
+            time.sleep(1.0)
+            row = {"rssIdleBytes": rss_bytes(gateway.pid)}
+            for rate in (1000, 3000):
+                row[f"miss{rate}"] = watched(gateway, url, lambda: loadtest([
+                    "--target", url, "--scenario", "generate-miss", "--api-key", API_KEY,
+                    "--rate", str(rate), "--duration", DURATION, "--warmup", WARMUP,
+                ]))
+            procs.stop(gateway)
+            gateway, url = start_gateway(procs, mock_url, "1h", binary=binary)
+            row["ping"] = loadtest([
+                "--target", f"{mock_url}/ping", "--method", "GET",
+                "--concurrency", str(CONCURRENCY), "--duration", DURATION, "--warmup", WARMUP,
+            ])
+            row["hit"] = watched(gateway, url, lambda: loadtest([
+                "--target", url, "--scenario", "generate-hit", "--api-key", API_KEY,
+                "--concurrency", str(CONCURRENCY), "--duration", DURATION, "--warmup", WARMUP,
+            ]))
+            procs.stop(gateway)
+            print(f"{name}: miss p99 {row['miss3000']['latencyMs']['p99']:.2f} ms at 3000, "
+                  f"{row['miss3000']['gatewayCpuUsPerRequest']:.0f} us/req; hit "
+                  f"{row['hit']['throughputRps'] / row['ping']['throughputRps']:.2f} of ping", file=sys.stderr)
+            out[name].append(row)
+    out["beforeBinary"] = str(before)
+    return out
+
+
+def run_all(with_k6=True, before=None):
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     body_file = OUT_DIR / "direct-body.json"
     body_file.write_text(json.dumps(DIRECT_BODY))
@@ -312,11 +427,11 @@ def run_all(with_k6=True):
             ])
 
         def through(rate):
-            return loadtest([
+            return watched(gateway, gw_url, lambda: loadtest([
                 "--target", gw_url, "--scenario", "generate-miss", "--api-key", API_KEY,
                 "--rate", str(rate), "--duration", DURATION, "--warmup", WARMUP,
                 "--watch-pid", str(gateway.pid),
-            ])
+            ]))
 
         rows = []
         best = {"direct": None, "gateway": None}
@@ -380,8 +495,8 @@ def run_all(with_k6=True):
                                    {"x-api-key": UPSTREAM_KEY, "anthropic-version": "2023-06-01"},
                                    rate, body=json.dumps(DIRECT_BODY))
                     else:
-                        r = k6_run(f"{gw_url}/api/spark/generate", {"x-api-key": API_KEY},
-                                   rate, unique=True)
+                        r = watched(gateway, gw_url, lambda: k6_run(
+                            f"{gw_url}/api/spark/generate", {"x-api-key": API_KEY}, rate, unique=True))
                     row[side] = r
                     print(f"k6 {side:8} {rate:6} req/s: p50 {r['latencyMs']['p50']:.3f} ms, "
                           f"p99 {r['latencyMs']['p99']:.3f} ms, errors {r['errorRate'] * 100:.2f}%, "
@@ -401,12 +516,15 @@ def run_all(with_k6=True):
             "--target", f"{mock_url}/ping", "--method", "GET",
             "--concurrency", str(CONCURRENCY), "--duration", DURATION, "--warmup", WARMUP,
         ])
-        results["cacheHit"] = loadtest([
+        results["cacheHit"] = watched(gateway, gw_url, lambda: loadtest([
             "--target", gw_url, "--scenario", "generate-hit", "--api-key", API_KEY,
             "--concurrency", str(CONCURRENCY), "--duration", DURATION, "--warmup", WARMUP,
             "--watch-pid", str(gateway.pid),
-        ])
+        ]))
         procs.stop(gateway)
+
+        if before:
+            results["beforeAfter"] = before_after(procs, mock_url, body_file, before)
         procs.stop(mock)
     finally:
         procs.stop_all()
@@ -417,6 +535,19 @@ def run_all(with_k6=True):
 def lat(r, q):
     """A step's latency quantile `q` for a table cell; a dash for a step not run."""
     return "—" if r is None else fmt(r["latencyMs"][q], 3) + " ms"
+
+
+def cpu(r):
+    v = None if r is None else r.get("gatewayCpuUsPerRequest")
+    return "—" if v is None else f"{v:.0f} µs"
+
+
+def peak(r):
+    return "—" if r is None or not r.get("gatewayPeakRssBytes") else mib(r["gatewayPeakRssBytes"])
+
+
+def conns(r):
+    return "—" if r is None or "clientConnections" not in r else str(r["clientConnections"])
 
 
 def mib(b):
@@ -431,14 +562,14 @@ def tables(res):
     out.append("")
     out.append(f"### 1. Mock upstream direct vs through the gateway (cache off), open model, {DURATION} per step after {WARMUP} warm-up")
     out.append("")
-    out.append("| offered req/s | direct p50 | direct p99 | gateway p50 | gateway p99 | added p50 | added p99 | gateway errors | gateway achieved req/s |")
-    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("| offered req/s | direct p50 | direct p99 | gateway p50 | gateway p99 | added p50 | added p99 | gateway errors | gateway achieved req/s | gateway CPU per request | gateway peak RSS | client connections |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in res["rates"]:
         d, g = row.get("direct"), row.get("gateway")
         added = lambda q: "—" if not (d and g) else fmt(g["latencyMs"][q] - d["latencyMs"][q], 3) + " ms"
         errors = "—" if g is None else f"{g['errorRate'] * 100:.2f}%"
         achieved = "—" if g is None else f"{g['throughputRps']:.0f}"
-        out.append(f"| {row['rate']} | {lat(d, 'p50')} | {lat(d, 'p99')} | {lat(g, 'p50')} | {lat(g, 'p99')} | {added('p50')} | {added('p99')} | {errors} | {achieved} |")
+        out.append(f"| {row['rate']} | {lat(d, 'p50')} | {lat(d, 'p99')} | {lat(g, 'p50')} | {lat(g, 'p99')} | {added('p50')} | {added('p99')} | {errors} | {achieved} | {cpu(g)} | {peak(g)} | {conns(g)} |")
     s = res["sustained"]
     out.append("")
     out.append(f"Highest rate sustained with < 1% errors and p99 < 100 ms: **direct {s['direct']} req/s, "
@@ -460,10 +591,10 @@ def tables(res):
     ratio = h["throughputRps"] / b["throughputRps"] if b["throughputRps"] else 0.0
     out.append(f"### 2. Cache-hit path vs the bare baseline, closed model, {CONCURRENCY} workers, {DURATION} after {WARMUP} warm-up")
     out.append("")
-    out.append("| path | req/s | p50 | p99 | errors |")
-    out.append("|---|---:|---:|---:|---:|")
+    out.append("| path | req/s | p50 | p99 | errors | gateway CPU per request |")
+    out.append("|---|---:|---:|---:|---:|---:|")
     for name, r in (("mock `GET /ping` (baseline)", b), ("gateway `generate-hit`", h)):
-        out.append(f"| {name} | {r['throughputRps']:.0f} | {fmt(r['latencyMs']['p50'], 3)} ms | {fmt(r['latencyMs']['p99'], 3)} ms | {r['errorRate'] * 100:.2f}% |")
+        out.append(f"| {name} | {r['throughputRps']:.0f} | {fmt(r['latencyMs']['p50'], 3)} ms | {fmt(r['latencyMs']['p99'], 3)} ms | {r['errorRate'] * 100:.2f}% | {cpu(r) if r is h else '–'} |")
     out.append("")
     out.append(f"Cache-hit throughput / baseline: **{ratio:.2f}** ({ratio * 100:.0f}%).")
     out.append("")
@@ -484,21 +615,51 @@ def tables(res):
         out.append("")
         out.append(f"### 4. The referee: the same as 1 with k6 {k['version']} (one connection per virtual user)")
         out.append("")
-        out.append("| offered req/s | direct p50 | direct p99 | direct dropped | gateway p50 | gateway p99 | gateway errors | gateway dropped | added p99 |")
-        out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        out.append("| offered req/s | direct p50 | direct p99 | direct dropped | gateway p50 | gateway p99 | gateway errors | gateway dropped | added p99 | gateway CPU per request | gateway peak RSS | client connections |")
+        out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for row in k["rates"]:
             d, g = row.get("direct"), row.get("gateway")
             drop = lambda r: "—" if r is None else f"{r['dropped'] / r['offered'] * 100:.1f}%"
             added = "—" if not (d and g) else fmt(g["latencyMs"]["p99"] - d["latencyMs"]["p99"], 3) + " ms"
             errors = "—" if g is None else f"{g['errorRate'] * 100:.2f}%"
-            out.append(f"| {row['rate']} | {lat(d, 'p50')} | {lat(d, 'p99')} | {drop(d)} | {lat(g, 'p50')} | {lat(g, 'p99')} | {errors} | {drop(g)} | {added} |")
+            out.append(f"| {row['rate']} | {lat(d, 'p50')} | {lat(d, 'p99')} | {drop(d)} | {lat(g, 'p50')} | {lat(g, 'p99')} | {errors} | {drop(g)} | {added} | {cpu(g)} | {peak(g)} | {conns(g)} |")
         ks = k["sustained"]
         out.append("")
         out.append(f"Highest rate sustained (p99 < 100 ms, < 1% errors, < 1% of arrivals dropped by k6): "
                    f"**direct {ks['direct']} req/s, through the gateway {ks['gateway']} req/s**. "
                    "\"dropped\" is the share of the step's arrivals k6 had no free virtual user for: "
                    "above 1% the generator, not the target, set the pace.")
+    if "beforeAfter" in res:
+        out.extend(before_after_table(res["beforeAfter"]))
     return "\n".join(out) + "\n"
+
+
+def before_after_table(ba):
+    import statistics
+
+    med = lambda rows, f: statistics.median(f(r) for r in rows)
+    figures = [
+        ("idle RSS", lambda r: r["rssIdleBytes"] / 2**20, "{:.1f} MiB"),
+        ("miss, 1,000 req/s: gateway p99", lambda r: r["miss1000"]["latencyMs"]["p99"], "{:.2f} ms"),
+        ("miss, 1,000 req/s: gateway CPU per request", lambda r: r["miss1000"]["gatewayCpuUsPerRequest"], "{:.0f} µs"),
+        ("miss, 3,000 req/s: gateway p99", lambda r: r["miss3000"]["latencyMs"]["p99"], "{:.2f} ms"),
+        ("miss, 3,000 req/s: gateway CPU per request", lambda r: r["miss3000"]["gatewayCpuUsPerRequest"], "{:.0f} µs"),
+        ("miss, 3,000 req/s: peak RSS", lambda r: r["miss3000"]["gatewayPeakRssBytes"] / 2**20, "{:.1f} MiB"),
+        ("cache hits, req/s", lambda r: r["hit"]["throughputRps"], "{:.0f}"),
+        ("cache hits / bare route (measured beside it)", lambda r: r["hit"]["throughputRps"] / r["ping"]["throughputRps"], "{:.2f}"),
+        ("cache hit: gateway CPU per request", lambda r: r["hit"]["gatewayCpuUsPerRequest"], "{:.0f} µs"),
+    ]
+    out = ["", "### 5. Before and after, same run",
+           "",
+           f"`--before {Path(ba['beforeBinary']).name}` (an earlier commit's release binary) and this build, "
+           "alternating, two rounds each; the median of the two. Miss steps as table 1 (`spark-loadtest`, "
+           f"open model, {DURATION} after {WARMUP}), hits as table 2 with the bare route measured just before "
+           "each hit run.", "",
+           "| figure | before | after | after / before |", "|---|---:|---:|---:|"]
+    for name, f, form in figures:
+        b, a = med(ba["before"], f), med(ba["after"], f)
+        out.append(f"| {name} | {form.format(b)} | {form.format(a)} | {a / b:.2f} |" if b else f"| {name} | {form.format(b)} | {form.format(a)} | — |")
+    return out
 
 
 def main():
@@ -506,11 +667,13 @@ def main():
     ap.add_argument("--dry-run", action="store_true", help="print the tables; leave BENCHMARKS.md alone")
     ap.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
     ap.add_argument("--no-k6", action="store_true", help="skip the k6 referee (table 4)")
+    ap.add_argument("--before", metavar="BINARY",
+                    help="an earlier commit's release spark-gateway: adds table 5, before vs after in the same run")
     args = ap.parse_args()
     if not args.no_build:
         build_release()
     t0 = time.time()
-    res = run_all(with_k6=not args.no_k6)
+    res = run_all(with_k6=not args.no_k6, before=args.before)
     res["seconds"] = round(time.time() - t0)
     (OUT_DIR / "loadtest-results.json").write_text(json.dumps(res, indent=2))
     text = tables(res)
