@@ -576,8 +576,10 @@ def tables(res):
                f"through the gateway {s['gateway']} req/s** (steps {', '.join(map(str, FIXED_RATES + KNEE_RATES))}; "
                "a step past the last listed one failed the criterion or was not needed).")
     out.append("")
+    quiet = res["sustainedLogOff"]
+    quiet = f"**{quiet} req/s**" if quiet else "**no step from 2000 up**"
     out.append(f"With the per-request log line off (`RUST_LOG=warn`, same steps from 2000) the gateway sustained "
-               f"**{res['sustainedLogOff']} req/s**: the difference is what one JSON log line per request costs at the knee.")
+               f"{quiet}: the difference is what one JSON log line per request costs at the knee.")
     out.append("")
     out.append("Commands (per step):")
     out.append("")
