@@ -372,6 +372,21 @@ def fmt(x, digits=2):
     return f"{x:.{digits}f}"
 
 
+def hits_and_bare_route(gateway, url, mock_url):
+    """The mock's bare `GET /ping`, then the gateway's cache-hit path, closed model, same
+    concurrency, one after the other: (baseline, hits), the hits annotated by a `Watch`."""
+    baseline = loadtest([
+        "--target", f"{mock_url}/ping", "--method", "GET",
+        "--concurrency", str(CONCURRENCY), "--duration", DURATION, "--warmup", WARMUP,
+    ])
+    hits = watched(gateway, url, lambda: loadtest([
+        "--target", url, "--scenario", "generate-hit", "--api-key", API_KEY,
+        "--concurrency", str(CONCURRENCY), "--duration", DURATION, "--warmup", WARMUP,
+        "--watch-pid", str(gateway.pid),
+    ]))
+    return baseline, hits
+
+
 def before_after(procs, mock_url, body_file, before):
     """Section 5: the build under test against `before` (an earlier commit's release binary),
     alternating, two rounds each: idle RSS, the miss path at 1,000 and 3,000 req/s (p99 and CPU
@@ -390,14 +405,7 @@ def before_after(procs, mock_url, body_file, before):
                 ]))
             procs.stop(gateway)
             gateway, url = start_gateway(procs, mock_url, "1h", binary=binary)
-            row["ping"] = loadtest([
-                "--target", f"{mock_url}/ping", "--method", "GET",
-                "--concurrency", str(CONCURRENCY), "--duration", DURATION, "--warmup", WARMUP,
-            ])
-            row["hit"] = watched(gateway, url, lambda: loadtest([
-                "--target", url, "--scenario", "generate-hit", "--api-key", API_KEY,
-                "--concurrency", str(CONCURRENCY), "--duration", DURATION, "--warmup", WARMUP,
-            ]))
+            row["ping"], row["hit"] = hits_and_bare_route(gateway, url, mock_url)
             procs.stop(gateway)
             print(f"{name}: miss p99 {row['miss3000']['latencyMs']['p99']:.2f} ms at 3000, "
                   f"{row['miss3000']['gatewayCpuUsPerRequest']:.0f} us/req; hit "
@@ -512,15 +520,7 @@ def run_all(with_k6=True, before=None):
 
         # Table 2: cache hits vs the bare baseline, same generator, same concurrency.
         gateway, gw_url = start_gateway(procs, mock_url, "1h")
-        results["baseline"] = loadtest([
-            "--target", f"{mock_url}/ping", "--method", "GET",
-            "--concurrency", str(CONCURRENCY), "--duration", DURATION, "--warmup", WARMUP,
-        ])
-        results["cacheHit"] = watched(gateway, gw_url, lambda: loadtest([
-            "--target", gw_url, "--scenario", "generate-hit", "--api-key", API_KEY,
-            "--concurrency", str(CONCURRENCY), "--duration", DURATION, "--warmup", WARMUP,
-            "--watch-pid", str(gateway.pid),
-        ]))
+        results["baseline"], results["cacheHit"] = hits_and_bare_route(gateway, gw_url, mock_url)
         procs.stop(gateway)
 
         if before:
