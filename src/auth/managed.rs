@@ -132,6 +132,20 @@ impl ManagedKeys {
         }
     }
 
+    /// After a full load: drops the keys held here that the table no longer has (deleted by
+    /// hand). A key changed since the load's query began (`began`, less the clock skew allowed)
+    /// is kept: it may be a key this replica created while the query ran, which the snapshot
+    /// cannot contain, and dropping it would answer its owner 401 until the next poll. A key
+    /// deleted by hand within that window goes at the next full load.
+    fn drop_vanished(&self, snapshot: &[KeyRecord], began: i64) {
+        let live: std::collections::HashSet<&str> =
+            snapshot.iter().map(|r| r.id.as_str()).collect();
+        let recent = began.saturating_sub(SKEW);
+        if let Ok(mut map) = self.by_id.write() {
+            map.retain(|id, held| live.contains(id.as_str()) || held.updated_at >= recent);
+        }
+    }
+
     /// Forgets a key at once (this replica's revocation; the others learn it from the poll).
     pub fn remove(&self, id: &str) {
         if let Ok(mut map) = self.by_id.write() {
@@ -160,15 +174,11 @@ impl ManagedKeys {
         } else {
             self.newest.load(Ordering::Relaxed).saturating_sub(SKEW)
         };
+        let began = crate::store::now_ms();
         let records = store.keys_changed_since(since).await?;
         let n = records.len();
         if since == 0 {
-            // A full load also drops keys that vanished from the table (deleted by hand).
-            let live: std::collections::HashSet<String> =
-                records.iter().map(|r| r.id.clone()).collect();
-            if let Ok(mut map) = self.by_id.write() {
-                map.retain(|id, _| live.contains(id));
-            }
+            self.drop_vanished(&records, began);
         }
         self.apply(records);
         self.loaded.store(true, Ordering::Relaxed);
@@ -313,5 +323,24 @@ mod tests {
         keys.apply([revoked]);
         assert!(keys.authenticate(&m.key, 0).is_none());
         assert!(keys.is_empty());
+    }
+
+    #[test]
+    fn a_full_load_keeps_a_key_created_while_it_ran_and_drops_one_deleted_long_ago() {
+        let keys = ManagedKeys::default();
+        let old = mint();
+        let fresh = mint();
+        let listed = mint();
+        let began = 1_000_000;
+        keys.apply([
+            record(&old, began - SKEW - 1),
+            record(&fresh, began + 5),
+            record(&listed, 1),
+        ]);
+        // The snapshot was read before `fresh` was inserted, and `old` was deleted by hand.
+        keys.drop_vanished(&[record(&listed, 1)], began);
+        assert!(keys.authenticate(&fresh.key, 0).is_some());
+        assert!(keys.authenticate(&listed.key, 0).is_some());
+        assert!(keys.authenticate(&old.key, 0).is_none());
     }
 }
