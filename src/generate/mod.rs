@@ -243,7 +243,7 @@ impl GenerateService {
             cache,
             latency_ms: since(started),
         };
-        if cache == CacheResult::Hit {
+        if answer.cached() {
             self.count_hit(&answer.generation, started);
             if let Some(m) = &self.metering {
                 m.cached(req, &answer.generation, answer.latency_ms);

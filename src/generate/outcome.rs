@@ -101,9 +101,11 @@ impl CacheValue for Generation {
             + self.model.len()
             + self.answer.len()
             + self.warnings.iter().map(String::len).sum::<usize>();
-        // The rendered hit body, once made, holds about the strings again (JSON escaping adds a
-        // little): counted up front so the cache's capacity bounds it too.
-        u32::try_from(2 * strings + std::mem::size_of::<Generation>() + 256).unwrap_or(u32::MAX)
+        // The rendered hit body, once made, holds the strings again but the model's answer
+        // (JSON's keys and escapes add a little): counted up front so the cache's capacity
+        // bounds it too.
+        let body = strings - self.answer.len() + 256;
+        u32::try_from(strings + body + std::mem::size_of::<Generation>() + 96).unwrap_or(u32::MAX)
     }
 
     fn encode(&self) -> Vec<u8> {

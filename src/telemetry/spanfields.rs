@@ -7,9 +7,9 @@
 //! whose text is read only if something inside the request logs. This formatter writes the
 //! same JSON object in one pass into the span's string. The JSON event formatter parses the
 //! text back whenever it embeds a span, so the only contract is that the text is one JSON object
-//! with the same keys and values `JsonFields` would give: strings for `Display`/`Debug` values
-//! and `&str`, numbers and booleans as themselves, a later value of a key replacing an earlier
-//! one (a parse keeps the last).
+//! with the same keys and values `JsonFields` would give: strings for `Display`/`Debug` values,
+//! `&str` and 128-bit integers, numbers and booleans as themselves, bytes as an array, a later
+//! value of a key replacing an earlier one (a parse keeps the last).
 
 use std::fmt::{self, Write as _};
 
@@ -82,6 +82,7 @@ impl Visitor<'_> {
             self.out.push(',');
         }
         self.first = false;
+        // tracing's macros already name a raw identifier without its `r#` (`r#type` is "type").
         escaped(self.out, field.name());
         self.out.push(':');
     }
@@ -120,12 +121,20 @@ impl Visit for Visitor<'_> {
         self.raw(field, value);
     }
 
-    fn record_i128(&mut self, field: &Field, value: i128) {
-        self.raw(field, value);
-    }
-
-    fn record_u128(&mut self, field: &Field, value: u128) {
-        self.raw(field, value);
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        // An array of numbers, as `JsonFields` writes bytes. (128-bit integers are left to the
+        // default, `record_debug`: `JsonFields` writes them as strings.)
+        self.key(field);
+        self.out.push('[');
+        for (i, b) in value.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            if let Err(e) = write!(self.out, "{b}") {
+                self.result = Err(e);
+            }
+        }
+        self.out.push(']');
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -216,6 +225,9 @@ mod tests {
                 ok = true,
                 ratio = 0.5f64,
                 bad = f64::NAN,
+                big = 170_141_183_460_469_231_731_687_303_715_884_105_727i128,
+                bytes = &b"ab\x00"[..],
+                r#type = %"raw",
                 caller = tracing::field::Empty,
                 cache = tracing::field::Empty,
             );
@@ -239,6 +251,9 @@ mod tests {
         assert_eq!(ours["cache"], "hit");
         assert_eq!(ours["n"], 7);
         assert!(ours["bad"].is_null());
+        assert_eq!(ours["type"], "raw");
+        assert_eq!(ours["bytes"], serde_json::json!([97, 98, 0]));
+        assert_eq!(ours["big"], "170141183460469231731687303715884105727");
     }
 
     #[test]
