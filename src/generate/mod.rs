@@ -117,6 +117,10 @@ impl Answer {
     }
 }
 
+/// Bytes of remembered sanitizer verdicts (each holds its normalized prompt): a few thousand
+/// short prompts, or 400 of the longest.
+const SANITIZER_MEMO_BYTES: u64 = 4 * 1024 * 1024;
+
 /// The model name the OpenAI-compatible API accepts for "the fallback order".
 pub const AUTO_MODEL: &str = "spark-auto";
 
@@ -127,7 +131,9 @@ pub struct GenerateService {
     cache: Arc<ResponseCache<Generation>>,
     order: Vec<ProviderId>,
     limits: Limits,
-    policy: Policy,
+    /// The sanitizer under this gateway's policy, remembering recent verdicts: a cache hit
+    /// needs the sanitized prompt for its key, and must not pay for reading it again.
+    sanitizer: crate::sanitize::Memo,
     /// Users whose system text replaces the engine prompt (the master key always may).
     system_override: Vec<String>,
     metrics: Arc<Metrics>,
@@ -151,7 +157,7 @@ impl GenerateService {
             cache: Arc::new(cache),
             order,
             limits,
-            policy,
+            sanitizer: crate::sanitize::Memo::new(policy, SANITIZER_MEMO_BYTES),
             system_override,
             metrics,
             flights: Arc::default(),

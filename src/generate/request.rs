@@ -182,7 +182,7 @@ impl GenerateService {
         let plan = self.plan(provider, model.as_deref(), models)?;
 
         let sanitized = tracing::debug_span!("sanitize")
-            .in_scope(|| sanitize::sanitize(&prompt, &self.policy))
+            .in_scope(|| self.sanitizer.sanitize(&prompt))
             .inspect_err(|rejection| self.count_rejection(engine, rejection))?;
         warnings.extend(sanitized.warnings);
         let system = match params.system {
@@ -232,13 +232,14 @@ impl GenerateService {
         engine: Engine,
     ) -> Result<String, GenerateError> {
         let used = prompt.chars().count();
+        let policy = self.sanitizer.policy();
         let budget = Policy {
-            max_chars: self.policy.max_chars.saturating_sub(used),
-            ..self.policy
+            max_chars: policy.max_chars.saturating_sub(used),
+            ..*policy
         };
         let result = sanitize::sanitize(text, &budget).map_err(|r| match r {
             Rejection::TooLong { actual, .. } => Rejection::TooLong {
-                max: self.policy.max_chars,
+                max: policy.max_chars,
                 actual: actual + used,
             },
             other => other,

@@ -18,6 +18,7 @@ mod detect;
 mod flood;
 mod fold;
 pub mod learned;
+mod memo;
 mod normalize;
 mod rules;
 
@@ -26,6 +27,7 @@ use serde::Serialize;
 use detect::assess_counted;
 pub use detect::{Category, Finding, assess, assess_rules, model, model_view, ready};
 pub use fold::{Folded, fold, fold_changes, fold_lowered, lower, needs_fold};
+pub use memo::Memo;
 use normalize::normalize_counted;
 pub use normalize::{Hidden, is_stripped, normalize};
 
