@@ -95,6 +95,28 @@ pub struct UsageSum {
 
 const COLUMNS: usize = 15;
 
+/// The most rows one insert statement carries.
+const STATEMENT_ROWS: usize = 1_000;
+
+/// How many rows each insert statement of an `n`-row batch carries: full statements of
+/// [`STATEMENT_ROWS`], then the rest as powers of two (999 = 512 + 256 + … + 1).
+///
+/// Why not one statement of whatever is left: sqlx keeps every statement it has prepared, up to
+/// 100 per connection, and each batch size is a statement of its own; an insert of 1,000 rows
+/// compiles to about a megabyte in SQLite, so under a load whose batches come in every size the
+/// cache of odd-sized inserts grew without use (heaptrack: 34 statements, 8.5 MB of a 19.5 MB
+/// heap peak after eight seconds of cache hits; at 100 statements, about 25 MB a connection). With these sizes there are 11 shapes, each prepared once per
+/// connection and reused.
+fn statement_rows(mut n: usize) -> impl Iterator<Item = usize> {
+    let full = n / STATEMENT_ROWS;
+    n %= STATEMENT_ROWS;
+    let rest = (0..usize::BITS)
+        .rev()
+        .map(|bit| 1usize << bit)
+        .filter(move |size| n & size != 0);
+    std::iter::repeat_n(STATEMENT_ROWS, full).chain(rest)
+}
+
 /// An amount of spend: money (nano-dollars) and tokens (input and output).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Amount {
@@ -103,12 +125,15 @@ pub struct Amount {
 }
 
 impl Store {
-    /// Inserts `rows` in one statement per 1,000 rows, in one transaction.
+    /// Inserts `rows` in one transaction, in statements of [`statement_rows`] rows.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<(), StoreError> {
         self.ready().await?;
         let sqlite = self.backend() == super::Backend::Sqlite;
         let mut tx = self.begin_write().await?;
-        for chunk in rows.chunks(1000) {
+        let mut rest = rows;
+        for n in statement_rows(rows.len()) {
+            let (chunk, after) = rest.split_at(n.min(rest.len()));
+            rest = after;
             let mut sql = String::with_capacity(200 + chunk.len() * 16 * COLUMNS);
             sql.push_str(
                 "INSERT INTO usage_records (id, time, request_id, key_id, user_id, route, provider, \
@@ -306,5 +331,75 @@ impl Store {
             .fetch_one(self.pool())
             .await?;
         Ok(row.try_get("n")?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a test fails loudly at the first surprise"
+    )]
+
+    use super::*;
+
+    #[test]
+    fn a_batch_of_any_size_is_written_in_few_statement_shapes() {
+        let mut shapes = std::collections::BTreeSet::new();
+        for n in 0..=5_000 {
+            let sizes: Vec<usize> = statement_rows(n).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n, "{n}");
+            assert!(sizes.iter().all(|&s| s > 0 && s <= STATEMENT_ROWS), "{n}");
+            // The most statements a batch of under 1,000 rows takes is its count of one bits.
+            assert!(sizes.len() <= n / STATEMENT_ROWS + 10, "{n}: {sizes:?}");
+            shapes.extend(sizes);
+        }
+        assert_eq!(shapes.len(), 11, "{shapes:?}");
+        assert_eq!(
+            statement_rows(999).collect::<Vec<_>>(),
+            [512, 256, 128, 64, 32, 4, 2, 1]
+        );
+        assert_eq!(statement_rows(2_001).collect::<Vec<_>>(), [1_000, 1_000, 1]);
+    }
+
+    fn row(id: usize) -> UsageRow {
+        UsageRow {
+            id: format!("row-{id}"),
+            time: 1_000,
+            request_id: format!("req-{id}"),
+            key_id: None,
+            user_id: "alice".into(),
+            route: "generate",
+            provider: "anthropic".into(),
+            model: "m".into(),
+            engine: "unity".into(),
+            input_tokens: 1,
+            output_tokens: 1,
+            cached: false,
+            cost_nusd: 1,
+            status: "ok".into(),
+            latency_ms: 1,
+        }
+    }
+
+    /// Every row of batches of 150 different sizes goes in once, whatever statements carried it.
+    #[tokio::test]
+    async fn batches_of_every_size_are_written_whole() {
+        let dir =
+            std::env::temp_dir().join(format!("spark-usage-{}", uuid::Uuid::new_v4().simple()));
+        let store = Store::open(&crate::store::default_url(&dir)).unwrap();
+        let mut next = 0;
+        for n in 1..=150 {
+            let rows: Vec<UsageRow> = (next..next + n).map(row).collect();
+            next += n;
+            store.insert_usage(&rows).await.unwrap();
+        }
+        assert_eq!(store.usage_count().await.unwrap(), next as i64);
+        // Again: each statement of each batch conflicts on every row and adds nothing.
+        let all: Vec<UsageRow> = (0..next).map(row).collect();
+        store.insert_usage(&all).await.unwrap();
+        assert_eq!(store.usage_count().await.unwrap(), next as i64);
+        store.pool().close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
