@@ -145,10 +145,13 @@ async function run() {
   await page.click("#hide-key");
   await goto("usage");
   await page.selectOption("#u-group", "user");
-  await until("the call in usage", async () => {
+  // The ledger is written behind the requests, possibly one flush per call: wait for all four
+  // rather than for the first row to appear.
+  await until("the four calls in usage", async () => {
     await page.click("#usage-form button[type=submit]");
     await page.waitForTimeout(300);
-    return (await page.locator("#usage-rows tr:has-text('console_test')").count()) === 1;
+    const rows = page.locator("#usage-rows tr:has-text('console_test')");
+    return (await rows.count()) === 1 && (await rows.locator("td").nth(1).innerText()) === "4";
   });
   assert.equal(await page.locator("#usage-cost-chart svg rect").count() >= 1, true, "a chart");
   const [download] = await Promise.all([page.waitForEvent("download"), page.click("#usage-csv")]);
