@@ -7,7 +7,9 @@
 //! - at most `SPARK_MAX_CONNECTIONS` are open at once; past that the loop stops accepting and new
 //!   connections wait in the kernel's accept backlog, so a flood cannot grow memory;
 //! - request heads must arrive within `SPARK_HEADER_READ_TIMEOUT` (hyper starts that timer again
-//!   whenever an HTTP/1.1 connection waits for its next request);
+//!   whenever an HTTP/1.1 connection waits for its next request), and so must a new connection's
+//!   first bytes, from which the protocol is read without taking them off the socket (`sniff`:
+//!   the preface of HTTP/2 with prior knowledge, or HTTP/1.1); over TLS, ALPN decides;
 //! - a connection with no bytes either way for `SPARK_IDLE_TIMEOUT` is closed (HTTP/2 included);
 //! - HTTP/2 pings a quiet peer, and caps concurrent streams per connection;
 //! - `TCP_NODELAY` is set, so an SSE event written in pieces is not held back ~40 ms by Nagle's
@@ -18,7 +20,9 @@
 //! - on shutdown the loop stops accepting, idle connections close, and the loop returns once every
 //!   in-flight response has finished (the caller bounds that wait with the grace period).
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +31,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -57,19 +62,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .keep_alive_interval(Some(limits.h2_keepalive))
         .keep_alive_timeout(limits.h2_keepalive)
         .max_concurrent_streams(limits.h2_max_streams);
-    let builder = Arc::new(builder);
+    let builders = Arc::new(Builders { h1, h2 });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // One permit per open connection: when none is left the loop does not accept.
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -99,54 +101,35 @@ pub async fn run(
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
         let (io, last_activity) = IdleIo::new(stream);
-        let router = router.clone();
-        let secure = tls.is_some();
-        let service =
-            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let mut req = req.map(axum::body::Body::new);
-                // What `into_make_service_with_connect_info` would add: the limiter and the
-                // brute-force brake read the peer address.
-                req.extensions_mut().insert(ConnectInfo(peer));
-                if secure {
-                    req.extensions_mut().insert(super::tls::Secure);
-                }
-                router.clone().oneshot(req)
-            });
-        let builder = Arc::clone(&builder);
+        let service = Handler {
+            router: router.clone(),
+            peer,
+            secure: tls.is_some(),
+        };
+        let builders = Arc::clone(&builders);
         let watcher = graceful.watcher();
         let idle = limits.idle_timeout;
         let handshake_timeout = limits.header_read_timeout;
         let tls = tls.clone();
         crate::telemetry::spawn_named("connection", async move {
-            let served =
-                async {
-                    match tls {
-                        None => {
-                            let conn =
-                                builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                            watcher.watch(conn.into_owned()).await
-                        }
-                        Some(acceptor) => {
-                            let stream =
-                                match tokio::time::timeout(handshake_timeout, acceptor.accept(io))
-                                    .await
-                                {
-                                    Ok(Ok(stream)) => stream,
-                                    Ok(Err(e)) => {
-                                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                        return Ok(());
-                                    }
-                                    Err(_) => {
-                                        tracing::debug!(%peer, "TLS handshake timed out");
-                                        return Ok(());
-                                    }
-                                };
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
-                            watcher.watch(conn.into_owned()).await
-                        }
+            let served = async {
+                match tls {
+                    None => serve_plain(io, service, &builders, watcher, handshake_timeout).await,
+                    // Boxed: the handshake's state is large, and only HTTPS connections should
+                    // carry it in their task.
+                    Some(acceptor) => {
+                        Box::pin(serve_tls(
+                            acceptor,
+                            io,
+                            service,
+                            &builders,
+                            watcher,
+                            handshake_timeout,
+                        ))
+                        .await
                     }
-                };
+                }
+            };
             tokio::select! {
                 result = served => {
                     if let Err(e) = result {
@@ -163,6 +146,175 @@ pub async fn run(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// hyper's two protocol builders, configured once and shared by every connection.
+struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+/// The protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// What an HTTP/2 client without TLS sends first (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long to wait before looking again at a connection whose first bytes are the start of the
+/// HTTP/2 preface and no more.
+const SNIFF_RETRY: Duration = Duration::from_millis(5);
+
+/// The protocol the first bytes of a connection announce: HTTP/2 once the whole preface is
+/// there, HTTP/1.1 as soon as a byte differs from it (or the peer closed without a byte, which
+/// hyper's HTTP/1.1 side ends quietly), `None` while what arrived is the start of the preface.
+fn protocol_of(first: &[u8]) -> Option<Protocol> {
+    let n = first.len().min(H2_PREFACE.len());
+    if first.is_empty() || first[..n] != H2_PREFACE[..n] {
+        Some(Protocol::Http1)
+    } else if n == H2_PREFACE.len() {
+        Some(Protocol::Http2)
+    } else {
+        None
+    }
+}
+
+/// Reads which protocol a cleartext connection speaks without taking its bytes off the socket.
+///
+/// hyper-util's `auto` builder answers this by reading the first 24 bytes itself and handing them
+/// back to hyper in front of the socket; hyper's first read then returns only those bytes, and
+/// its next read, wanting 8 KiB more in an 8 KiB buffer that now holds them, doubled the buffer:
+/// every HTTP/1.1 connection held a 16 KiB read buffer for its whole life instead of 8 KiB
+/// (heaptrack, BENCHMARKS.md). Peeking leaves the bytes where hyper reads them first.
+async fn sniff(stream: &TcpStream) -> std::io::Result<Protocol> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut first).await?;
+        if let Some(protocol) = protocol_of(first.get(..n).unwrap_or(&first)) {
+            return Ok(protocol);
+        }
+        // Part of the preface and nothing more yet: `peek` answers at once while those bytes wait
+        // unread, so look again a little later. Real clients send the preface in one segment;
+        // a client that stalls inside it is ended by the header timeout around this.
+        tokio::time::sleep(SNIFF_RETRY).await;
+    }
+}
+
+/// What serves each request of a connection: the router, with what
+/// `into_make_service_with_connect_info` would add (the limiter and the brute-force brake read
+/// the peer address) and whether the request came over TLS.
+#[derive(Clone)]
+struct Handler {
+    router: Router,
+    peer: SocketAddr,
+    secure: bool,
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Handler {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = tower::util::Oneshot<Router, axum::extract::Request>;
+
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        if self.secure {
+            req.extensions_mut().insert(super::tls::Secure);
+        }
+        self.router.clone().oneshot(req)
+    }
+}
+
+/// A cleartext connection: the protocol read from its first bytes (within the header timeout),
+/// then served.
+async fn serve_plain(
+    io: IdleIo,
+    service: Handler,
+    builders: &Builders,
+    watcher: Watcher,
+    timeout: Duration,
+) -> Result<(), hyper::Error> {
+    let Some(protocol) = before_serving(service.peer, timeout, "reading the protocol", async {
+        sniff(&io.stream).await
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    serve(protocol, TokioIo::new(io), service, builders, watcher).await
+}
+
+/// An HTTPS connection: the handshake (within the header timeout), then the protocol ALPN chose.
+/// HTTP/2 over TLS is negotiated, never sniffed (RFC 9113, section 3.2): a client that offered
+/// no protocol speaks HTTP/1.1.
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    io: IdleIo,
+    service: Handler,
+    builders: &Builders,
+    watcher: Watcher,
+    timeout: Duration,
+) -> Result<(), hyper::Error> {
+    let Some(stream) =
+        before_serving(service.peer, timeout, "TLS handshake", acceptor.accept(io)).await
+    else {
+        return Ok(());
+    };
+    let protocol = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    serve(protocol, TokioIo::new(stream), service, builders, watcher).await
+}
+
+/// What a connection does before hyper takes it (the TLS handshake, reading the protocol), within
+/// the header timeout: its result, or `None` when it failed or took longer (logged at debug: a
+/// client going away is routine).
+async fn before_serving<T>(
+    peer: SocketAddr,
+    timeout: Duration,
+    what: &'static str,
+    step: impl Future<Output = std::io::Result<T>>,
+) -> Option<T> {
+    match tokio::time::timeout(timeout, step).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "{what} failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "{what} timed out");
+            None
+        }
+    }
+}
+
+/// Serves `io` with hyper's builder for `protocol`, shut down gracefully with the server.
+async fn serve<I>(
+    protocol: Protocol,
+    io: TokioIo<I>,
+    service: Handler,
+    builders: &Builders,
+    watcher: Watcher,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match protocol {
+        Protocol::Http1 => {
+            watcher
+                .watch(builders.h1.serve_connection(io, service))
+                .await
+        }
+        Protocol::Http2 => {
+            watcher
+                .watch(builders.h2.serve_connection(io, service))
+                .await
+        }
+    }
 }
 
 /// Resolves once `idle` has passed with no byte read or written.
@@ -300,5 +452,76 @@ mod tests {
         tokio::time::advance(Duration::from_secs(11)).await;
         tokio::task::yield_now().await;
         assert!(watchdog.is_finished());
+    }
+
+    #[test]
+    fn the_first_bytes_name_the_protocol() {
+        assert_eq!(protocol_of(b""), Some(Protocol::Http1), "closed at once");
+        assert_eq!(
+            protocol_of(b"GET /livez HTTP/1.1\r\n"),
+            Some(Protocol::Http1)
+        );
+        assert_eq!(protocol_of(b"P"), None);
+        assert_eq!(protocol_of(b"POST / HTTP/1.1\r\n"), Some(Protocol::Http1));
+        assert_eq!(protocol_of(b"PRI * HTTP/2.0\r\n"), None);
+        assert_eq!(protocol_of(H2_PREFACE), Some(Protocol::Http2));
+        let mut more = H2_PREFACE.to_vec();
+        more.extend_from_slice(&[0, 0, 18, 4]);
+        assert_eq!(
+            protocol_of(&more),
+            Some(Protocol::Http2),
+            "the first frame follows"
+        );
+        assert_eq!(
+            protocol_of(b"PRI * HTTP/2.0\r\n\r\nSX"),
+            Some(Protocol::Http1)
+        );
+    }
+
+    /// A connected pair of TCP streams on 127.0.0.1: (client, server).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn sniffing_leaves_the_bytes_for_hyper_to_read() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, mut server) = pair().await;
+        client
+            .write_all(b"GET /livez HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(sniff(&server).await.unwrap(), Protocol::Http1);
+        let mut head = [0u8; 3];
+        server.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"GET", "the first bytes are still on the socket");
+    }
+
+    #[tokio::test]
+    async fn a_preface_sent_in_pieces_is_waited_for() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = pair().await;
+        client.write_all(&H2_PREFACE[..10]).await.unwrap();
+        let sniffing =
+            crate::telemetry::spawn_named(
+                "test-sniff",
+                async move { sniff(&server).await.unwrap() },
+            );
+        tokio::time::sleep(SNIFF_RETRY * 4).await;
+        assert!(!sniffing.is_finished(), "decided on a part of the preface");
+        client.write_all(&H2_PREFACE[10..]).await.unwrap();
+        assert_eq!(sniffing.await.unwrap(), Protocol::Http2);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_closes_without_a_byte_is_read_as_http1() {
+        let (client, server) = pair().await;
+        drop(client);
+        assert_eq!(sniff(&server).await.unwrap(), Protocol::Http1);
     }
 }

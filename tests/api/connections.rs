@@ -37,6 +37,23 @@ async fn a_half_sent_request_head_is_closed_at_the_header_timeout() {
     assert!(took.is_some(), "the slowloris connection stayed open");
 }
 
+/// The protocol is read from a new connection's first bytes, under the same timeout as a head:
+/// a connection that sends nothing, or stops inside the HTTP/2 preface, is closed then.
+#[tokio::test]
+async fn a_connection_that_never_starts_a_request_is_closed_at_the_header_timeout() {
+    let app = spawn_app_with(&[("SPARK_HEADER_READ_TIMEOUT", "300ms")]).await;
+    let mut silent = TcpStream::connect(addr(&app)).await.unwrap();
+    let mut stalled = TcpStream::connect(addr(&app)).await.unwrap();
+    stalled.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    for (what, conn) in [
+        ("a silent connection", &mut silent),
+        ("a half-sent preface", &mut stalled),
+    ] {
+        let took = closed_within(conn, Duration::from_secs(5)).await;
+        assert!(took.is_some(), "{what} held its connection");
+    }
+}
+
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
     let app = spawn_app_with(&[("SPARK_HEADER_READ_TIMEOUT", "300ms")]).await;
