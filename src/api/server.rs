@@ -65,9 +65,11 @@ pub async fn run(
     let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD)
         .keep_alive(true);
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
+        .max_header_list_size(MAX_REQUEST_HEAD as u32)
         .keep_alive_interval(Some(limits.h2_keepalive))
         .keep_alive_timeout(limits.h2_keepalive)
         .max_concurrent_streams(limits.h2_max_streams);
@@ -147,6 +149,14 @@ pub async fn run(
     graceful.shutdown().await;
     Ok(())
 }
+
+/// The bound on a request head (request line and headers): 32 KiB, as nginx's default, room for
+/// an identity provider's JWT with many groups. HTTP/2 refuses a header list past it. For
+/// HTTP/1.1 it is hyper's read-buffer bound, checked between reads: a head up to 32 KiB is always
+/// served, one past 64 KiB always answered 431 and the connection closed (in between, it depends
+/// on how the bytes arrive). Without it hyper lets one connection's read buffer grow to ~400 KiB
+/// for a head; HTTP/2's default was 16 KiB. Bodies stream through that buffer, unaffected.
+const MAX_REQUEST_HEAD: usize = 32 * 1024;
 
 /// hyper's two protocol builders, configured once and shared by every connection.
 struct Builders {
