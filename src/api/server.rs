@@ -17,8 +17,9 @@
 //! - with native TLS (`super::tls`) the handshake runs in the connection's own task and must
 //!   finish within the header timeout, so a client that stalls mid-handshake holds only its own
 //!   connection slot, and for no longer than a half-sent request head would;
-//! - on shutdown the loop stops accepting, idle connections close, and the loop returns once every
-//!   in-flight response has finished (the caller bounds that wait with the grace period).
+//! - on shutdown the loop stops accepting, idle connections close (and those still in their TLS
+//!   handshake or before their first bytes), and the loop returns once every in-flight response
+//!   has finished (the caller bounds that wait with the grace period).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -75,6 +76,9 @@ pub async fn run(
         .max_concurrent_streams(limits.h2_max_streams);
     let builders = Arc::new(Builders { h1, h2 });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Set on shutdown for connections hyper does not have yet (reading their first bytes, or in
+    // the TLS handshake): the graceful watcher reaches only those it serves.
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
     // One permit per open connection: when none is left the loop does not accept.
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
@@ -111,22 +115,20 @@ pub async fn run(
         let builders = Arc::clone(&builders);
         let watcher = graceful.watcher();
         let idle = limits.idle_timeout;
-        let handshake_timeout = limits.header_read_timeout;
+        let opening = Opening {
+            timeout: limits.header_read_timeout,
+            closing: closing.clone(),
+        };
         let tls = tls.clone();
         crate::telemetry::spawn_named("connection", async move {
             let served = async {
                 match tls {
-                    None => serve_plain(io, service, &builders, watcher, handshake_timeout).await,
+                    None => serve_plain(io, service, &builders, watcher, opening).await,
                     // Boxed: the handshake's state is large, and only HTTPS connections should
                     // carry it in their task.
                     Some(acceptor) => {
                         Box::pin(serve_tls(
-                            acceptor,
-                            io,
-                            service,
-                            &builders,
-                            watcher,
-                            handshake_timeout,
+                            acceptor, io, service, &builders, watcher, opening,
                         ))
                         .await
                     }
@@ -146,6 +148,7 @@ pub async fn run(
         });
     }
     drop(listener);
+    let _ = closing_tx.send(true);
     graceful.shutdown().await;
     Ok(())
 }
@@ -245,12 +248,11 @@ async fn serve_plain(
     service: Handler,
     builders: &Builders,
     watcher: Watcher,
-    timeout: Duration,
+    mut opening: Opening,
 ) -> Result<(), hyper::Error> {
-    let Some(protocol) = before_serving(service.peer, timeout, "reading the protocol", async {
-        sniff(&io.stream).await
-    })
-    .await
+    let Some(protocol) = opening
+        .step(service.peer, "reading the protocol", sniff(&io.stream))
+        .await
     else {
         return Ok(());
     };
@@ -266,10 +268,11 @@ async fn serve_tls(
     service: Handler,
     builders: &Builders,
     watcher: Watcher,
-    timeout: Duration,
+    mut opening: Opening,
 ) -> Result<(), hyper::Error> {
-    let Some(stream) =
-        before_serving(service.peer, timeout, "TLS handshake", acceptor.accept(io)).await
+    let Some(stream) = opening
+        .step(service.peer, "TLS handshake", acceptor.accept(io))
+        .await
     else {
         return Ok(());
     };
@@ -280,24 +283,40 @@ async fn serve_tls(
     serve(protocol, TokioIo::new(stream), service, builders, watcher).await
 }
 
-/// What a connection does before hyper takes it (the TLS handshake, reading the protocol), within
-/// the header timeout: its result, or `None` when it failed or took longer (logged at debug: a
-/// client going away is routine).
-async fn before_serving<T>(
-    peer: SocketAddr,
+/// What a connection does before hyper takes it (the TLS handshake, reading the protocol) is
+/// bounded by the header timeout and ended by shutdown.
+struct Opening {
     timeout: Duration,
-    what: &'static str,
-    step: impl Future<Output = std::io::Result<T>>,
-) -> Option<T> {
-    match tokio::time::timeout(timeout, step).await {
-        Ok(Ok(value)) => Some(value),
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "{what} failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "{what} timed out");
-            None
+    /// Becomes `true` when the server shuts down.
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Opening {
+    /// `step`'s result, or `None` when it failed, took longer than the timeout, or the server
+    /// began shutting down first (logged at debug: a client going away is routine).
+    async fn step<T>(
+        &mut self,
+        peer: SocketAddr,
+        what: &'static str,
+        step: impl Future<Output = std::io::Result<T>>,
+    ) -> Option<T> {
+        tokio::select! {
+            done = tokio::time::timeout(self.timeout, step) => match done {
+                Ok(Ok(value)) => Some(value),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "{what} failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "{what} timed out");
+                    None
+                }
+            },
+            // A closed channel means the server is gone: stop as well.
+            _ = self.closing.wait_for(|closing| *closing) => {
+                tracing::debug!(%peer, "{what} stopped: shutting down");
+                None
+            }
         }
     }
 }
@@ -526,6 +545,36 @@ mod tests {
         assert!(!sniffing.is_finished(), "decided on a part of the preface");
         client.write_all(&H2_PREFACE[10..]).await.unwrap();
         assert_eq!(sniffing.await.unwrap(), Protocol::Http2);
+    }
+
+    #[tokio::test]
+    async fn shutdown_does_not_wait_for_a_connection_that_never_sent_a_byte() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let limits = ServerLimits {
+            header_read_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 8,
+            h2_max_streams: 8,
+            h2_keepalive: Duration::from_secs(120),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = crate::telemetry::spawn_named(
+            "test-server",
+            run(listener, Router::new(), limits, None, async {
+                let _ = stopped.await;
+            }),
+        );
+        let _silent = TcpStream::connect(at).await.unwrap();
+        // Let the loop accept it and start reading its first bytes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(()).unwrap();
+        // Far inside the two-minute header timeout the silent connection would otherwise hold.
+        let ended = tokio::time::timeout(Duration::from_secs(10), server).await;
+        assert!(
+            ended.is_ok(),
+            "shutdown waited for a connection that never spoke"
+        );
     }
 
     #[tokio::test]
