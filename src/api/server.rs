@@ -219,7 +219,6 @@ async fn sniff(stream: &TcpStream) -> std::io::Result<Protocol> {
 /// What serves each request of a connection: the router, with what
 /// `into_make_service_with_connect_info` would add (the limiter and the brute-force brake read
 /// the peer address) and whether the request came over TLS.
-#[derive(Clone)]
 struct Handler {
     router: Router,
     peer: SocketAddr,
