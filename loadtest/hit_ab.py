@@ -11,15 +11,18 @@ PATH is a release `spark-gateway` binary, e.g. one built from an earlier commit 
         --after target/release/spark-gateway
 
 Each round measures, one after the other, the mock upstream's `GET /ping` (the bare axum route of
-table 2 in BENCHMARKS.md) and `generate-hit` through each build, closed model, 32 workers, 8 s
-after 2 s of warm-up, so a drift of the shared machine hits all three alike; and the gateway's CPU
-time (all threads, from /proc) per request, which moves less with the machine's load than
-throughput does. The gateways run as
+table 2 in BENCHMARKS.md), the mock's `POST /v1/messages` (a bare axum route that reads and parses
+a JSON body and writes a JSON answer, as a hit does: it shows how much of the gap to `/ping` is the
+shape of the exchange rather than the gateway's work) and `generate-hit` through each build, closed
+model, 32 workers, 8 s after 2 s of warm-up, so a drift of the shared machine hits all alike; and
+the CPU time (all threads, from /proc) per request of the process serving it, which moves less with
+the machine's load than throughput does. The gateways run as
 in `bench.py` (JSON logs to a file, the default SQLite ledger, `MALLOC_ARENA_MAX=2`). Everything
 runs on 127.0.0.1 and stops by itself.
 """
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -45,14 +48,26 @@ def main():
     args = ap.parse_args()
     bench.OUT_DIR.mkdir(parents=True, exist_ok=True)
     builds = {"before": args.before.resolve(), "after": args.after.resolve()}
-    rps = {"ping": [], "before": [], "after": []}
-    cpu = {"before": [], "after": []}
+    rps = {"ping": [], "post": [], "before": [], "after": []}
+    cpu = {"post": [], "before": [], "after": []}
     procs = bench.Procs()
     try:
-        _, mock = bench.start_mock(procs)
+        mock_proc, mock = bench.start_mock(procs)
+        body = bench.OUT_DIR / "hit_ab_messages.json"
+        body.write_text(json.dumps({
+            "model": "claude-sonnet-4-5", "max_tokens": 1024,
+            "messages": [{"role": "user", "content": "Write a Unity C# script that makes the player jump."}],
+        }))
         for _ in range(args.rounds):
             r = run(["--target", mock + "/ping", "--method", "GET"])
             rps["ping"].append(r["throughputRps"])
+            cpu0 = cpu_seconds(mock_proc.pid)
+            r = run(["--target", mock + "/v1/messages", "--body", str(body),
+                     "--header", f"x-api-key: {bench.UPSTREAM_KEY}", "--header", "anthropic-version: 2023-06-01"])
+            if r["errorRate"] > 0:
+                raise SystemExit(f"mock POST /v1/messages: {r['errorRate']:.2%} errors")
+            cpu["post"].append((cpu_seconds(mock_proc.pid) - cpu0) / (r["requests"] * (DURATION_S + WARMUP_S) / DURATION_S) * 1e6)
+            rps["post"].append(r["throughputRps"])
             for name, binary in builds.items():
                 gw, url = bench.start_gateway(procs, mock, "300s", binary=binary)
                 cpu0 = cpu_seconds(gw.pid)
@@ -69,15 +84,16 @@ def main():
         procs.stop_all()
     print(f"Machine: {bench.machine()}")
     print()
-    print("| path | req/s per round | median req/s | ratio to the baseline | gateway CPU per request (median) |")
-    print("|---|---|---:|---:|---:|")
+    print("| path | req/s per round | median req/s | ratio to `/ping` (the baseline) | ratio to `POST /v1/messages` | CPU per request (median) |")
+    print("|---|---|---:|---:|---:|---:|")
     ping = statistics.median(rps["ping"])
-    for name, label in (("ping", "mock `GET /ping` (baseline)"), ("before", f"`generate-hit`, {args.before}"),
-                        ("after", f"`generate-hit`, {args.after}")):
+    post = statistics.median(rps["post"])
+    for name, label in (("ping", "mock `GET /ping` (baseline)"), ("post", "mock `POST /v1/messages`"),
+                        ("before", f"`generate-hit`, {args.before}"), ("after", f"`generate-hit`, {args.after}")):
         med = statistics.median(rps[name])
         rounds = ", ".join(f"{x:.0f}" for x in rps[name])
         per = f"{statistics.median(cpu[name]):.0f} µs" if name in cpu else "–"
-        print(f"| {label} | {rounds} | {med:.0f} | {med / ping:.2f} | {per} |")
+        print(f"| {label} | {rounds} | {med:.0f} | {med / ping:.2f} | {med / post:.2f} | {per} |")
     print()
     print(f"after / before: throughput {statistics.median(rps['after']) / statistics.median(rps['before']):.2f}, "
           f"CPU per request {statistics.median(cpu['after']) / statistics.median(cpu['before']):.2f}")
