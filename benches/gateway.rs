@@ -168,7 +168,7 @@ fn cache_hit_lookup(c: &mut Criterion) {
         sha2::Sha256::digest(b"Create a door that opens when the player walks near it").into();
     rt.block_on(async {
         cache
-            .get_or_generate(key, true, |_| true, async { Ok::<_, ()>(generation) })
+            .get_or_generate(key, true, |_| true, || async { Ok::<_, ()>(generation) })
             .await
             .unwrap()
     });

@@ -75,7 +75,7 @@ async fn concurrent_identical_misses_run_one_generation() {
             let calls = Arc::clone(&calls);
             let mut gate = gate.clone();
             crate::telemetry::spawn_named("test-task", async move {
-                c.get_or_generate(KEY, true, any, async move {
+                c.get_or_generate(KEY, true, any, || async move {
                     calls.fetch_add(1, Ordering::SeqCst);
                     let _ = gate.wait_for(|open| *open).await;
                     Ok::<_, ()>(text("x"))
@@ -105,14 +105,47 @@ async fn concurrent_identical_misses_run_one_generation() {
 }
 
 #[tokio::test]
+async fn a_hit_never_makes_the_generation() {
+    let c = cache(Duration::from_secs(60));
+    c.get_or_generate(KEY, true, any, || async { Ok::<_, ()>(text("x")) })
+        .await
+        .unwrap();
+    let made = AtomicUsize::new(0);
+    let (g, r) = c
+        .get_or_generate(KEY, true, any, || {
+            made.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, ()>(text("unused")) }
+        })
+        .await
+        .unwrap();
+    assert_eq!((g.0.as_str(), r), ("x", CacheResult::Hit));
+    assert_eq!(made.load(Ordering::SeqCst), 0);
+}
+
+/// The generation's future is not part of the cache's: however large a provider call's state
+/// is, a request that waits on the cache carries a small future (it is copied whole each time
+/// it moves; BENCHMARKS.md, "The cache's future").
+#[test]
+fn the_generation_does_not_make_the_cache_future_large() {
+    let c = cache(Duration::from_secs(60));
+    let fut = c.get_or_generate(KEY, true, any, || async {
+        let state = [7u8; 16 * 1024];
+        tokio::task::yield_now().await;
+        Ok::<_, ()>(text(&state.len().to_string()))
+    });
+    let size = std::mem::size_of_val(&fut);
+    assert!(size < 4 * 1024, "get_or_generate's future is {size} bytes");
+}
+
+#[tokio::test]
 async fn errors_are_not_stored() {
     let c = cache(Duration::from_secs(60));
     let err = c
-        .get_or_generate(KEY, true, any, async { Err::<Text, _>("boom") })
+        .get_or_generate(KEY, true, any, || async { Err::<Text, _>("boom") })
         .await;
     assert!(err.is_err());
     let (_, r) = c
-        .get_or_generate(KEY, true, any, async { Ok::<_, &str>(text("fresh")) })
+        .get_or_generate(KEY, true, any, || async { Ok::<_, &str>(text("fresh")) })
         .await
         .unwrap();
     assert_eq!(r, CacheResult::Miss);
@@ -121,23 +154,23 @@ async fn errors_are_not_stored() {
 #[tokio::test]
 async fn no_cache_skips_the_read_but_stores_and_ttl_zero_bypasses() {
     let c = cache(Duration::from_secs(60));
-    c.get_or_generate(KEY, true, any, async { Ok::<_, ()>(text("old")) })
+    c.get_or_generate(KEY, true, any, || async { Ok::<_, ()>(text("old")) })
         .await
         .unwrap();
     let (g, r) = c
-        .get_or_generate(KEY, false, any, async { Ok::<_, ()>(text("new")) })
+        .get_or_generate(KEY, false, any, || async { Ok::<_, ()>(text("new")) })
         .await
         .unwrap();
     assert_eq!((g.0.as_str(), r), ("new", CacheResult::Bypass));
     let (g, r) = c
-        .get_or_generate(KEY, true, any, async { Ok::<_, ()>(text("unused")) })
+        .get_or_generate(KEY, true, any, || async { Ok::<_, ()>(text("unused")) })
         .await
         .unwrap();
     assert_eq!((g.0.as_str(), r), ("new", CacheResult::Hit));
 
     let off = cache(Duration::ZERO);
     let (_, r) = off
-        .get_or_generate(KEY, true, any, async { Ok::<_, ()>(text("x")) })
+        .get_or_generate(KEY, true, any, || async { Ok::<_, ()>(text("x")) })
         .await
         .unwrap();
     assert_eq!(r, CacheResult::Bypass);
@@ -147,7 +180,7 @@ async fn no_cache_skips_the_read_but_stores_and_ttl_zero_bypasses() {
 #[tokio::test]
 async fn purge_empties_the_cache() {
     let c = cache(Duration::from_secs(60));
-    c.get_or_generate(KEY, true, any, async { Ok::<_, ()>(text("x")) })
+    c.get_or_generate(KEY, true, any, || async { Ok::<_, ()>(text("x")) })
         .await
         .unwrap();
     c.store.as_ref().unwrap().run_pending_tasks().await;

@@ -237,7 +237,7 @@ impl GenerateService {
                 req.cache_key,
                 read_cache,
                 |g: &Generation| g.fits(req),
-                self.call(req, started, &held),
+                || self.call(req, started, &held),
             )
             .await;
         // Answered without a call of its own (a hit, or another request's call): nothing spent.
