@@ -80,11 +80,14 @@ pub async fn budget_header(State(state): State<AppState>, req: Request, next: Ne
         && let Some(left) = state.budgets().remaining(&limits).await
     {
         if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", crate::store::usd(left.nusd))) {
-            resp.headers_mut().insert("x-spark-budget-remaining", v);
+            resp.headers_mut()
+                .insert(super::names::X_SPARK_BUDGET_REMAINING, v);
         }
         if let Some(tokens) = left.tokens {
-            resp.headers_mut()
-                .insert("x-spark-budget-remaining-tokens", HeaderValue::from(tokens));
+            resp.headers_mut().insert(
+                super::names::X_SPARK_BUDGET_REMAINING_TOKENS,
+                HeaderValue::from(tokens),
+            );
         }
     }
     resp

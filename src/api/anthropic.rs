@@ -111,8 +111,10 @@ pub async fn count_tokens(
     let count = service.count_tokens(&request).await;
     let mut resp = Json(json!({"input_tokens": count.tokens})).into_response();
     let source = count.counted_by.map_or("estimate", |p| p.as_str());
-    resp.headers_mut()
-        .insert("x-spark-token-count", HeaderValue::from_static(source));
+    resp.headers_mut().insert(
+        super::names::X_SPARK_TOKEN_COUNT,
+        HeaderValue::from_static(source),
+    );
     super::set_warnings(&mut resp, &warnings);
     Ok(resp)
 }

@@ -34,14 +34,15 @@ fn valid_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-const SECURITY_HEADERS: [(&str, &str); 4] = [
+/// Names as http's constants, not text: a `&str` name would be parsed at every response.
+const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
     (
-        "content-security-policy",
+        header::CONTENT_SECURITY_POLICY,
         "default-src 'none'; frame-ancestors 'none'",
     ),
-    ("x-frame-options", "DENY"),
-    ("x-content-type-options", "nosniff"),
-    ("referrer-policy", "no-referrer"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
 ];
 
 pub async fn request_context(
@@ -139,7 +140,7 @@ pub async fn request_context(
     }
     for (name, value) in SECURITY_HEADERS {
         // The console's pages set their own policy: scripts and styles from this origin.
-        if name == "content-security-policy"
+        if name == header::CONTENT_SECURITY_POLICY
             && headers.contains_key(header::CONTENT_SECURITY_POLICY)
         {
             continue;

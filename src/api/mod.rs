@@ -38,6 +38,24 @@ use crate::ratelimit::RouteClass;
 use crate::state::AppState;
 use json::BodyLimit;
 
+/// The names of the headers the gateway writes, parsed once. A `&str` name is parsed and
+/// checked again at every insert, and a cache hit's response carries about a dozen headers.
+mod names {
+    use axum::http::HeaderName;
+
+    pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+    pub const X_PROVIDER: HeaderName = HeaderName::from_static("x-provider");
+    pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+    pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+    pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+    pub const X_SPARK_WARNINGS: HeaderName = HeaderName::from_static("x-spark-warnings");
+    pub const X_SPARK_TOKEN_COUNT: HeaderName = HeaderName::from_static("x-spark-token-count");
+    pub const X_SPARK_BUDGET_REMAINING: HeaderName =
+        HeaderName::from_static("x-spark-budget-remaining");
+    pub const X_SPARK_BUDGET_REMAINING_TOKENS: HeaderName =
+        HeaderName::from_static("x-spark-budget-remaining-tokens");
+}
+
 /// Which API's error body a `/v1` response gets; the `/v1` router marks every response it serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorShape {
@@ -75,9 +93,12 @@ fn mark_answer(
 ) {
     crate::telemetry::access::set_answer(provider.as_str(), cache.label());
     let h = resp.headers_mut();
-    h.insert("x-cache", header::HeaderValue::from_static(cache.header()));
     h.insert(
-        "x-provider",
+        names::X_CACHE,
+        header::HeaderValue::from_static(cache.header()),
+    );
+    h.insert(
+        names::X_PROVIDER,
         header::HeaderValue::from_static(provider.as_str()),
     );
 }
@@ -88,7 +109,7 @@ fn set_warnings(resp: &mut axum::response::Response, warnings: &[String]) {
     if !warnings.is_empty()
         && let Ok(v) = header::HeaderValue::from_str(&crate::export::warnings_header(warnings))
     {
-        resp.headers_mut().insert("x-spark-warnings", v);
+        resp.headers_mut().insert(names::X_SPARK_WARNINGS, v);
     }
 }
 
@@ -127,18 +148,18 @@ fn cors(config: &crate::config::Config) -> Option<tower_http::cors::CorsLayer> {
                 name("x-api-key"),
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
-                name("x-request-id"),
+                middleware::X_REQUEST_ID,
                 name("anthropic-version"),
             ])
             .expose_headers([
-                name("x-request-id"),
-                name("x-cache"),
-                name("x-provider"),
-                name("x-ratelimit-limit"),
-                name("x-ratelimit-remaining"),
-                name("x-ratelimit-reset"),
-                name("x-spark-warnings"),
-                name("x-spark-token-count"),
+                middleware::X_REQUEST_ID,
+                names::X_CACHE,
+                names::X_PROVIDER,
+                names::X_RATELIMIT_LIMIT,
+                names::X_RATELIMIT_REMAINING,
+                names::X_RATELIMIT_RESET,
+                names::X_SPARK_WARNINGS,
+                names::X_SPARK_TOKEN_COUNT,
                 header::RETRY_AFTER,
                 header::CONTENT_DISPOSITION,
             ])

@@ -100,13 +100,16 @@ pub async fn limit(
         .into_response()
     };
     let headers = resp.headers_mut();
-    headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
     headers.insert(
-        "x-ratelimit-remaining",
+        super::names::X_RATELIMIT_LIMIT,
+        HeaderValue::from(decision.limit),
+    );
+    headers.insert(
+        super::names::X_RATELIMIT_REMAINING,
         HeaderValue::from(decision.remaining),
     );
     headers.insert(
-        "x-ratelimit-reset",
+        super::names::X_RATELIMIT_RESET,
         HeaderValue::from(ceil_secs(decision.reset)),
     );
     resp
