@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Instructions per cache hit, counted by callgrind: a figure the machine's load does not move.
+
+    python3 loadtest/hit_callgrind.py --binary PATH [--binary PATH ...] [--requests 2000] [--runs 2]
+
+Each run starts the mock upstream and the gateway under `valgrind --tool=callgrind` (as `bench.py`
+runs it: JSON logs, the default SQLite ledger, cache on), sends 300 hits to warm it, zeroes the
+counters (`callgrind_control -z`), sends `--requests` hits (`generate-hit`, closed model, 4
+workers), dumps the counters (`callgrind_control -d`) and stops. It prints the instructions per
+hit and the share of the largest libc functions; the dumps stay in `target/bench/callgrind/` for
+`callgrind_annotate`. Throughput on this shared machine moves by ±15% between runs of one build;
+instruction counts move by a few percent, so this is the A/B to trust for small changes.
+Everything runs on 127.0.0.1 and stops by itself. Needs valgrind.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
+
+WARMUP = 300
+
+
+def hits(url, n):
+    return bench.loadtest(["--target", url, "--api-key", bench.API_KEY, "--scenario", "generate-hit",
+                           "--concurrency", "4", "--requests", str(n)], timeout="60s")
+
+
+def one_run(binary, requests, out):
+    procs = bench.Procs()
+    try:
+        _, mock = bench.start_mock(procs)
+        port = bench.free_port()
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "SPARK_BIND": f"127.0.0.1:{port}",
+            "SPARK_API_KEYS": bench.API_KEY,
+            "ANTHROPIC_API_KEY": bench.UPSTREAM_KEY,
+            "ANTHROPIC_BASE_URL": mock,
+            "SPARK_PROVIDER_ORDER": "anthropic",
+            "SPARK_CACHE_TTL": "1h",
+            "SPARK_RATE_LIMIT_GENERATE": "100000000/min",
+            "SPARK_LOG_FORMAT": "json",
+            "SPARK_DATA_DIR": str(out.parent / f"data-{port}"),
+        }
+        log = open(out.parent / f"gateway-{port}.log", "wb")
+        gw = procs.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(binary)],
+                         env=env, stdout=log, stderr=log)
+        url = f"http://127.0.0.1:{port}"
+        bench.wait_http(url + "/livez", seconds=120)
+        hits(url, WARMUP)
+        subprocess.run(["callgrind_control", "-z", str(gw.pid)], check=True, capture_output=True)
+        r = hits(url, requests)
+        if r["errorRate"] > 0:
+            raise SystemExit(f"{binary}: {r['errorRate']:.2%} errors")
+        subprocess.run(["callgrind_control", "-d", str(gw.pid)], check=True, capture_output=True)
+        time.sleep(1)
+    finally:
+        procs.stop_all()
+    dump = Path(f"{out}.1")
+    text = subprocess.run(["callgrind_annotate", "--threshold=100", str(dump)],
+                          capture_output=True, text=True, check=True).stdout
+    total = int(re.search(r"([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", text).group(1).replace(",", ""))
+    libc = {}
+    for m in re.finditer(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+\S*:(\w+) \[[^\]]*libc", text, re.M):
+        libc[m.group(2)] = libc.get(m.group(2), 0) + int(m.group(1).replace(",", ""))
+    return total, libc, dump
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--binary", action="append", required=True, type=Path, help="a gateway binary (repeatable)")
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--runs", type=int, default=2)
+    args = ap.parse_args()
+    out_dir = bench.OUT_DIR / "callgrind"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print("| binary | run | instructions per hit | memcpy/memmove per hit | malloc family per hit | dump |")
+    print("|---|---|---:|---:|---:|---|")
+    for run in range(args.runs):
+        for i, binary in enumerate(args.binary):
+            out = out_dir / f"b{i}-r{run}.out"
+            for old in out_dir.glob(f"b{i}-r{run}.out*"):
+                old.unlink()
+            total, libc, dump = one_run(binary.resolve(), args.requests, out)
+            copy = sum(v for k, v in libc.items() if "mem" in k and ("cpy" in k or "move" in k))
+            alloc = sum(v for k, v in libc.items() if k in ("malloc", "free", "_int_malloc", "_int_free",
+                                                           "malloc_consolidate", "cfree", "realloc"))
+            n = args.requests
+            print(f"| {binary} | {run + 1} | {total / n:,.0f} | {copy / n:,.0f} | {alloc / n:,.0f} | {dump} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
