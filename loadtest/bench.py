@@ -322,7 +322,9 @@ def start_mock(procs):
     return p, m.group(0)
 
 
-def start_gateway(procs, mock_url, cache_ttl, extra_env=None, binary=None):
+def start_gateway(procs, mock_url, cache_ttl, extra_env=None, binary=None, prefix=(), wait_s=20):
+    """The gateway as deployed, against the mock; `prefix` runs it under a tool (valgrind), which
+    may need a longer `wait_s` to answer."""
     port = free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -340,9 +342,9 @@ def start_gateway(procs, mock_url, cache_ttl, extra_env=None, binary=None):
         **(extra_env or {}),
     }
     log = open(OUT_DIR / f"gateway-{port}.log", "wb")
-    p = procs.start([str(binary or GATEWAY)], env=env, stdout=log, stderr=log)
+    p = procs.start([*prefix, str(binary or GATEWAY)], env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/livez")
+    wait_http(url + "/livez", seconds=wait_s)
     return p, url
 
 

@@ -40,6 +40,13 @@ def run(target_args):
     return bench.loadtest(target_args + ["--concurrency", "32", "--duration", f"{DURATION_S}s", "--warmup", f"{WARMUP_S}s"])
 
 
+def us_per_request(cpu_s, result):
+    """A process's CPU seconds over a run, in µs per request served; the warm-up's requests are
+    counted at the measured rate."""
+    served = result["requests"] * (DURATION_S + WARMUP_S) / DURATION_S
+    return cpu_s / served * 1e6
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", required=True, type=Path, help="the baseline gateway binary")
@@ -66,16 +73,13 @@ def main():
                      "--header", f"x-api-key: {bench.UPSTREAM_KEY}", "--header", "anthropic-version: 2023-06-01"])
             if r["errorRate"] > 0:
                 raise SystemExit(f"mock POST /v1/messages: {r['errorRate']:.2%} errors")
-            cpu["post"].append((cpu_seconds(mock_proc.pid) - cpu0) / (r["requests"] * (DURATION_S + WARMUP_S) / DURATION_S) * 1e6)
+            cpu["post"].append(us_per_request(cpu_seconds(mock_proc.pid) - cpu0, r))
             rps["post"].append(r["throughputRps"])
             for name, binary in builds.items():
                 gw, url = bench.start_gateway(procs, mock, "300s", binary=binary)
                 cpu0 = cpu_seconds(gw.pid)
                 r = run(["--target", url, "--api-key", bench.API_KEY, "--scenario", "generate-hit"])
-                # The gateway's CPU (all its threads) per request served; the warm-up's requests
-                # are counted at the measured rate.
-                served = r["requests"] * (DURATION_S + WARMUP_S) / DURATION_S
-                cpu[name].append((cpu_seconds(gw.pid) - cpu0) / served * 1e6)
+                cpu[name].append(us_per_request(cpu_seconds(gw.pid) - cpu0, r))
                 procs.stop(gw)
                 if r["errorRate"] > 0:
                     raise SystemExit(f"{name}: {r['errorRate']:.2%} errors")

@@ -4,7 +4,7 @@
     python3 loadtest/hit_callgrind.py --binary PATH [--binary PATH ...] [--requests 2000] [--runs 2]
 
 Each run starts the mock upstream and the gateway under `valgrind --tool=callgrind` (as `bench.py`
-runs it: JSON logs, the default SQLite ledger, cache on), sends 300 hits to warm it, zeroes the
+starts it: JSON logs, the default SQLite ledger, cache on), sends 300 hits to warm it, zeroes the
 counters (`callgrind_control -z`), sends `--requests` hits (`generate-hit`, closed model, 4
 workers), dumps the counters (`callgrind_control -d`) and stops. It prints the instructions per
 hit and the share of the largest libc functions; the dumps stay in `target/bench/callgrind/` for
@@ -14,7 +14,6 @@ Everything runs on 127.0.0.1 and stops by itself. Needs valgrind.
 """
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -36,24 +35,8 @@ def one_run(binary, requests, out):
     procs = bench.Procs()
     try:
         _, mock = bench.start_mock(procs)
-        port = bench.free_port()
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "SPARK_BIND": f"127.0.0.1:{port}",
-            "SPARK_API_KEYS": bench.API_KEY,
-            "ANTHROPIC_API_KEY": bench.UPSTREAM_KEY,
-            "ANTHROPIC_BASE_URL": mock,
-            "SPARK_PROVIDER_ORDER": "anthropic",
-            "SPARK_CACHE_TTL": "1h",
-            "SPARK_RATE_LIMIT_GENERATE": "100000000/min",
-            "SPARK_LOG_FORMAT": "json",
-            "SPARK_DATA_DIR": str(out.parent / f"data-{port}"),
-        }
-        log = open(out.parent / f"gateway-{port}.log", "wb")
-        gw = procs.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(binary)],
-                         env=env, stdout=log, stderr=log)
-        url = f"http://127.0.0.1:{port}"
-        bench.wait_http(url + "/livez", seconds=120)
+        gw, url = bench.start_gateway(procs, mock, "1h", binary=binary, wait_s=120,
+                                      prefix=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
         hits(url, WARMUP)
         subprocess.run(["callgrind_control", "-z", str(gw.pid)], check=True, capture_output=True)
         r = hits(url, requests)
