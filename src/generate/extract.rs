@@ -27,10 +27,10 @@ fn blocks(text: &str) -> Vec<Block<'_>> {
     let mut out = Vec::new();
     let mut open: Option<(char, usize, String, usize)> = None; // fence char, len, tag, body start
     let mut pos = 0;
-    for line in text.split_inclusive('\n') {
+    for line in lines(text) {
         let start = pos;
         pos += line.len();
-        let trimmed = line.trim_start();
+        let trimmed = trim_start(line);
         let fence_char = match trimmed.chars().next() {
             Some(c @ ('`' | '~')) => c,
             _ => continue,
@@ -67,6 +67,37 @@ fn blocks(text: &str) -> Vec<Block<'_>> {
         });
     }
     out
+}
+
+/// The lines of `text`, each with its `\n`, as `str::split_inclusive('\n')` gives them: found
+/// with one vectorised search over the whole answer instead of a search per line, which was most
+/// of extraction's cost (an answer is a few dozen short lines, and every miss extracts one).
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', text.as_bytes()).map(|nl| nl + 1);
+    ends.chain((!text.is_empty()).then_some(text.len()))
+        .filter_map(move |end| {
+            // A `\n` is one byte, so every end is a character boundary; the final end repeats
+            // the last `\n`'s when the text ends with one, and is skipped.
+            let line = text.get(start..end).filter(|l| !l.is_empty())?;
+            start = end;
+            Some(line)
+        })
+}
+
+/// `str::trim_start`, with ASCII indentation skipped a byte at a time: only a line whose
+/// indentation reaches a non-ASCII character goes through the Unicode check.
+fn trim_start(line: &str) -> &str {
+    let lead = line
+        .bytes()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
+        .unwrap_or(line.len());
+    let rest = &line[lead..];
+    if rest.as_bytes().first().is_some_and(|b| !b.is_ascii()) {
+        rest.trim_start()
+    } else {
+        rest
+    }
 }
 
 /// The code in a model's answer, for `engine`.
@@ -130,6 +161,41 @@ pub fn extract_code(text: &str, engine: Engine) -> Extracted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn lines_and_indentation_match_the_standard_library_on_any_text(
+            text in "[ \t\r\n\u{b}\u{c}\u{a0}\u{2003}\u{3000}`~aé]{0,40}"
+        ) {
+            let ours: Vec<&str> = lines(&text).collect();
+            let std: Vec<&str> = text.split_inclusive('\n').collect();
+            proptest::prop_assert_eq!(&ours, &std);
+            for line in std {
+                proptest::prop_assert_eq!(trim_start(line), line.trim_start());
+            }
+        }
+    }
+
+    #[test]
+    fn lines_and_indentation_are_what_the_standard_library_gives() {
+        for text in [
+            "",
+            "\n",
+            "a",
+            "a\n",
+            "a\nb",
+            "\n\nx\n",
+            "  ```cs\n\u{a0}\u{2003} ```\r\n\t~~~\n",
+            "é\n\u{3000}```\nend",
+        ] {
+            let ours: Vec<&str> = lines(text).collect();
+            let std: Vec<&str> = text.split_inclusive('\n').collect();
+            assert_eq!(ours, std, "{text:?}");
+            for line in std {
+                assert_eq!(trim_start(line), line.trim_start(), "{line:?}");
+            }
+        }
+    }
     use crate::engine::has_unreal_source_part;
 
     #[test]
