@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
-"""Instructions per cache hit, counted by callgrind: a figure the machine's load does not move.
+"""Instructions per cache hit (or per miss), counted by callgrind: a figure the machine's load
+does not move.
 
     python3 loadtest/hit_callgrind.py --binary PATH [--binary PATH ...] [--requests 2000] [--runs 2]
+                                      [--scenario generate-hit|generate-miss]
 
 Each run starts the mock upstream and the gateway under `valgrind --tool=callgrind` (as `bench.py`
 starts it: JSON logs, the default SQLite ledger, cache on), sends 300 hits to warm it, zeroes the
 counters (`callgrind_control -z`), sends `--requests` hits (`generate-hit`, closed model, 4
 workers), dumps the counters (`callgrind_control -d`) and stops. It prints the instructions per
-hit and the share of the largest libc functions; the dumps stay in `target/bench/callgrind/` for
+request and the share of the largest libc functions; the dumps stay in `target/bench/callgrind/` for
 `callgrind_annotate`. Throughput on this shared machine moves by ±15% between runs of one build;
 instruction counts move by a few percent, so this is the A/B to trust for small changes.
+`--scenario generate-miss` counts whole misses instead (cache off, as `bench.py`'s table 1: the
+request, the call to the mock upstream, the answer); its total moves by about ±3% between runs
+(each run's prompts carry a different nonce), so compare the functions a change touches
+(`callgrind_annotate --inclusive=yes` on the dumps) as well as the totals.
 Everything runs on 127.0.0.1 and stops by itself. Needs valgrind.
 """
 
@@ -26,20 +32,21 @@ import bench  # noqa: E402
 WARMUP = 300
 
 
-def hits(url, n):
-    return bench.loadtest(["--target", url, "--api-key", bench.API_KEY, "--scenario", "generate-hit",
+def hits(url, n, scenario="generate-hit"):
+    return bench.loadtest(["--target", url, "--api-key", bench.API_KEY, "--scenario", scenario,
                            "--concurrency", "4", "--requests", str(n)], timeout="60s")
 
 
-def one_run(binary, requests, out):
+def one_run(binary, requests, out, scenario):
     procs = bench.Procs()
     try:
         _, mock = bench.start_mock(procs)
-        gw, url = bench.start_gateway(procs, mock, "1h", binary=binary, wait_s=120,
+        ttl = "1h" if scenario == "generate-hit" else "0s"  # misses as bench.py table 1: cache off
+        gw, url = bench.start_gateway(procs, mock, ttl, binary=binary, wait_s=120,
                                       prefix=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
-        hits(url, WARMUP)
+        hits(url, WARMUP, scenario)
         subprocess.run(["callgrind_control", "-z", str(gw.pid)], check=True, capture_output=True)
-        r = hits(url, requests)
+        r = hits(url, requests, scenario)
         if r["errorRate"] > 0:
             raise SystemExit(f"{binary}: {r['errorRate']:.2%} errors")
         subprocess.run(["callgrind_control", "-d", str(gw.pid)], check=True, capture_output=True)
@@ -61,17 +68,19 @@ def main():
     ap.add_argument("--binary", action="append", required=True, type=Path, help="a gateway binary (repeatable)")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--scenario", default="generate-hit", choices=["generate-hit", "generate-miss"],
+                    help="generate-miss counts a whole miss: the request, the call to the mock, the answer")
     args = ap.parse_args()
     out_dir = bench.OUT_DIR / "callgrind"
     out_dir.mkdir(parents=True, exist_ok=True)
-    print("| binary | run | instructions per hit | memcpy/memmove per hit | malloc family per hit | dump |")
+    print(f"| binary | run | instructions per request ({args.scenario}) | memcpy/memmove per request | malloc family per request | dump |")
     print("|---|---|---:|---:|---:|---|")
     for run in range(args.runs):
         for i, binary in enumerate(args.binary):
             out = out_dir / f"b{i}-r{run}.out"
             for old in out_dir.glob(f"b{i}-r{run}.out*"):
                 old.unlink()
-            total, libc, dump = one_run(binary.resolve(), args.requests, out)
+            total, libc, dump = one_run(binary.resolve(), args.requests, out, args.scenario)
             copy = sum(v for k, v in libc.items() if "mem" in k and ("cpy" in k or "move" in k))
             alloc = sum(v for k, v in libc.items() if k in ("malloc", "free", "_int_malloc", "_int_free",
                                                            "malloc_consolidate", "cfree", "realloc"))
