@@ -113,6 +113,11 @@ pub struct RunArgs {
     /// The most requests outstanding at once; the open model waits (and counts the wait) beyond it.
     #[arg(long, default_value_t = 4096)]
     pub max_inflight: usize,
+    /// What makes `generate-miss` prompts unique across runs (random unless given). Fix it to
+    /// send the same prompts in every run: the sanitizer's work depends on the prompt's text,
+    /// so instruction counts of two builds compare only over the same prompts.
+    #[arg(long)]
+    pub nonce: Option<u64>,
     /// Sent as X-API-Key.
     #[arg(long, env = "SPARK_LOADTEST_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -228,7 +233,11 @@ impl RunArgs {
             bail!("--max-inflight must be at least 1");
         }
         Ok(RunConfig {
-            factory: RequestFactory::new(&self.target, self.workload()?, rand::random()),
+            factory: RequestFactory::new(
+                &self.target,
+                self.workload()?,
+                self.nonce.unwrap_or_else(rand::random),
+            ),
             model,
             stop,
             warmup: self.warmup,
@@ -516,6 +525,26 @@ mod tests {
         let key = cfg.headers.get("x-api-key").unwrap();
         assert!(key.is_sensitive());
         assert_eq!(cfg.headers.get("x-trace").unwrap(), "1");
+    }
+
+    #[test]
+    fn a_given_nonce_sends_the_same_miss_prompts_in_every_run() {
+        let body = |extra: &[&str]| {
+            let mut args = vec![
+                "--target",
+                "http://h",
+                "--scenario",
+                "generate-miss",
+                "--rate",
+                "1",
+            ];
+            args.extend_from_slice(extra);
+            let cfg = parse(&args).unwrap().config().unwrap();
+            cfg.factory.make(3, 0.5).body
+        };
+        assert_eq!(body(&["--nonce", "42"]), body(&["--nonce", "42"]));
+        assert_ne!(body(&["--nonce", "42"]), body(&["--nonce", "43"]));
+        assert!(parse(&["--target", "http://h", "--rate", "1", "--nonce", "x"]).is_err());
     }
 
     #[test]
