@@ -210,6 +210,15 @@ def build_release():
     )
 
 
+def miss_nonce(rate):
+    """The same miss prompts for a step in every run and for both builds of an A/B: the
+    sanitizer's work depends on the prompt's text (a random hex nonce that looks like leetspeak
+    is folded, ~15,000 more instructions per miss), so CPU per miss compares only over the same
+    prompts. One nonce per rate, so the steps against one gateway never repeat a prompt (its
+    sanitizer memo would answer the repeats)."""
+    return ["--nonce", str(20261203 + rate)]
+
+
 def loadtest(args, timeout="5s"):
     cmd = [str(LOADTEST), "run", "--json", "--quiet", "--timeout", timeout, *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -404,6 +413,7 @@ def before_after(procs, mock_url, body_file, before):
                 row[f"miss{rate}"] = watched(gateway, url, lambda: loadtest([
                     "--target", url, "--scenario", "generate-miss", "--api-key", API_KEY,
                     "--rate", str(rate), "--duration", DURATION, "--warmup", WARMUP,
+                    *miss_nonce(rate),
                 ]))
             procs.stop(gateway)
             gateway, url = start_gateway(procs, mock_url, "1h", binary=binary)
@@ -440,7 +450,7 @@ def run_all(with_k6=True, before=None):
             return watched(gateway, gw_url, lambda: loadtest([
                 "--target", gw_url, "--scenario", "generate-miss", "--api-key", API_KEY,
                 "--rate", str(rate), "--duration", DURATION, "--warmup", WARMUP,
-                "--watch-pid", str(gateway.pid),
+                "--watch-pid", str(gateway.pid), *miss_nonce(rate),
             ]))
 
         rows = []

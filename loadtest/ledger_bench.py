@@ -153,6 +153,7 @@ def measure(procs, mock_url, ledger, own_pg_url):
         [
             "--target", url, "--api-key", bench.API_KEY, "--scenario", "generate-miss",
             "--rate", str(RATE), "--duration", DURATION, "--warmup", WARMUP,
+            *bench.miss_nonce(RATE),
         ]
     )
     # The gateway's own CPU per request offered (warm-up included): what the ledger costs the
