@@ -70,8 +70,8 @@ fn blocks(text: &str) -> Vec<Block<'_>> {
 }
 
 /// The lines of `text`, each with its `\n`, as `str::split_inclusive('\n')` gives them: found
-/// with one vectorised search over the whole answer instead of a search per line, which was most
-/// of extraction's cost (an answer is a few dozen short lines, and every miss extracts one).
+/// with one vectorised search over the whole answer instead of a search per line, which was about
+/// half of extraction's cost (an answer is a few dozen short lines, and every miss extracts one).
 fn lines(text: &str) -> impl Iterator<Item = &str> {
     let mut start = 0;
     let ends = memchr::memchr_iter(b'\n', text.as_bytes()).map(|nl| nl + 1);
