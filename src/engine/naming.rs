@@ -320,6 +320,28 @@ mod tests {
         assert_eq!(detect_script_name("print('hi')", Engine::Love2d), None);
     }
 
+    const ALL: [&Declaration; 10] = [
+        &CS_BEHAVIOUR,
+        &CS_CLASS,
+        &UE_CLASS,
+        &GD_CLASS_NAME,
+        &LUA_RETURN,
+        &LUA_TABLE,
+        &TS_CLASS,
+        &TS_ANY_CLASS,
+        &RS_PLUGIN,
+        &RS_STRUCT,
+    ];
+
+    /// Where each form puts the name's capture in `code`.
+    fn ascii_capture(d: &Declaration, code: &str) -> Option<std::ops::Range<usize>> {
+        d.ascii.captures(code.as_bytes())?.get(1).map(|m| m.range())
+    }
+
+    fn unicode_capture(d: &Declaration, code: &str) -> Option<std::ops::Range<usize>> {
+        d.unicode.captures(code)?.get(1).map(|m| m.range())
+    }
+
     proptest::proptest! {
         #[test]
         fn on_any_ascii_code_both_forms_capture_the_same_name(
@@ -332,31 +354,14 @@ mod tests {
             ]), 0..24)
         ) {
             let code = parts.concat();
-            for d in [
-                &CS_BEHAVIOUR, &CS_CLASS, &UE_CLASS, &GD_CLASS_NAME, &LUA_RETURN, &LUA_TABLE,
-                &TS_CLASS, &TS_ANY_CLASS, &RS_PLUGIN, &RS_STRUCT,
-            ] {
-                let ascii = d.ascii.captures(code.as_bytes()).and_then(|c| c.get(1)).map(|m| m.range());
-                let unicode = d.unicode.captures(&code).and_then(|c| c.get(1)).map(|m| m.range());
-                proptest::prop_assert_eq!(ascii, unicode, "{:?}", code);
+            for d in ALL {
+                proptest::prop_assert_eq!(ascii_capture(d, &code), unicode_capture(d, &code), "{:?}", code);
             }
         }
     }
 
     #[test]
     fn ascii_and_unicode_forms_name_ascii_code_alike_and_unicode_names_stay_whole() {
-        let all = [
-            &CS_BEHAVIOUR,
-            &CS_CLASS,
-            &UE_CLASS,
-            &GD_CLASS_NAME,
-            &LUA_RETURN,
-            &LUA_TABLE,
-            &TS_CLASS,
-            &TS_ANY_CLASS,
-            &RS_PLUGIN,
-            &RS_STRUCT,
-        ];
         let codes = [
             "using UnityEngine;\n[RequireComponent(typeof(Rigidbody))]\n  public sealed partial class Door_2 : MonoBehaviour\n{}",
             "internal static class Util {}\nenum Mode { A }",
@@ -367,20 +372,22 @@ mod tests {
             "pub(crate) struct Health(f32);\nimpl   Plugin\tfor CombatPlugin {",
             "no declaration here\n",
         ];
-        for (i, d) in all.iter().enumerate() {
+        for (i, d) in ALL.into_iter().enumerate() {
             for code in codes {
-                let ascii = d
-                    .ascii
-                    .captures(code.as_bytes())
-                    .and_then(|c| c.get(1))
-                    .map(|m| m.as_bytes().to_vec());
-                let unicode = d
-                    .unicode
-                    .captures(code)
-                    .and_then(|c| c.get(1))
-                    .map(|m| m.as_str().as_bytes().to_vec());
-                assert_eq!(ascii, unicode, "pattern {i} on {code:?}");
+                assert_eq!(
+                    ascii_capture(d, code),
+                    unicode_capture(d, code),
+                    "pattern {i} on {code:?}"
+                );
             }
+        }
+        // The fixtures name something for every pattern, so the comparison above is not
+        // between two misses.
+        for (i, d) in ALL.into_iter().enumerate() {
+            assert!(
+                codes.iter().any(|c| ascii_capture(d, c).is_some()),
+                "no fixture for pattern {i}"
+            );
         }
         // One non-ASCII character anywhere sends the code to the Unicode form.
         assert_eq!(
