@@ -213,8 +213,8 @@ def build_release():
 def miss_nonce(rate):
     """The same miss prompts for a step in every run and for both builds of an A/B: the
     sanitizer's work depends on the prompt's text (a random hex nonce that looks like leetspeak
-    is folded, ~15,000 more instructions per miss), so CPU per miss compares only over the same
-    prompts. One nonce per rate, so the steps against one gateway never repeat a prompt (its
+    is folded and rescanned, ~29,000 more instructions per miss in the sanitizer), so CPU per
+    miss compares only over the same prompts. One nonce per rate, so the steps against one gateway never repeat a prompt (its
     sanitizer memo would answer the repeats)."""
     return ["--nonce", str(20261203 + rate)]
 

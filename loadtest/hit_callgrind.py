@@ -32,7 +32,7 @@ import bench  # noqa: E402
 WARMUP = 300
 # The same miss prompts in every run (`spark-loadtest --nonce`): the sanitizer's work depends on
 # the prompt's text, and with a random nonce some runs' hex tokens look like leetspeak and get
-# folded (~15,000 more instructions per miss) while others' do not.
+# folded and rescanned (~29,000 more instructions per miss in the sanitizer) while others' do not.
 NONCE = "20261203"
 
 

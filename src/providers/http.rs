@@ -49,7 +49,7 @@ pub trait WireFormat: Send + Sync + 'static {
 }
 
 /// An endpoint, parsed once. Given text, reqwest parses it again on every request (the URL
-/// parser and IDNA: about 6,000 instructions of a miss's ~340,000 under callgrind,
+/// parser and IDNA: about 6,000 instructions of a miss's ~330,000 under callgrind,
 /// `loadtest/hit_callgrind.py --scenario generate-miss`). Text that does not parse is kept as it
 /// is, so sending to it fails with reqwest's own error, as it always did.
 #[derive(Debug, Clone)]
