@@ -183,31 +183,39 @@ pub fn router(state: AppState) -> Router {
         read_timeout,
     };
 
-    // A POST route with its body limits and its route class's rate limit.
+    // A POST route with its body limits and its route class's rate limit, as one layer: axum
+    // boxes the route once per `layer` call, and every middleware that clones its inner service
+    // per request (`from_fn` does) clones each box inside it, so three calls cost a request
+    // several allocations more than one stack (callgrind, BENCHMARKS.md).
     let limited = |handler: MethodRouter<AppState>, limit: BodyLimit, class: RouteClass| {
-        handler
-            .layer::<_, Infallible>(DefaultBodyLimit::max(limit.bytes))
-            .layer::<_, Infallible>(axum::Extension(limit))
-            .layer::<_, Infallible>(axum::middleware::from_fn_with_state(
-                (state.clone(), class),
-                ratelimit::limit,
-            ))
+        handler.layer::<_, Infallible>(
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn_with_state(
+                    (state.clone(), class),
+                    ratelimit::limit,
+                ))
+                .layer(axum::Extension(limit))
+                .layer(DefaultBodyLimit::max(limit.bytes)),
+        )
     };
     // Auth runs before the load shedder so anonymous floods are refused without taking a slot.
+    // One stack, outermost first, for the reason `limited` gives.
     let authenticated = |router: Router<AppState>| {
-        router
-            .route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                middleware::shed_load,
-            ))
-            .route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                account::budget_header,
-            ))
-            .route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                auth::require_key,
-            ))
+        router.route_layer(
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    auth::require_key,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    account::budget_header,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    middleware::shed_load,
+                )),
+        )
     };
 
     let protected = authenticated(
@@ -276,11 +284,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/admin/audit", get(keys::audit))
         .route("/api/admin/audit/verify", get(console::audit_verify))
         .route("/api/admin/summary", get(console::summary))
-        .route_layer(axum::middleware::from_fn(auth::require_admin))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ));
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    auth::require_key,
+                ))
+                .layer(axum::middleware::from_fn(auth::require_admin)),
+        );
 
     // With SPARK_OPS_BIND the operational routes leave the public port for their own listener.
     let open = if state.config().ops_bind.is_some() {
