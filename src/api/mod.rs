@@ -160,6 +160,10 @@ fn cors(config: &crate::config::Config) -> Option<tower_http::cors::CorsLayer> {
                 names::X_RATELIMIT_RESET,
                 names::X_SPARK_WARNINGS,
                 names::X_SPARK_TOKEN_COUNT,
+                // A browser tool shows its caller what is left of the budget: without these it
+                // could not read them, whatever the server sends.
+                names::X_SPARK_BUDGET_REMAINING,
+                names::X_SPARK_BUDGET_REMAINING_TOKENS,
                 header::RETRY_AFTER,
                 header::CONTENT_DISPOSITION,
             ])

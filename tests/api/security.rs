@@ -152,6 +152,30 @@ async fn cors_preflight_is_allowed_for_listed_origins_and_refused_for_others() {
         resp.headers()["access-control-allow-origin"],
         "https://editor.example.com"
     );
+    // The page may read the headers the contract gives it, the budget's included.
+    let exposed = resp.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    for name in [
+        "x-request-id",
+        "x-cache",
+        "x-provider",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "x-spark-warnings",
+        "x-spark-token-count",
+        "x-spark-budget-remaining",
+        "x-spark-budget-remaining-tokens",
+        "retry-after",
+        "content-disposition",
+    ] {
+        assert!(
+            exposed.split(',').any(|n| n.trim() == name),
+            "{name} not in {exposed}"
+        );
+    }
 }
 
 /// Finding 9: the contract's small print.
