@@ -171,11 +171,12 @@ fn cors(config: &crate::config::Config) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
-/// Builds the router. The stack, outermost first (the order DESIGN.md gives):
+/// Builds the router. The stack, outermost first:
 /// 1. `request_context` — request id, span, error bodies, security headers, access log;
 /// 2. sensitive headers — `X-API-Key` and `Authorization` are marked so no debug output shows them;
 /// 3. catch panic — a panicking handler becomes a 500 with our body, the process lives on;
-/// 4. per protected route: auth, load shedding, the route class's rate limit, the body limit.
+/// 4. per protected route: auth, the budget header, load shedding, then the route class's rate
+///    limit and the body limit (admin routes: auth, then the admin check).
 pub fn router(state: AppState) -> Router {
     let read_timeout = state.config().body_read_timeout;
     let generate_limit = BodyLimit {
