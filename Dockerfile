@@ -21,11 +21,9 @@ RUN cargo build --release --locked --bin spark-gateway \
 # glibc, CA certificates and a nonroot user (65532), nothing else.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /out/spark-gateway /app/spark-gateway
-# MALLOC_ARENA_MAX=2: glibc otherwise grows an arena per busy thread and keeps what it freed;
-# under load that was 6-18 MiB of resident memory for nothing (BENCHMARKS.md, load section).
+# No allocator settings: the binary brings jemalloc (src/main.rs).
 ENV SPARK_BIND=0.0.0.0:8080 \
-    SPARK_LOG_FORMAT=json \
-    MALLOC_ARENA_MAX=2
+    SPARK_LOG_FORMAT=json
 EXPOSE 8080
 USER 65532:65532
 HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \

@@ -27,7 +27,9 @@ request (all threads, warm-up requests counted at the measured rate), its peak R
 number of client connections open to it (established TCP connections on its port).
 
 The gateway runs as deployed (JSON logs, one line per request, written to target/bench/;
-MALLOC_ARENA_MAX=2 as in the Dockerfile and the ConfigMap; the default in-flight limit); the knee
+the default in-flight limit; MALLOC_ARENA_MAX=2, which the Dockerfile set for glibc builds before
+the binary brought its own allocator, so that a `--before` build older than that runs as it was
+deployed); the knee
 is measured once more with request logging off to show what logging costs.
 """
 
@@ -347,6 +349,7 @@ def start_gateway(procs, mock_url, cache_ttl, extra_env=None, binary=None, prefi
         "SPARK_RATE_LIMIT_EXPORT": "100000000/min",
         # As deployed (Dockerfile, k8s ConfigMap): one JSON line per request, to a file here.
         "SPARK_LOG_FORMAT": "json",
+        # Read by glibc's malloc only: the builds before jemalloc (`--before`), as they were deployed.
         "MALLOC_ARENA_MAX": "2",
         **(extra_env or {}),
     }

@@ -17,7 +17,7 @@ shape of the exchange rather than the gateway's work) and `generate-hit` through
 model, 32 workers, 8 s after 2 s of warm-up, so a drift of the shared machine hits all alike; and
 the CPU time (all threads, from /proc) per request of the process serving it, which moves less with
 the machine's load than throughput does. The gateways run as
-in `bench.py` (JSON logs to a file, the default SQLite ledger, `MALLOC_ARENA_MAX=2`). Everything
+in `bench.py` (JSON logs to a file, the default SQLite ledger, `MALLOC_ARENA_MAX=2` for glibc builds). Everything
 runs on 127.0.0.1 and stops by itself.
 """
 
