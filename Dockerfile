@@ -12,6 +12,8 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
+# The build's settings (jemalloc's compiled-in options) before the dependencies are built.
+COPY .cargo .cargo
 # Only the dependency graph: this layer is reused until Cargo.toml or Cargo.lock change.
 RUN cargo chef cook --release --recipe-path recipe.json --bin spark-gateway
 COPY . .

@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Starts the release binary on the simulator, checks `spark-gateway healthcheck` (exit 0), runs the
-# runbook's verification commands against it, stops it with SIGTERM, and checks that healthcheck
-# then fails.
+# Checks the release binary's allocator, starts it on the simulator, checks `spark-gateway
+# healthcheck` (exit 0), runs the runbook's verification commands against it, stops it with
+# SIGTERM, and checks that healthcheck then fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/spark-gateway
 [ -x "$bin" ] || cargo build --release --locked --bin spark-gateway
+
+# The allocator is the binary's own (jemalloc, src/main.rs) with its options compiled in
+# (.cargo/config.toml): jemalloc prints its settings at exit when asked, glibc prints nothing.
+stats=$(_RJEM_MALLOC_CONF=stats_print:true "$bin" check-config 2>&1 >/dev/null || true)
+if ! grep -q '^  opt.narenas: 2$' <<<"$stats"; then
+  echo "the release binary does not run jemalloc with narenas:2 compiled in" >&2
+  exit 1
+fi
+echo "allocator: jemalloc, narenas 2"
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export GATEWAY_URL="http://127.0.0.1:$port"

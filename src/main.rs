@@ -9,11 +9,11 @@ use spark_gateway::config::{Config, EnvSource};
 use spark_gateway::sanitize::{self, Policy};
 
 /// jemalloc instead of glibc's malloc, chosen by the binary so that every way of running it gets
-/// it (glibc's behaviour could only be tuned by an environment variable, `MALLOC_ARENA_MAX`, which
-/// a deployment could forget). Measured on the cache-hit path, alternating with the same code on
-/// glibc (BENCHMARKS.md, "The allocator, a fourth time"): 0.80× the CPU per hit and 1.20× the
-/// throughput, 9.8 against 12.7 KiB per open client connection, and 2 MiB more at idle. The
-/// library and its tests keep the system allocator: only this process's behaviour is measured.
+/// it, with its options compiled in (`.cargo/config.toml`: two arenas); glibc's could only be set
+/// by an environment variable (`MALLOC_ARENA_MAX`) that a deployment could forget. Against the
+/// same code on glibc, alternating (BENCHMARKS.md, "The allocator, a fourth time"): about 0.8× the
+/// CPU per cache hit and per miss, less memory per open client connection, ~2 MiB more at idle.
+/// The library and its tests keep the system allocator.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
