@@ -360,6 +360,28 @@ def start_gateway(procs, mock_url, cache_ttl, extra_env=None, binary=None, prefi
     return p, url
 
 
+def alternating(rounds, keys, run_one):
+    """Calls `run_one(key, round)` for each key in turn, `rounds` times, so that a drift of the
+    shared machine reaches every key alike; returns {key: [result of each round]}."""
+    out = {key: [] for key in keys}
+    for r in range(rounds):
+        for key in keys:
+            out[key].append(run_one(key, r))
+    return out
+
+
+def median_table(out, header, cells):
+    """Markdown lines: `header` (the row label's column first), then one row per key of `out`:
+    its label and `cells(med)`, where `med(field)` is the median of that field over its results."""
+    import statistics
+
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for key, rows in out.items():
+        med = lambda field, rows=rows: statistics.median(r[field] for r in rows)
+        lines.append("| " + " | ".join([str(key), *cells(med)]) + " |")
+    return lines
+
+
 def machine():
     cpu = "unknown"
     try:

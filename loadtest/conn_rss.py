@@ -19,7 +19,6 @@ Everything runs on 127.0.0.1 and stops by itself; only processes this script sta
 
 import argparse
 import socket
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -82,28 +81,30 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     bench.OUT_DIR.mkdir(parents=True, exist_ok=True)
-    out = {b: [] for b in args.binary}
     procs = bench.Procs()
     try:
         _, mock = bench.start_mock(procs)
-        for _ in range(args.rounds):
-            for b in args.binary:
-                m = measure(procs, mock, b.resolve(), args.connections)
-                print(f"{b}: idle {m['idle'] / 2**20:.1f} MiB, {m['open']} connections open "
-                      f"{m['held'] / 2**20:.1f} MiB ({m['perConn'] / 1024:.1f} KiB each), peak under "
-                      f"load {m['peak'] / 2**20:.1f} MiB with {m['peakConns']} connections, "
-                      f"{m['rps']:.0f} req/s, errors {m['errors']:.2%}", file=sys.stderr)
-                out[b].append(m)
+
+        def run_one(b, _round):
+            m = measure(procs, mock, b.resolve(), args.connections)
+            print(f"{b}: idle {m['idle'] / 2**20:.1f} MiB, {m['open']} connections open "
+                  f"{m['held'] / 2**20:.1f} MiB ({m['perConn'] / 1024:.1f} KiB each), peak under "
+                  f"load {m['peak'] / 2**20:.1f} MiB with {m['peakConns']} connections, "
+                  f"{m['rps']:.0f} req/s, errors {m['errors']:.2%}", file=sys.stderr)
+            return m
+
+        out = bench.alternating(args.rounds, args.binary, run_one)
     finally:
         procs.stop_all()
     print(f"Machine: {bench.machine()}; {args.connections} idle connections, {args.rounds} rounds, medians")
     print()
-    print("| binary | idle RSS | RSS with the connections open | per connection | peak RSS, hits at full speed with them open |")
-    print("|---|---:|---:|---:|---:|")
-    for b, rows in out.items():
-        med = lambda k: statistics.median(r[k] for r in rows)
-        print(f"| {b} | {med('idle') / 2**20:.1f} MiB | {med('held') / 2**20:.1f} MiB | "
-              f"{med('perConn') / 1024:.1f} KiB | {med('peak') / 2**20:.1f} MiB |")
+    mib = lambda v: f"{v / 2**20:.1f} MiB"
+    print("\n".join(bench.median_table(
+        out,
+        ["binary", "idle RSS", "RSS with the connections open", "per connection",
+         "peak RSS, hits at full speed with them open"],
+        lambda med: [mib(med("idle")), mib(med("held")), f"{med('perConn') / 1024:.1f} KiB", mib(med("peak"))],
+    )))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Prints one line per run, then the medians. Everything runs on 127.0.0.1 and stop
 """
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -45,40 +44,44 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     bench.OUT_DIR.mkdir(parents=True, exist_ok=True)
-    out = {label: [] for label, _, _ in args.config}
+    configs = {label: (binary, env) for label, binary, env in args.config}
     procs = bench.Procs()
     try:
         _, mock = bench.start_mock(procs)
-        for r in range(args.rounds):
-            for label, binary, env in args.config:
-                gw, url = bench.start_gateway(procs, mock, "0s", extra_env=env, binary=binary)
-                time.sleep(1.0)
-                idle = bench.rss_bytes(gw.pid)
-                res = bench.watched(gw, url, lambda: bench.loadtest([
-                    "--target", url, "--scenario", "generate-miss", "--api-key", bench.API_KEY,
-                    "--rate", str(args.rate), "--duration", "10s", "--warmup", "2s",
-                    "--nonce", str(7000 + r),
-                ]))
-                time.sleep(3.0)
-                after = bench.rss_bytes(gw.pid)
-                procs.stop(gw)
-                m = {"idle": idle, "peak": res["gatewayPeakRssBytes"], "after": after,
-                     "cpu": res["gatewayCpuUsPerRequest"], "p99": res["latencyMs"]["p99"],
-                     "conns": res["clientConnections"]}
-                print(f"{label}: idle {idle / 2**20:.1f} MiB, peak {m['peak'] / 2**20:.1f} MiB, "
-                      f"3 s after {after / 2**20:.1f} MiB, {m['cpu']:.0f} us per miss, p99 "
-                      f"{m['p99']:.2f} ms, {m['conns']} connections", file=sys.stderr)
-                out[label].append(m)
+
+        def run_one(label, r):
+            binary, env = configs[label]
+            gw, url = bench.start_gateway(procs, mock, "0s", extra_env=env, binary=binary)
+            time.sleep(1.0)
+            idle = bench.rss_bytes(gw.pid)
+            res = bench.watched(gw, url, lambda: bench.loadtest([
+                "--target", url, "--scenario", "generate-miss", "--api-key", bench.API_KEY,
+                "--rate", str(args.rate), "--duration", "10s", "--warmup", "2s",
+                "--nonce", str(7000 + r),
+            ]))
+            time.sleep(3.0)
+            after = bench.rss_bytes(gw.pid)
+            procs.stop(gw)
+            m = {"idle": idle, "peak": res["gatewayPeakRssBytes"], "after": after,
+                 "cpu": res["gatewayCpuUsPerRequest"], "p99": res["latencyMs"]["p99"],
+                 "conns": res["clientConnections"]}
+            print(f"{label}: idle {idle / 2**20:.1f} MiB, peak {m['peak'] / 2**20:.1f} MiB, "
+                  f"3 s after {after / 2**20:.1f} MiB, {m['cpu']:.0f} us per miss, p99 "
+                  f"{m['p99']:.2f} ms, {m['conns']} connections", file=sys.stderr)
+            return m
+
+        out = bench.alternating(args.rounds, list(configs), run_one)
     finally:
         procs.stop_all()
     print(f"Machine: {bench.machine()}; misses at {args.rate} req/s, {args.rounds} rounds, medians")
     print()
-    print("| config | idle RSS | peak RSS | RSS 3 s after | CPU per miss | p99 |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for label, rows in out.items():
-        med = lambda k: statistics.median(x[k] for x in rows)
-        print(f"| {label} | {med('idle') / 2**20:.1f} MiB | {med('peak') / 2**20:.1f} MiB | "
-              f"{med('after') / 2**20:.1f} MiB | {med('cpu'):.0f} µs | {med('p99'):.2f} ms |")
+    mib = lambda v: f"{v / 2**20:.1f} MiB"
+    print("\n".join(bench.median_table(
+        out,
+        ["config", "idle RSS", "peak RSS", "RSS 3 s after", "CPU per miss", "p99"],
+        lambda med: [mib(med("idle")), mib(med("peak")), mib(med("after")), f"{med('cpu'):.0f} µs",
+                     f"{med('p99'):.2f} ms"],
+    )))
 
 
 if __name__ == "__main__":

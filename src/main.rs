@@ -12,7 +12,7 @@ use spark_gateway::sanitize::{self, Policy};
 /// it, with its options compiled in (`.cargo/config.toml`: two arenas); glibc's could only be set
 /// by an environment variable (`MALLOC_ARENA_MAX`) that a deployment could forget. Against the
 /// same code on glibc, alternating (BENCHMARKS.md, "The allocator, a fourth time"): about 0.8× the
-/// CPU per cache hit and per miss, less memory per open client connection, ~2 MiB more at idle.
+/// CPU per cache hit and 0.9× per miss, less memory per open client connection, ~2 MiB more idle.
 /// The library and its tests keep the system allocator.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
