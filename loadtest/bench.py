@@ -26,11 +26,10 @@ Every gateway step also reports, sampled from /proc while it runs, the gateway's
 request (all threads, warm-up requests counted at the measured rate), its peak RSS and the peak
 number of client connections open to it (established TCP connections on its port).
 
-The gateway runs as deployed (JSON logs, one line per request, written to target/bench/;
-the default in-flight limit; MALLOC_ARENA_MAX=2, which the Dockerfile set for glibc builds before
-the binary brought its own allocator, so that a `--before` build older than that runs as it was
-deployed); the knee
-is measured once more with request logging off to show what logging costs.
+The gateway runs as deployed (JSON logs, one line per request, written to target/bench/; the
+default in-flight limit; MALLOC_ARENA_MAX=2, which the Dockerfile set for glibc builds before the
+binary brought its own allocator, so that a `--before` build older than that runs as it was
+deployed); the knee is measured once more with request logging off to show what logging costs.
 """
 
 import argparse
@@ -428,26 +427,28 @@ def before_after(procs, mock_url, body_file, before):
     alternating, two rounds each: idle RSS, the miss path at 1,000 and 3,000 req/s (p99 and CPU
     per request) and the cache-hit path against the bare route measured beside it."""
     builds = {"before": Path(before).resolve(), "after": GATEWAY}
-    out = {name: [] for name in builds}
-    for _ in range(2):
-        for name, binary in builds.items():
-            gateway, url = start_gateway(procs, mock_url, "0s", binary=binary)
-            time.sleep(1.0)
-            row = {"rssIdleBytes": rss_bytes(gateway.pid)}
-            for rate in (1000, 3000):
-                row[f"miss{rate}"] = watched(gateway, url, lambda: loadtest([
-                    "--target", url, "--scenario", "generate-miss", "--api-key", API_KEY,
-                    "--rate", str(rate), "--duration", DURATION, "--warmup", WARMUP,
-                    *miss_nonce(rate),
-                ]))
-            procs.stop(gateway)
-            gateway, url = start_gateway(procs, mock_url, "1h", binary=binary)
-            row["ping"], row["hit"] = hits_and_bare_route(gateway, url, mock_url)
-            procs.stop(gateway)
-            print(f"{name}: miss p99 {row['miss3000']['latencyMs']['p99']:.2f} ms at 3000, "
-                  f"{row['miss3000']['gatewayCpuUsPerRequest']:.0f} us/req; hit "
-                  f"{row['hit']['throughputRps'] / row['ping']['throughputRps']:.2f} of ping", file=sys.stderr)
-            out[name].append(row)
+
+    def run_one(name, _round):
+        binary = builds[name]
+        gateway, url = start_gateway(procs, mock_url, "0s", binary=binary)
+        time.sleep(1.0)
+        row = {"rssIdleBytes": rss_bytes(gateway.pid)}
+        for rate in (1000, 3000):
+            row[f"miss{rate}"] = watched(gateway, url, lambda: loadtest([
+                "--target", url, "--scenario", "generate-miss", "--api-key", API_KEY,
+                "--rate", str(rate), "--duration", DURATION, "--warmup", WARMUP,
+                *miss_nonce(rate),
+            ]))
+        procs.stop(gateway)
+        gateway, url = start_gateway(procs, mock_url, "1h", binary=binary)
+        row["ping"], row["hit"] = hits_and_bare_route(gateway, url, mock_url)
+        procs.stop(gateway)
+        print(f"{name}: miss p99 {row['miss3000']['latencyMs']['p99']:.2f} ms at 3000, "
+              f"{row['miss3000']['gatewayCpuUsPerRequest']:.0f} us/req; hit "
+              f"{row['hit']['throughputRps'] / row['ping']['throughputRps']:.2f} of ping", file=sys.stderr)
+        return row
+
+    out = alternating(2, list(builds), run_one)
     out["beforeBinary"] = str(before)
     return out
 

@@ -16,9 +16,9 @@ a JSON body and writes a JSON answer, as a hit does: it shows how much of the ga
 shape of the exchange rather than the gateway's work) and `generate-hit` through each build, closed
 model, 32 workers, 8 s after 2 s of warm-up, so a drift of the shared machine hits all alike; and
 the CPU time (all threads, from /proc) per request of the process serving it, which moves less with
-the machine's load than throughput does. The gateways run as
-in `bench.py` (JSON logs to a file, the default SQLite ledger, `MALLOC_ARENA_MAX=2` for glibc builds). Everything
-runs on 127.0.0.1 and stops by itself.
+the machine's load than throughput does. The gateways run as in `bench.py` (JSON logs to a file,
+the default SQLite ledger, `MALLOC_ARENA_MAX=2` for glibc builds). Everything runs on 127.0.0.1
+and stops by itself.
 """
 
 import argparse
